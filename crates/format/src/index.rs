@@ -1,0 +1,316 @@
+//! Myelin's aggregate index file (`.mindex` / `.msindex`), one per closed segment.
+//!
+//! ```text
+//! header (48 bytes)
+//! 0   8  magic "MYELNIDX"
+//! 8   1  format version (1)
+//! 9   1  segment kind (0 events, 1 snapshots)
+//! 10  2  reserved (0)
+//! 12  4  u32 aggregate count A
+//! 16  8  u64 segment first token
+//! 24  8  u64 events in the segment (all of them, indexed or not)
+//! 32  8  i64 timestamp of the segment's first event (i64::MIN when empty)
+//! 40  8  reserved (0)
+//! table: A × (u64 hash, u32 entry offset, u32 entry length), sorted by hash
+//! entries: u16 id length, id bytes, u32 n, n × (u32 position, i64 sequence)
+//! u32 crc32 of everything before
+//! ```
+//! `position` is the file offset of the event's length prefix. The header alone (no CRC) is
+//! enough to check continuity at startup; the whole file is verified when it is first loaded.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+
+use crate::bloom::aggregate_hash;
+use crate::segment::SegmentKind;
+
+const MAGIC: &[u8; 8] = b"MYELNIDX";
+const VERSION: u8 = 1;
+/// Bytes of the fixed header.
+pub const HEADER_BYTES: usize = 48;
+const TABLE_ENTRY_BYTES: usize = 16;
+const POSITION_BYTES: usize = 12;
+const CRC_BYTES: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IndexError {
+    #[error("index file is {0} bytes, too short")]
+    Truncated(usize),
+    #[error("not a Myelin index file (bad magic)")]
+    Magic,
+    #[error("unsupported index format version {0}")]
+    Version(u8),
+    #[error("unknown segment kind {0}")]
+    Kind(u8),
+    #[error("index checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("index entry {0} is out of bounds")]
+    Entry(usize),
+}
+
+/// Where and what one index entry says: an event of an aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexPosition {
+    pub position: u32,
+    pub sequence: i64,
+}
+
+/// The fixed header: cheap to read for every closed segment at startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub kind: SegmentKind,
+    pub aggregate_count: u32,
+    pub first_token: u64,
+    pub event_count: u64,
+    pub first_timestamp: i64,
+}
+
+impl IndexHeader {
+    pub fn decode(bytes: &[u8]) -> Result<Self, IndexError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(IndexError::Truncated(bytes.len()));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(IndexError::Magic);
+        }
+        if bytes[8] != VERSION {
+            return Err(IndexError::Version(bytes[8]));
+        }
+        let kind = SegmentKind::from_code(bytes[9]).ok_or(IndexError::Kind(bytes[9]))?;
+        Ok(IndexHeader {
+            kind,
+            aggregate_count: be_u32(&bytes[12..16]),
+            first_token: be_u64(&bytes[16..24]),
+            event_count: be_u64(&bytes[24..32]),
+            first_timestamp: be_u64(&bytes[32..40]) as i64,
+        })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.kind.code());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.aggregate_count.to_be_bytes());
+        out.extend_from_slice(&self.first_token.to_be_bytes());
+        out.extend_from_slice(&self.event_count.to_be_bytes());
+        out.extend_from_slice(&self.first_timestamp.to_be_bytes());
+        out.extend_from_slice(&[0; 8]);
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(raw)
+}
+
+/// Serialises an aggregate → positions map into the index file format.
+pub fn encode_index(
+    header_fields: IndexSummary,
+    entries: &HashMap<String, Vec<IndexPosition>>,
+) -> Vec<u8> {
+    let mut sorted: Vec<(u64, &String, &Vec<IndexPosition>)> =
+        entries.iter().map(|(id, positions)| (aggregate_hash(id), id, positions)).collect();
+    sorted.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let header = IndexHeader {
+        kind: header_fields.kind,
+        aggregate_count: sorted.len() as u32,
+        first_token: header_fields.first_token,
+        event_count: header_fields.event_count,
+        first_timestamp: header_fields.first_timestamp,
+    };
+    let table_bytes = sorted.len() * TABLE_ENTRY_BYTES;
+    let entry_bytes: usize =
+        sorted.iter().map(|(_, id, p)| 2 + id.len() + 4 + p.len() * POSITION_BYTES).sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + table_bytes + entry_bytes + CRC_BYTES);
+    header.encode(&mut out);
+    let mut offset = HEADER_BYTES + table_bytes;
+    for (hash, id, positions) in &sorted {
+        let len = 2 + id.len() + 4 + positions.len() * POSITION_BYTES;
+        out.extend_from_slice(&hash.to_be_bytes());
+        out.extend_from_slice(&(offset as u32).to_be_bytes());
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        offset += len;
+    }
+    for (_, id, positions) in &sorted {
+        // Aggregate ids longer than u16::MAX bytes are truncated in the key; lookups compare the
+        // truncated form, so such ids still resolve (the event itself is checked on read).
+        let key = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&(positions.len() as u32).to_be_bytes());
+        for p in positions.iter() {
+            out.extend_from_slice(&p.position.to_be_bytes());
+            out.extend_from_slice(&p.sequence.to_be_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The per-segment facts stored in an index header besides the entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSummary {
+    pub kind: SegmentKind,
+    pub first_token: u64,
+    pub event_count: u64,
+    pub first_timestamp: i64,
+}
+
+/// A loaded, checksum-verified index file.
+#[derive(Debug, Clone)]
+pub struct IndexFile {
+    header: IndexHeader,
+    bytes: Vec<u8>,
+}
+
+impl IndexFile {
+    /// Verifies the checksum and every table entry's bounds, so lookups never fail later.
+    pub fn decode(bytes: Vec<u8>) -> Result<Self, IndexError> {
+        let header = IndexHeader::decode(&bytes)?;
+        if bytes.len() < HEADER_BYTES + CRC_BYTES {
+            return Err(IndexError::Truncated(bytes.len()));
+        }
+        let content_len = bytes.len() - CRC_BYTES;
+        let stored = be_u32(&bytes[content_len..]);
+        let computed = crc32fast::hash(&bytes[..content_len]);
+        if stored != computed {
+            return Err(IndexError::Checksum { stored, computed });
+        }
+        let count = header.aggregate_count as usize;
+        let table_end = count
+            .checked_mul(TABLE_ENTRY_BYTES)
+            .and_then(|t| t.checked_add(HEADER_BYTES))
+            .ok_or(IndexError::Truncated(bytes.len()))?;
+        if table_end > content_len {
+            return Err(IndexError::Truncated(bytes.len()));
+        }
+        let file = IndexFile { header, bytes };
+        for i in 0..count {
+            file.entry(i).ok_or(IndexError::Entry(i))?;
+        }
+        Ok(file)
+    }
+
+    pub fn header(&self) -> &IndexHeader {
+        &self.header
+    }
+
+    /// Bytes held in memory by this index.
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn table(&self, i: usize) -> (u64, usize, usize) {
+        let at = HEADER_BYTES + i * TABLE_ENTRY_BYTES;
+        let t = &self.bytes[at..at + TABLE_ENTRY_BYTES];
+        (be_u64(&t[..8]), be_u32(&t[8..12]) as usize, be_u32(&t[12..16]) as usize)
+    }
+
+    /// The id and positions of table entry `i`, or `None` when it points outside the file.
+    fn entry(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        let (_, offset, len) = self.table(i);
+        let content_len = self.bytes.len() - CRC_BYTES;
+        let end = offset.checked_add(len)?;
+        if offset < HEADER_BYTES || end > content_len {
+            return None;
+        }
+        let entry = &self.bytes[offset..end];
+        let id_len = usize::from(u16::from_be_bytes([*entry.first()?, *entry.get(1)?]));
+        let id = entry.get(2..2 + id_len)?;
+        let n = be_u32(entry.get(2 + id_len..6 + id_len)?) as usize;
+        let positions = entry.get(6 + id_len..)?;
+        (positions.len() == n.checked_mul(POSITION_BYTES)?).then_some((id, positions))
+    }
+
+    /// The positions of `aggregate_id` in this segment, in write order; empty when absent.
+    pub fn lookup(&self, aggregate_id: &str) -> Vec<IndexPosition> {
+        let hash = aggregate_hash(aggregate_id);
+        let key = &aggregate_id.as_bytes()[..aggregate_id.len().min(u16::MAX as usize)];
+        let count = self.header.aggregate_count as usize;
+        let mut lo = 0;
+        let mut hi = count;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.table(mid).0 < hash {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut i = lo;
+        while i < count && self.table(i).0 == hash {
+            if let Some((id, positions)) = self.entry(i)
+                && id == key
+            {
+                return positions
+                    .chunks_exact(POSITION_BYTES)
+                    .map(|c| IndexPosition { position: be_u32(&c[..4]), sequence: be_u64(&c[4..]) as i64 })
+                    .collect();
+            }
+            i += 1;
+        }
+        Vec::new()
+    }
+
+    /// Every aggregate in this index with its positions (for rebuilding caches and tests).
+    pub fn aggregates(&self) -> impl Iterator<Item = (String, Vec<IndexPosition>)> + '_ {
+        (0..self.header.aggregate_count as usize).filter_map(|i| {
+            let (id, _) = self.entry(i)?;
+            let id = String::from_utf8_lossy(id).into_owned();
+            let positions = self.lookup(&id);
+            Some((id, positions))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> IndexSummary {
+        IndexSummary { kind: SegmentKind::Events, first_token: 462, event_count: 462, first_timestamp: 7 }
+    }
+
+    #[test]
+    fn round_trip_and_lookup() {
+        let mut entries = HashMap::new();
+        for a in 0..500 {
+            let positions = (0..(a % 7) + 1)
+                .map(|s| IndexPosition { position: (a * 100 + s) as u32, sequence: s as i64 })
+                .collect();
+            entries.insert(format!("aggregate-{a}"), positions);
+        }
+        let bytes = encode_index(summary(), &entries);
+        let header = IndexHeader::decode(&bytes).expect("header");
+        assert_eq!(header.first_token, 462);
+        assert_eq!(header.aggregate_count, 500);
+        let index = IndexFile::decode(bytes).expect("decodes");
+        for (id, positions) in &entries {
+            assert_eq!(&index.lookup(id), positions);
+        }
+        assert!(index.lookup("missing").is_empty());
+        assert_eq!(index.aggregates().count(), 500);
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let mut entries = HashMap::new();
+        entries.insert("a".to_string(), vec![IndexPosition { position: 5, sequence: 0 }]);
+        let bytes = encode_index(summary(), &entries);
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(IndexFile::decode(damaged).is_err(), "flip at {i} undetected");
+        }
+        assert!(IndexFile::decode(bytes[..bytes.len() - 1].to_vec()).is_err());
+        assert_eq!(IndexFile::decode(vec![0; 3]).err(), Some(IndexError::Truncated(3)));
+    }
+}
