@@ -1,0 +1,270 @@
+//! `ContextStore`: the event store and snapshot store of one Axon context, each with its own
+//! writer thread and index thread.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use myelin_format::event::EventFields;
+use myelin_format::segment::SegmentKind;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::config::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::log::{Cursor, SegmentLog, is_indexed};
+use crate::recovery::open_log;
+use crate::validate::{SequenceValidator, SnapshotValidator};
+use crate::writer::{Appended, PreparedEvent, Request, Validator, Writer};
+
+/// A pending append: resolves once the transaction is durable (or rejected).
+/// Await it from async code, or call [`AppendTicket::wait`] from a plain thread.
+pub struct AppendTicket(oneshot::Receiver<Result<Appended>>);
+
+impl AppendTicket {
+    pub fn wait(self) -> Result<Appended> {
+        self.0.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+impl Future for AppendTicket {
+    type Output = Result<Appended>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
+/// One segment family with its writer.
+struct Family {
+    log: Arc<SegmentLog>,
+    requests: Mutex<Option<SyncSender<Request>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Family {
+    fn open(
+        kind: SegmentKind,
+        dir: &Path,
+        config: &StoreConfig,
+        context: &str,
+        validator: impl FnOnce(&Arc<SegmentLog>) -> Box<dyn Validator>,
+    ) -> Result<Family> {
+        let (log, start) = open_log(kind, dir, config)?;
+        let log = Arc::new(log);
+        let (requests, requests_rx) = sync_channel(config.queue_capacity.max(1));
+        let (indexer, indexer_rx) = std::sync::mpsc::channel();
+        let writer = Writer::new(log.clone(), start, validator(&log), indexer);
+        let name = format!("{context}-{}", kind.data_suffix());
+        let spawn_error = |e| StoreError::io(dir, e);
+        let writer_thread = std::thread::Builder::new()
+            .name(format!("writer-{name}"))
+            .spawn(move || writer.run(requests_rx))
+            .map_err(spawn_error)?;
+        let weak = Arc::downgrade(&log);
+        let indexer_thread = std::thread::Builder::new()
+            .name(format!("indexer-{name}"))
+            .spawn(move || crate::indexer::run_indexer(weak, indexer_rx))
+            .map_err(spawn_error)?;
+        Ok(Family {
+            log,
+            requests: Mutex::new(Some(requests)),
+            threads: Mutex::new(vec![writer_thread, indexer_thread]),
+        })
+    }
+
+    fn submit(&self, request: Request) -> Result<()> {
+        let sender = self.requests.lock().clone().ok_or(StoreError::Closed)?;
+        sender.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    fn append(&self, events: Vec<PreparedEvent>) -> Result<AppendTicket> {
+        self.log.check_writable()?;
+        let (reply, ticket) = oneshot::channel();
+        self.submit(Request::Append { events, reply })?;
+        Ok(AppendTicket(ticket))
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let (reply, ticket) = oneshot::channel();
+        let synced = self.submit(Request::Sync { reply }).and_then(|()| AppendTicket(ticket).wait());
+        // Dropping the sender ends the writer, whose end drops the indexer's sender.
+        self.requests.lock().take();
+        for thread in self.threads.lock().drain(..) {
+            let _ = thread.join();
+        }
+        match synced {
+            Err(StoreError::Closed) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+pub struct ContextStore {
+    name: String,
+    events: Family,
+    snapshots: Family,
+}
+
+impl ContextStore {
+    /// Opens (recovering if needed) the stores of `name` in Axon's layout:
+    /// `events_dir` holds `*.events`, `snapshots_dir` holds `*.snapshots` (may be the same).
+    pub fn open(
+        name: &str,
+        events_dir: PathBuf,
+        snapshots_dir: PathBuf,
+        events: StoreConfig,
+        snapshots: StoreConfig,
+    ) -> Result<Arc<ContextStore>> {
+        let sequence_cache = events.sequence_cache_entries;
+        let events = Family::open(SegmentKind::Events, &events_dir, &events, name, |log| {
+            Box::new(SequenceValidator::new(log.clone(), sequence_cache))
+        })?;
+        let event_log = events.log.clone();
+        let snapshots = Family::open(SegmentKind::Snapshots, &snapshots_dir, &snapshots, name, |_| {
+            Box::new(SnapshotValidator::new(event_log))
+        })?;
+        Ok(Arc::new(ContextStore { name: name.to_string(), events, snapshots }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Appends one transaction. The events are checked here (valid `Event` messages);
+    /// sequence numbers are checked by the writer, atomically for the whole transaction.
+    pub fn append(&self, events: Vec<Bytes>) -> Result<AppendTicket> {
+        let prepared = prepare(SegmentKind::Events, events)?;
+        self.events.append(prepared)
+    }
+
+    /// Appends a snapshot (its `snapshot` flag is whatever the client sent).
+    pub fn append_snapshot(&self, snapshot: Bytes) -> Result<AppendTicket> {
+        let prepared = prepare(SegmentKind::Snapshots, vec![snapshot])?;
+        self.snapshots.append(prepared)
+    }
+
+    /// Last token, -1 when empty.
+    pub fn last_token(&self) -> i64 {
+        self.events.log.head() as i64 - 1
+    }
+
+    /// First token still stored (0 unless the oldest segments were removed).
+    pub fn first_token(&self) -> i64 {
+        self.events.log.first_token() as i64
+    }
+
+    /// The token the next event will get.
+    pub fn head(&self) -> u64 {
+        self.events.log.head()
+    }
+
+    /// Reads up to `max_events` events from `cursor`, never past the last durable event.
+    pub fn read_events(&self, cursor: &mut Cursor, max_events: usize, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
+        self.events.log.read(cursor, max_events, out)
+    }
+
+    /// ListAggregateEvents: events with `initial_sequence <= seq <= max_sequence`
+    /// (`max_sequence <= 0`: no upper bound). With `allow_snapshots`, the latest snapshot at or
+    /// after `initial_sequence` comes first and only later events follow.
+    pub fn aggregate_events(
+        &self,
+        aggregate: &str,
+        initial_sequence: i64,
+        max_sequence: i64,
+        allow_snapshots: bool,
+        min_token: i64,
+    ) -> Result<Vec<Bytes>> {
+        let last = if max_sequence <= 0 { i64::MAX } else { max_sequence };
+        let min_token = u64::try_from(min_token).unwrap_or(0);
+        let mut out = Vec::new();
+        let mut first = initial_sequence;
+        if allow_snapshots {
+            let upper = last.saturating_add(1);
+            let latest = self.snapshots.log.aggregate_events_descending(aggregate, initial_sequence, upper, 1)?;
+            if let Some(snapshot) = latest.into_iter().next() {
+                let fields = EventFields::parse(&snapshot)
+                    .map_err(|e| StoreError::corrupt(self.snapshots.log.dir().to_path_buf(), 0, e))?;
+                first = fields.aggregate_sequence_number.saturating_add(1);
+                out.push(snapshot);
+            }
+        }
+        out.extend(self.events.log.aggregate_events(aggregate, first, last, min_token)?);
+        Ok(out)
+    }
+
+    /// ListAggregateSnapshots: `initial_sequence <= seq < max_sequence`, highest first, at most
+    /// `max_results` (0 = all).
+    pub fn aggregate_snapshots(
+        &self,
+        aggregate: &str,
+        initial_sequence: i64,
+        max_sequence: i64,
+        max_results: usize,
+    ) -> Result<Vec<Bytes>> {
+        self.snapshots.log.aggregate_events_descending(aggregate, initial_sequence, max_sequence, max_results)
+    }
+
+    /// Highest sequence number of an aggregate's events, -1 if it has none.
+    pub fn highest_sequence(&self, aggregate: &str) -> Result<i64> {
+        Ok(self.events.log.highest_sequence(aggregate)?.unwrap_or(-1))
+    }
+
+    /// GetTokenAt (see `SegmentLog::token_at`).
+    pub fn token_at(&self, instant_ms: i64) -> Result<i64> {
+        self.events.log.token_at(instant_ms)
+    }
+
+    /// Calls `listener` with the new head after every event commit (on the writer thread).
+    pub fn on_commit(&self, listener: Box<dyn Fn(u64) + Send + Sync>) {
+        self.events.log.on_commit(listener);
+    }
+
+    /// Why appends are refused, if they are.
+    pub fn poisoned(&self) -> Option<String> {
+        self.events.log.poisoned().or_else(|| self.snapshots.log.poisoned())
+    }
+
+    /// Closed segments ready for backup (data, index and bloom files), and the active segment.
+    pub fn segment_files(&self, kind: SegmentKind) -> (Vec<(u64, Vec<PathBuf>)>, PathBuf) {
+        let log = match kind {
+            SegmentKind::Events => &self.events.log,
+            SegmentKind::Snapshots => &self.snapshots.log,
+        };
+        (log.closed_files(), log.active_path())
+    }
+
+    /// Finishes queued appends, syncs, and stops the writer and index threads.
+    pub fn shutdown(&self) -> Result<()> {
+        let events = self.events.shutdown();
+        let snapshots = self.snapshots.shutdown();
+        events.and(snapshots)
+    }
+}
+
+impl Drop for ContextStore {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Parses the indexed fields of each event on the caller's thread.
+fn prepare(kind: SegmentKind, events: Vec<Bytes>) -> Result<Vec<PreparedEvent>> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            let fields = EventFields::parse(&bytes)
+                .map_err(|e| StoreError::InvalidEvent { index, reason: e.to_string() })?;
+            let indexed = is_indexed(kind, &fields);
+            let aggregate = fields.aggregate_identifier.into();
+            let (sequence, timestamp) = (fields.aggregate_sequence_number, fields.timestamp);
+            Ok(PreparedEvent { bytes, aggregate, sequence, timestamp, indexed })
+        })
+        .collect()
+}

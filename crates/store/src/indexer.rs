@@ -1,0 +1,211 @@
+//! Building indexes: scanning a segment into an aggregate map, writing index and bloom files
+//! (temp file, fsync, rename, directory fsync), and the background thread that does so for
+//! segments the writer has just closed.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Weak};
+
+use myelin_format::BlockError;
+use myelin_format::bloom::Bloom;
+use myelin_format::event::EventFields;
+use myelin_format::index::{IndexFile, IndexPosition, IndexSummary, SeekEntry, encode_index};
+use myelin_format::segment::{FILE_HEADER_BYTES, SegmentKind};
+use tracing::{error, info};
+
+use crate::error::{Result, StoreError};
+use crate::io::write_atomically;
+use crate::log::{SegmentLog, is_indexed};
+use crate::reader::{BlockRead, ChunkReader, VerifiedBlock};
+use crate::segments::{AggregateMap, ClosedSegment, bloom_of};
+
+/// Why a scan stopped.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    End,
+    Rolled,
+    Limit,
+    Invalid(BlockError),
+}
+
+/// Everything a scan of a segment learns.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub map: AggregateMap,
+    pub seek: Vec<SeekEntry>,
+    /// Offset just past the last valid block.
+    pub end: u64,
+    pub count: u64,
+    pub first_timestamp: i64,
+    pub stop: Stop,
+}
+
+/// Adds one verified block to an index map and seek table (shared by scans and the writer,
+/// so recovery rebuilds exactly what the writer builds).
+pub(crate) fn index_block(
+    kind: SegmentKind,
+    block: &VerifiedBlock,
+    first_token: u64,
+    seek_interval_bytes: u64,
+    map: &mut AggregateMap,
+    seek: &mut Vec<SeekEntry>,
+    first_timestamp: &mut i64,
+    path: &Path,
+) -> Result<()> {
+    if seek.last().is_none_or(|s| block.offset >= u64::from(s.offset) + seek_interval_bytes) {
+        seek.push(SeekEntry { token: first_token, offset: block.offset as u32 });
+    }
+    for (rel, event) in block.events() {
+        let position = block.offset + u64::from(rel);
+        let fields = EventFields::parse(&event).map_err(|e| StoreError::corrupt(path.to_path_buf(), position, e))?;
+        if *first_timestamp == i64::MIN {
+            *first_timestamp = fields.timestamp;
+        }
+        if is_indexed(kind, &fields) {
+            let entry = IndexPosition {
+                block: block.offset as u32,
+                position: position as u32,
+                sequence: fields.aggregate_sequence_number,
+            };
+            match map.get_mut(fields.aggregate_identifier) {
+                Some(positions) => positions.push(entry),
+                None => {
+                    map.insert(fields.aggregate_identifier.into(), vec![entry]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every valid block of a segment from its header up to `limit`.
+pub(crate) fn scan_segment(
+    kind: SegmentKind,
+    file: Arc<File>,
+    path: Arc<Path>,
+    first_token: u64,
+    limit: u64,
+    seek_interval_bytes: u64,
+) -> Result<Scan> {
+    let mut reader = ChunkReader::new(file, path.clone());
+    let mut scan = Scan {
+        map: AggregateMap::new(),
+        seek: Vec::new(),
+        end: FILE_HEADER_BYTES as u64,
+        count: 0,
+        first_timestamp: i64::MIN,
+        stop: Stop::Limit,
+    };
+    loop {
+        match reader.block_at(scan.end, limit)? {
+            BlockRead::Block(block) => {
+                index_block(
+                    kind,
+                    &block,
+                    first_token + scan.count,
+                    seek_interval_bytes,
+                    &mut scan.map,
+                    &mut scan.seek,
+                    &mut scan.first_timestamp,
+                    &path,
+                )?;
+                scan.count += block.count as u64;
+                scan.end += block.total_bytes();
+            }
+            BlockRead::End => {
+                scan.stop = Stop::End;
+                break;
+            }
+            BlockRead::Rolled => {
+                scan.stop = Stop::Rolled;
+                break;
+            }
+            BlockRead::Limit => {
+                scan.stop = Stop::Limit;
+                break;
+            }
+            BlockRead::Invalid(e) => {
+                scan.stop = Stop::Invalid(e);
+                break;
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Writes the index and bloom files of a closed segment from its map.
+pub(crate) fn write_index_files(
+    log: &SegmentLog,
+    first_token: u64,
+    event_count: u64,
+    first_timestamp: i64,
+    map: &AggregateMap,
+    seek: &[SeekEntry],
+    bloom: &Bloom,
+) -> Result<IndexFile> {
+    let summary = IndexSummary { kind: log.kind, first_token, event_count, first_timestamp };
+    let bytes = encode_index(summary, map, seek);
+    let index_path = log.dir.join(log.kind.index_file_name(first_token));
+    write_atomically(&index_path, &bytes, "store::write_index")?;
+    let bloom_path = log.dir.join(log.kind.bloom_file_name(first_token));
+    write_atomically(&bloom_path, &bloom.encode(), "store::write_bloom")?;
+    IndexFile::decode(bytes).map_err(|e| StoreError::corrupt(index_path, 0, e))
+}
+
+/// Rebuilds both index files of a closed segment from the segment itself.
+pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> Result<IndexFile> {
+    let (scan, bloom) = scan_closed(log, segment.first_token, &segment.path)?;
+    if scan.count != segment.event_count {
+        return Err(StoreError::corrupt(
+            segment.path.to_path_buf(),
+            scan.end,
+            format!("segment holds {} events, {} expected", scan.count, segment.event_count),
+        ));
+    }
+    let index =
+        write_index_files(log, segment.first_token, scan.count, scan.first_timestamp, &scan.map, &scan.seek, &bloom)?;
+    *segment.bloom.write() = Some(Arc::new(bloom));
+    segment.indexed.store(true, Ordering::Release);
+    info!(file = %segment.path.display(), events = scan.count, "rebuilt index");
+    Ok(index)
+}
+
+/// Scans a closed segment completely: it must end in a roll or end marker.
+pub(crate) fn scan_closed(log: &SegmentLog, first_token: u64, path: &Arc<Path>) -> Result<(Scan, Bloom)> {
+    let file = File::open(path).map_err(|e| StoreError::io(path.to_path_buf(), e))?;
+    let len = file.metadata().map_err(|e| StoreError::io(path.to_path_buf(), e))?.len();
+    let scan = scan_segment(log.kind, Arc::new(file), path.clone(), first_token, len, log.config.seek_interval_bytes)?;
+    if let Stop::Invalid(e) = &scan.stop {
+        return Err(StoreError::corrupt(path.to_path_buf(), scan.end, e));
+    }
+    let bloom = bloom_of(&scan.map, log.config.bloom_false_positive_rate);
+    Ok((scan, bloom))
+}
+
+/// The background indexer: writes index files for segments the writer closed, then drops
+/// their in-memory index. A failure leaves the memory index in place (reads keep working) and
+/// the segment out of backup listings; the next start rebuilds the files.
+pub(crate) fn run_indexer(log: Weak<SegmentLog>, closed: Receiver<Arc<ClosedSegment>>) {
+    while let Ok(segment) = closed.recv() {
+        let Some(log) = log.upgrade() else { return };
+        let Some(memory) = segment.memory_index.read().clone() else { continue };
+        let Some(bloom) = segment.bloom.read().clone() else { continue };
+        match write_index_files(
+            &log,
+            segment.first_token,
+            segment.event_count,
+            segment.first_timestamp,
+            &memory.map,
+            &memory.seek,
+            &bloom,
+        ) {
+            Ok(_) => {
+                segment.indexed.store(true, Ordering::Release);
+                *segment.memory_index.write() = None;
+            }
+            Err(e) => error!(error = %e, segment = segment.first_token, "writing index files failed; kept in memory"),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Myelin's storage engine: Axon-compatible event and snapshot stores, one pair per context.
+//!
+//! * Files are Axon Server's segment format (`myelin-format`), so data moves between the two
+//!   servers in both directions.
+//! * Every append is acknowledged only after `fdatasync` (group commit, `writer`), unless the
+//!   operator chose Axon's interval mode.
+//! * Startup scans only the active segment (`recovery`); closed segments are trusted through
+//!   their index headers and verified block by block (CRC) whenever they are read.
+//! * A failed write or sync poisons the store: no more appends, reads go on; a sync is never
+//!   retried because the kernel may already have dropped the dirty pages.
+//!
+//! This crate must never depend on a network layer (tonic, axum): it is plain threads and
+//! files, usable from async code through [`AppendTicket`] and commit listeners.
+
+mod config;
+mod context;
+mod error;
+mod indexer;
+mod io;
+mod log;
+mod reader;
+mod recovery;
+mod segments;
+mod validate;
+mod writer;
+
+pub use config::{Durability, StoreConfig};
+pub use context::{AppendTicket, ContextStore};
+pub use error::{Result, StoreError};
+pub use log::Cursor;
+pub use myelin_format::segment::SegmentKind;
+pub use writer::Appended;

@@ -1,0 +1,514 @@
+//! `SegmentLog`: one segment family (events or snapshots) of one context — the shared state
+//! readers use and the single writer publishes into.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use lru::LruCache;
+use myelin_format::bloom::Bloom;
+use myelin_format::event::EventFields;
+use myelin_format::index::{IndexFile, IndexPosition, SeekEntry};
+use myelin_format::segment::{FILE_HEADER_BYTES, SegmentKind};
+use parking_lot::{Mutex, RwLock};
+use tracing::warn;
+
+use crate::config::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::reader::ChunkReader;
+use crate::segments::{ClosedSegment, Located, Segments, bloom_of};
+
+type CommitListener = Box<dyn Fn(u64) + Send + Sync>;
+
+pub(crate) struct SegmentLog {
+    pub kind: SegmentKind,
+    pub dir: PathBuf,
+    pub config: StoreConfig,
+    pub segments: RwLock<Segments>,
+    /// The token the next published event gets: everything below it is durable and readable.
+    head: AtomicU64,
+    poison: Mutex<Option<String>>,
+    index_cache: Mutex<IndexCache>,
+    listeners: Mutex<Vec<CommitListener>>,
+}
+
+/// Loaded index files, bounded by bytes.
+struct IndexCache {
+    entries: LruCache<u64, Arc<IndexFile>>,
+    bytes: usize,
+    limit_bytes: usize,
+}
+
+impl IndexCache {
+    fn get(&mut self, first_token: u64) -> Option<Arc<IndexFile>> {
+        self.entries.get(&first_token).cloned()
+    }
+
+    fn put(&mut self, first_token: u64, index: Arc<IndexFile>) {
+        self.bytes += index.memory_bytes();
+        if let Some(old) = self.entries.put(first_token, index) {
+            self.bytes -= old.memory_bytes();
+        }
+        while self.bytes > self.limit_bytes && self.entries.len() > 1 {
+            match self.entries.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.memory_bytes(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Whether an event of this family goes into the aggregate index.
+pub(crate) fn is_indexed(kind: SegmentKind, fields: &EventFields<'_>) -> bool {
+    match kind {
+        // Axon indexes "domain events": those with an aggregate type.
+        SegmentKind::Events => fields.is_domain_event(),
+        SegmentKind::Snapshots => !fields.aggregate_identifier.is_empty(),
+    }
+}
+
+/// A position in the token stream for tracking reads.
+pub struct Cursor {
+    next_token: u64,
+    /// Segment first token, block offset and the token of that block.
+    resume: Option<(u64, u64, u64)>,
+    reader: Option<(u64, ChunkReader)>,
+}
+
+impl Cursor {
+    pub fn new(next_token: u64) -> Self {
+        Cursor { next_token, resume: None, reader: None }
+    }
+
+    /// The token the next read starts at.
+    pub fn next_token(&self) -> u64 {
+        self.next_token
+    }
+}
+
+/// One aggregate's events in one segment, found through the indexes.
+struct Found {
+    segment: Located,
+    positions: Vec<IndexPosition>,
+}
+
+impl SegmentLog {
+    pub fn new(kind: SegmentKind, dir: PathBuf, config: StoreConfig, segments: Segments) -> Self {
+        let head = segments.active.first_token + segments.active.view.read().count;
+        let limit_bytes = config.index_cache_bytes;
+        SegmentLog {
+            kind,
+            dir,
+            config,
+            segments: RwLock::new(segments),
+            head: AtomicU64::new(head),
+            poison: Mutex::new(None),
+            index_cache: Mutex::new(IndexCache { entries: LruCache::unbounded(), bytes: 0, limit_bytes }),
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The token the next event gets; every token below is readable.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    pub fn first_token(&self) -> u64 {
+        self.segments.read().first_token()
+    }
+
+    pub(crate) fn set_head(&self, head: u64) {
+        self.head.store(head, Ordering::Release);
+        for listener in self.listeners.lock().iter() {
+            listener(head);
+        }
+    }
+
+    /// Registers a callback run (on the writer thread, so it must be quick) after every commit
+    /// with the new head.
+    pub fn on_commit(&self, listener: CommitListener) {
+        self.listeners.lock().push(listener);
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.poison.lock().clone()
+    }
+
+    pub(crate) fn poison(&self, reason: String) {
+        let mut poison = self.poison.lock();
+        if poison.is_none() {
+            tracing::error!(dir = %self.dir.display(), %reason, "store poisoned: appends refused until restart");
+            *poison = Some(reason);
+        }
+    }
+
+    pub fn check_writable(&self) -> Result<()> {
+        match self.poisoned() {
+            Some(reason) => Err(StoreError::Poisoned(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads up to `max_events` events from the cursor's position, never past the head.
+    pub fn read(&self, cursor: &mut Cursor, max_events: usize, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
+        let head = self.head();
+        let wanted = out.len() + max_events;
+        while out.len() < wanted && cursor.next_token < head {
+            let (located, first_segment) = {
+                let segments = self.segments.read();
+                (segments.locate(cursor.next_token), segments.first_token())
+            };
+            cursor.next_token = cursor.next_token.max(first_segment);
+            let progressed = self.read_segment(located, cursor, wanted, out)?;
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads from one segment; false when it had nothing more (the active one at its end).
+    fn read_segment(
+        &self,
+        located: Located,
+        cursor: &mut Cursor,
+        wanted: usize,
+        out: &mut Vec<(u64, Bytes)>,
+    ) -> Result<bool> {
+        let (segment_first, path, file, limit, end_token) = match &located {
+            Located::Active(active) => {
+                let view = active.view.read();
+                (active.first_token, active.path.clone(), active.file.clone(), view.end, active.first_token + view.count)
+            }
+            Located::Closed(closed) => {
+                (closed.first_token, closed.path.clone(), closed.file()?, closed.file_len()?, closed.end_token())
+            }
+        };
+        let (mut offset, mut token) = match cursor.resume {
+            Some((segment, offset, token)) if segment == segment_first && token <= cursor.next_token => (offset, token),
+            _ => self.seek(&located, cursor.next_token)?,
+        };
+        if !matches!(&cursor.reader, Some((segment, _)) if *segment == segment_first) {
+            cursor.reader = Some((segment_first, ChunkReader::new(file, path.clone())));
+        }
+        let Some((_, reader)) = cursor.reader.as_mut() else { return Ok(false) };
+        let start_len = out.len();
+        while out.len() < wanted && token < end_token {
+            let Some(block) = reader.expect_block(offset, limit)? else {
+                return Err(StoreError::corrupt(
+                    path.to_path_buf(),
+                    offset,
+                    format!("segment ends at token {token}, expected events up to {end_token}"),
+                ));
+            };
+            let count = block.count as u64;
+            if token + count > cursor.next_token {
+                let skip = cursor.next_token.saturating_sub(token) as usize;
+                for (i, (_, event)) in block.events().enumerate().skip(skip) {
+                    if out.len() >= wanted {
+                        break;
+                    }
+                    out.push((token + i as u64, event));
+                    cursor.next_token = token + i as u64 + 1;
+                }
+            }
+            if cursor.next_token >= token + count {
+                offset += block.total_bytes();
+                token += count;
+            }
+            cursor.resume = Some((segment_first, offset, token));
+        }
+        if token >= end_token {
+            cursor.next_token = cursor.next_token.max(end_token);
+        }
+        Ok(out.len() > start_len || matches!(located, Located::Closed(_)))
+    }
+
+    /// The block to start reading from to reach `token`: the last sampled block at or before it.
+    fn seek(&self, located: &Located, token: u64) -> Result<(u64, u64)> {
+        let entries: Vec<SeekEntry>;
+        let (first, seek): (u64, &[SeekEntry]) = match located {
+            Located::Active(active) => {
+                entries = active.view.read().seek.clone();
+                (active.first_token, &entries)
+            }
+            Located::Closed(closed) => {
+                entries = match closed.memory_index.read().as_ref() {
+                    Some(memory) => memory.seek.clone(),
+                    None => match self.load_index(closed) {
+                        Ok(index) => index.seek_entries().collect(),
+                        Err(e) => {
+                            warn!(error = %e, "no usable index, reading segment from its start");
+                            Vec::new()
+                        }
+                    },
+                };
+                (closed.first_token, &entries)
+            }
+        };
+        let i = seek.partition_point(|s| s.token <= token);
+        Ok(match i.checked_sub(1).map(|i| seek[i]) {
+            Some(entry) => (u64::from(entry.offset), entry.token),
+            None => (FILE_HEADER_BYTES as u64, first),
+        })
+    }
+
+    /// Loads (and caches) the index file of a closed segment, rebuilding it if it is damaged.
+    pub(crate) fn load_index(&self, segment: &ClosedSegment) -> Result<Arc<IndexFile>> {
+        if let Some(index) = self.index_cache.lock().get(segment.first_token) {
+            return Ok(index);
+        }
+        let path = self.dir.join(self.kind.index_file_name(segment.first_token));
+        let loaded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| IndexFile::decode(bytes).map_err(|e| e.to_string()));
+        let index = match loaded {
+            Ok(index) => index,
+            Err(reason) => {
+                warn!(file = %path.display(), %reason, "index file unusable, rebuilding it from the segment");
+                crate::indexer::rebuild_index_files(self, segment)?
+            }
+        };
+        let index = Arc::new(index);
+        self.index_cache.lock().put(segment.first_token, index.clone());
+        Ok(index)
+    }
+
+    fn bloom(&self, segment: &ClosedSegment) -> Result<Arc<Bloom>> {
+        if let Some(bloom) = segment.bloom.read().as_ref() {
+            return Ok(bloom.clone());
+        }
+        let path = self.dir.join(self.kind.bloom_file_name(segment.first_token));
+        let loaded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| Bloom::decode(&bytes).map_err(|e| e.to_string()));
+        let bloom = match loaded {
+            Ok(bloom) => bloom,
+            Err(reason) => {
+                warn!(file = %path.display(), %reason, "bloom file unusable, rebuilding it");
+                let index = crate::indexer::rebuild_index_files(self, segment)?;
+                let map = index.aggregates().map(|(id, p)| (id.into_boxed_str(), p)).collect();
+                bloom_of(&map, self.config.bloom_false_positive_rate)
+            }
+        };
+        let bloom = Arc::new(bloom);
+        *segment.bloom.write() = Some(bloom.clone());
+        Ok(bloom)
+    }
+
+    /// Positions of `aggregate` in a closed segment (empty when absent).
+    fn closed_positions(&self, segment: &ClosedSegment, aggregate: &str) -> Result<Vec<IndexPosition>> {
+        if let Some(memory) = segment.memory_index.read().as_ref() {
+            return Ok(memory.map.get(aggregate).cloned().unwrap_or_default());
+        }
+        if !self.bloom(segment)?.may_contain(aggregate) {
+            return Ok(Vec::new());
+        }
+        Ok(self.load_index(segment)?.lookup(aggregate))
+    }
+
+    /// The aggregate's positions segment by segment, newest segment first, until `enough`
+    /// says the positions found so far reach back far enough.
+    fn find(
+        &self,
+        aggregate: &str,
+        min_token: u64,
+        enough: impl Fn(&[IndexPosition]) -> bool,
+    ) -> Result<Vec<Found>> {
+        let (closed, active) = {
+            let segments = self.segments.read();
+            (segments.closed.clone(), segments.active.clone())
+        };
+        let mut found = Vec::new();
+        let active_positions = active.view.read().index.get(aggregate).cloned().unwrap_or_default();
+        if !active_positions.is_empty() {
+            let done = enough(&active_positions);
+            found.push(Found { segment: Located::Active(active), positions: active_positions });
+            if done {
+                return Ok(found);
+            }
+        }
+        for segment in closed.iter().rev() {
+            if segment.end_token() <= min_token {
+                break;
+            }
+            let positions = self.closed_positions(segment, aggregate)?;
+            if positions.is_empty() {
+                continue;
+            }
+            let done = enough(&positions);
+            found.push(Found { segment: Located::Closed(segment.clone()), positions });
+            if done {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Highest sequence number of `aggregate`, through the indexes (never a scan).
+    pub fn highest_sequence(&self, aggregate: &str) -> Result<Option<i64>> {
+        let found = self.find(aggregate, 0, |_| true)?;
+        Ok(found.first().and_then(|f| f.positions.iter().map(|p| p.sequence).max()))
+    }
+
+    /// Events of `aggregate` with `first_seq <= sequence <= last_seq`, ascending.
+    pub fn aggregate_events(
+        &self,
+        aggregate: &str,
+        first_seq: i64,
+        last_seq: i64,
+        min_token: u64,
+    ) -> Result<Vec<Bytes>> {
+        let found = self.find(aggregate, min_token, |p| p.first().is_some_and(|p| p.sequence <= first_seq))?;
+        let mut events = Vec::new();
+        for f in found.into_iter().rev() {
+            let positions: Vec<IndexPosition> =
+                f.positions.into_iter().filter(|p| p.sequence >= first_seq && p.sequence <= last_seq).collect();
+            events.extend(self.read_positions(&f.segment, aggregate, &positions)?);
+        }
+        Ok(events)
+    }
+
+    /// Events of `aggregate` with `min_seq <= sequence < max_seq`, highest sequence first,
+    /// at most `max_results` (0 = all). Used for snapshots, where sequences need not ascend.
+    pub fn aggregate_events_descending(
+        &self,
+        aggregate: &str,
+        min_seq: i64,
+        max_seq: i64,
+        max_results: usize,
+    ) -> Result<Vec<Bytes>> {
+        let found = self.find(aggregate, 0, |_| false)?;
+        let mut candidates: Vec<(i64, usize, IndexPosition)> = Vec::new();
+        for (i, f) in found.iter().enumerate() {
+            candidates.extend(
+                f.positions.iter().filter(|p| p.sequence >= min_seq && p.sequence < max_seq).map(|p| (p.sequence, i, *p)),
+            );
+        }
+        // Highest sequence first; for equal sequences the newest write wins.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(b.2.position.cmp(&a.2.position)));
+        candidates.dedup_by_key(|c| c.0);
+        if max_results > 0 {
+            candidates.truncate(max_results);
+        }
+        let mut out = Vec::with_capacity(candidates.len());
+        for (_, i, position) in candidates {
+            out.extend(self.read_positions(&found[i].segment, aggregate, &[position])?);
+        }
+        Ok(out)
+    }
+
+    /// Reads the events at `positions`, verifying each block's CRC and that each event is the
+    /// one the index promised.
+    fn read_positions(&self, segment: &Located, aggregate: &str, positions: &[IndexPosition]) -> Result<Vec<Bytes>> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (path, file, limit) = match segment {
+            Located::Active(active) => (active.path.clone(), active.file.clone(), active.view.read().end),
+            Located::Closed(closed) => (closed.path.clone(), closed.file()?, closed.file_len()?),
+        };
+        let mut reader = ChunkReader::new(file, path.clone());
+        let mut out = Vec::with_capacity(positions.len());
+        let mut current: Option<crate::reader::VerifiedBlock> = None;
+        for p in positions {
+            let block_offset = u64::from(p.block);
+            if current.as_ref().is_none_or(|b| b.offset != block_offset) {
+                current = reader.expect_block(block_offset, limit)?;
+            }
+            let event = current.as_ref().and_then(|block| {
+                let rel = p.position.checked_sub(p.block)?;
+                block.events().find(|(offset, _)| *offset == rel).map(|(_, e)| e)
+            });
+            let Some(event) = event else {
+                return Err(StoreError::corrupt(
+                    path.to_path_buf(),
+                    u64::from(p.position),
+                    "index points at no event: rebuild the index (delete the index file)",
+                ));
+            };
+            let fields = EventFields::parse(&event).map_err(|e| StoreError::corrupt(path.to_path_buf(), u64::from(p.position), e))?;
+            if fields.aggregate_identifier != aggregate || fields.aggregate_sequence_number != p.sequence {
+                return Err(StoreError::corrupt(
+                    path.to_path_buf(),
+                    u64::from(p.position),
+                    format!(
+                        "index says {aggregate}#{}, event is {}#{}",
+                        p.sequence, fields.aggregate_identifier, fields.aggregate_sequence_number
+                    ),
+                ));
+            }
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// Axon's GetTokenAt: the newest segment whose first event is at or before `instant_ms`,
+    /// then the first token in it at or after the instant (or the next segment's first token).
+    pub fn token_at(&self, instant_ms: i64) -> Result<i64> {
+        let head = self.head();
+        let (closed, active) = {
+            let segments = self.segments.read();
+            (segments.closed.clone(), segments.active.clone())
+        };
+        let first = closed.first().map_or(active.first_token, |s| s.first_token);
+        if head == first {
+            return Ok(-1);
+        }
+        let active_ts = active.view.read().first_timestamp;
+        let mut starts: Vec<(u64, i64)> = closed.iter().map(|s| (s.first_token, s.first_timestamp)).collect();
+        if active.first_token < head {
+            starts.push((active.first_token, active_ts));
+        }
+        let Some(&(segment_first, _)) = starts.iter().rev().find(|(_, ts)| *ts <= instant_ms) else {
+            return Ok(first as i64);
+        };
+        let mut cursor = Cursor::new(segment_first);
+        let segment_end = starts.iter().find(|(f, _)| *f > segment_first).map_or(head, |(f, _)| *f);
+        let mut batch = Vec::new();
+        while cursor.next_token() < segment_end {
+            batch.clear();
+            self.read(&mut cursor, 1024, &mut batch)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (token, event) in &batch {
+                if *token >= segment_end {
+                    break;
+                }
+                let fields = EventFields::parse(event).map_err(|e| StoreError::corrupt(self.dir.clone(), *token, e))?;
+                if fields.timestamp >= instant_ms {
+                    return Ok(*token as i64);
+                }
+            }
+        }
+        Ok(segment_end as i64)
+    }
+
+    /// Paths of closed segments whose index files are durable, with those index files.
+    pub fn closed_files(&self) -> Vec<(u64, Vec<PathBuf>)> {
+        let segments = self.segments.read();
+        segments
+            .closed
+            .iter()
+            .filter(|s| s.is_indexed())
+            .map(|s| {
+                let files = vec![
+                    s.path.to_path_buf(),
+                    self.dir.join(self.kind.index_file_name(s.first_token)),
+                    self.dir.join(self.kind.bloom_file_name(s.first_token)),
+                ];
+                (s.first_token, files)
+            })
+            .collect()
+    }
+
+    pub fn active_path(&self) -> PathBuf {
+        self.segments.read().active.path.to_path_buf()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

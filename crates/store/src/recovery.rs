@@ -1,0 +1,289 @@
+//! Opening a segment family at startup. Only the active (newest) segment is scanned, so
+//! restart time does not grow with the store; closed segments are checked through the headers
+//! of their index files (rebuilt from the segment when missing or damaged).
+//!
+//! The crash cases and why each is safe are in `docs/FORMAT.md` ("Recovery").
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use myelin_format::index::IndexHeader;
+use myelin_format::segment::{FILE_HEADER_BYTES, FileHeader, SegmentKind};
+use parking_lot::RwLock;
+use tracing::{info, warn};
+
+use crate::config::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::indexer::{Scan, Stop, scan_closed, scan_segment, write_index_files};
+use crate::io::{create_preallocated, read_at_most, sync_data, write_all_at};
+use crate::log::SegmentLog;
+use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, Segments, bloom_of};
+
+/// What the writer needs to continue where the previous run stopped.
+pub(crate) struct WriterStart {
+    pub file: Arc<File>,
+    pub path: Arc<Path>,
+    pub end: u64,
+    pub capacity: u64,
+}
+
+pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> Result<(SegmentLog, WriterStart)> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let names = list_segments(kind, dir)?;
+    let (closed_names, active_first) = match names.split_last() {
+        Some((last, rest)) => (rest.to_vec(), *last),
+        None => (Vec::new(), 0),
+    };
+    let active_path: Arc<Path> = dir.join(kind.file_name(active_first)).into();
+    let mut active = open_active(kind, &active_path, active_first, config)?;
+
+    let mut closed = Vec::with_capacity(closed_names.len() + 1);
+    let log_for_index = |segments: Segments| SegmentLog::new(kind, dir.to_path_buf(), config.clone(), segments);
+
+    // The newest file ended in a roll marker: it is closed, and its successor must be created.
+    let mut rolled: Option<(u64, Scan)> = None;
+    if matches!(active.scan.stop, Stop::Rolled) {
+        let next = active_first + active.scan.count;
+        info!(file = %active_path.display(), next, "newest segment was rolled; creating its successor");
+        rolled = Some((active_first, std::mem::replace(&mut active.scan, empty_scan())));
+        let path: Arc<Path> = dir.join(kind.file_name(next)).into();
+        active = open_active(kind, &path, next, config)?;
+    }
+
+    // A temporary log lets closed segments share the index-writing code with runtime.
+    let placeholder = Segments { closed: Vec::new(), active: active.segment.clone() };
+    let scratch = log_for_index(placeholder);
+    for first in closed_names {
+        closed.push(open_closed(&scratch, first)?);
+    }
+    if let Some((first, scan)) = rolled {
+        let path: Arc<Path> = dir.join(kind.file_name(first)).into();
+        let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
+        let bloom = bloom_of(&scan.map, config.bloom_false_positive_rate);
+        write_index_files(&scratch, first, scan.count, scan.first_timestamp, &scan.map, &scan.seek, &bloom)?;
+        *segment.bloom.write() = Some(Arc::new(bloom));
+        segment.indexed.store(true, Ordering::Release);
+        closed.push(Arc::new(segment));
+    }
+    check_continuity(dir, kind, &closed, active.segment.first_token)?;
+    drop(scratch);
+
+    let writer = WriterStart {
+        file: active.segment.file.clone(),
+        path: active.segment.path.clone(),
+        end: active.segment.view.read().end,
+        capacity: active.capacity,
+    };
+    let log = log_for_index(Segments { closed, active: active.segment });
+    info!(
+        dir = %dir.display(),
+        kind = kind.data_suffix(),
+        first_token = log.first_token(),
+        head = log.head(),
+        "opened"
+    );
+    Ok((log, writer))
+}
+
+fn empty_scan() -> Scan {
+    Scan {
+        map: Default::default(),
+        seek: Vec::new(),
+        end: FILE_HEADER_BYTES as u64,
+        count: 0,
+        first_timestamp: i64::MIN,
+        stop: Stop::End,
+    }
+}
+
+/// First tokens of the data files of `kind` in `dir`, ascending. Leftover temp files of
+/// interrupted index writes are removed.
+fn list_segments(kind: SegmentKind, dir: &Path) -> Result<Vec<u64>> {
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first) = kind.parse_file_name(name) {
+            names.push(first);
+        } else if name.ends_with(".tmp")
+            && (name.contains(kind.index_suffix()) || name.contains(kind.bloom_suffix()))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+struct OpenedActive {
+    segment: Arc<ActiveSegment>,
+    capacity: u64,
+    scan: Scan,
+}
+
+fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &StoreConfig) -> Result<OpenedActive> {
+    let exists = path.exists();
+    let file = if exists {
+        OpenOptions::new().read(true).write(true).open(path).map_err(|e| StoreError::io(path.to_path_buf(), e))?
+    } else {
+        create_preallocated(path, config.segment_size_bytes, &FileHeader::CURRENT.encode())?
+    };
+    let capacity = file.metadata().map_err(|e| StoreError::io(path.to_path_buf(), e))?.len();
+    let file = Arc::new(file);
+    repair_header(&file, path, capacity)?;
+    let scan = scan_segment(kind, file.clone(), path.clone(), first_token, capacity, config.seek_interval_bytes)?;
+    if !matches!(scan.stop, Stop::Rolled) {
+        repair_tail(&file, path, first_token, &scan, capacity, config)?;
+    }
+    let view = ActiveView {
+        index: Default::default(),
+        seek: Vec::new(),
+        end: scan.end,
+        count: scan.count,
+        first_timestamp: scan.first_timestamp,
+    };
+    let segment = Arc::new(ActiveSegment { first_token, path: path.clone(), file, view: RwLock::new(view) });
+    let mut scan = scan;
+    if !matches!(scan.stop, Stop::Rolled) {
+        let mut view = segment.view.write();
+        view.index = std::mem::take(&mut scan.map);
+        view.seek = std::mem::take(&mut scan.seek);
+    }
+    Ok(OpenedActive { segment, capacity, scan })
+}
+
+/// A segment whose creation was interrupted can be shorter than its header or all zeros;
+/// give it a header. Anything else that is not a valid header is corruption.
+fn repair_header(file: &File, path: &Path, capacity: u64) -> Result<()> {
+    let mut header = [0u8; FILE_HEADER_BYTES];
+    let n = read_at_most(file, &mut header, 0).map_err(|e| StoreError::io(path, e))?;
+    if n == FILE_HEADER_BYTES && FileHeader::decode(&header).is_ok() {
+        return Ok(());
+    }
+    if header[..n].iter().all(|b| *b == 0) && last_nonzero(file, path, 0, capacity)?.is_none() {
+        warn!(file = %path.display(), "segment has no header (interrupted creation); writing one");
+        write_all_at(file, &FileHeader::CURRENT.encode(), 0).map_err(|e| StoreError::io(path, e))?;
+        sync_data(file).map_err(|e| StoreError::io(path, e))?;
+        return Ok(());
+    }
+    let reason = FileHeader::decode(&header).err().map_or("short file".to_string(), |e| e.to_string());
+    Err(StoreError::corrupt(path, 0, format!("invalid segment header: {reason}")))
+}
+
+/// Offset of the last non-zero byte in `[from, to)`, reading backwards in chunks.
+fn last_nonzero(file: &File, path: &Path, from: u64, to: u64) -> Result<Option<u64>> {
+    const CHUNK: u64 = 1024 * 1024;
+    let mut end = to;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > from {
+        let start = end.saturating_sub(CHUNK).max(from);
+        let len = (end - start) as usize;
+        let n = read_at_most(file, &mut buf[..len], start).map_err(|e| StoreError::io(path, e))?;
+        if let Some(i) = buf[..n].iter().rposition(|b| *b != 0) {
+            return Ok(Some(start + i as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// Decides what the bytes after the last valid block are. Zeros: a clean end. Damage that
+/// one interrupted write could have left (it lies within the torn-write window): cut off with
+/// a warning, it was never acknowledged. Anything reaching further: corruption of
+/// acknowledged data, and this context refuses to start.
+fn repair_tail(
+    file: &File,
+    path: &Path,
+    first_token: u64,
+    scan: &Scan,
+    capacity: u64,
+    config: &StoreConfig,
+) -> Result<()> {
+    let Some(last) = last_nonzero(file, path, scan.end, capacity)? else {
+        return Ok(());
+    };
+    let damaged = last + 1 - scan.end;
+    let reason = match &scan.stop {
+        Stop::Invalid(e) => e.to_string(),
+        _ => "uncommitted data after the end marker".to_string(),
+    };
+    if damaged > config.torn_write_window_bytes() {
+        return Err(StoreError::corrupt(
+            path,
+            scan.end,
+            format!("{reason}; {damaged} bytes of data follow, more than one interrupted write can leave"),
+        ));
+    }
+    warn!(
+        file = %path.display(),
+        offset = scan.end,
+        bytes = damaged,
+        dropped_tokens = %format!("{}..", first_token + scan.count),
+        %reason,
+        "truncating an interrupted last write (never acknowledged)"
+    );
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut at = scan.end;
+    while at <= last {
+        let len = ((last + 1 - at) as usize).min(zeros.len());
+        write_all_at(file, &zeros[..len], at).map_err(|e| StoreError::io(path, e))?;
+        at += len as u64;
+    }
+    sync_data(file).map_err(|e| StoreError::io(path, e))
+}
+
+/// A closed segment: trust its index header if it is there and agrees, else rebuild.
+fn open_closed(log: &SegmentLog, first: u64) -> Result<Arc<ClosedSegment>> {
+    let kind = log.kind;
+    let path: Arc<Path> = log.dir.join(kind.file_name(first)).into();
+    let index_path = log.dir.join(kind.index_file_name(first));
+    let bloom_path = log.dir.join(kind.bloom_file_name(first));
+    if let Some(header) = read_index_header(&index_path)
+        && header.kind == kind
+        && header.first_token == first
+        && bloom_path.exists()
+    {
+        let segment = ClosedSegment::new(first, header.event_count, header.first_timestamp, path);
+        segment.indexed.store(true, Ordering::Release);
+        return Ok(Arc::new(segment));
+    }
+    info!(file = %path.display(), "no valid index; rebuilding it from the segment");
+    let (scan, bloom) = scan_closed(log, first, &path)?;
+    write_index_files(log, first, scan.count, scan.first_timestamp, &scan.map, &scan.seek, &bloom)?;
+    let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
+    *segment.bloom.write() = Some(Arc::new(bloom));
+    segment.indexed.store(true, Ordering::Release);
+    Ok(Arc::new(segment))
+}
+
+fn read_index_header(path: &PathBuf) -> Option<IndexHeader> {
+    let file = File::open(path).ok()?;
+    let mut header = [0u8; myelin_format::index::HEADER_BYTES];
+    let n = read_at_most(&file, &mut header, 0).ok()?;
+    IndexHeader::decode(&header[..n]).ok()
+}
+
+/// Every segment must start where the previous one ends: no gap, no overlap.
+fn check_continuity(dir: &Path, kind: SegmentKind, closed: &[Arc<ClosedSegment>], active_first: u64) -> Result<()> {
+    let mut starts = closed.iter().map(|s| s.first_token).skip(1).chain(std::iter::once(active_first));
+    for segment in closed {
+        let next = starts.next().unwrap_or(active_first);
+        if segment.end_token() != next {
+            return Err(StoreError::Inconsistent {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "{} holds tokens {}..{} but the next segment is {}",
+                    kind.file_name(segment.first_token),
+                    segment.first_token,
+                    segment.end_token(),
+                    kind.file_name(next),
+                ),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The in-memory picture of one segment family (events or snapshots) of one context: closed
+//! segments with their indexes, and the active segment with what has been published of it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use myelin_format::bloom::Bloom;
+use myelin_format::index::{IndexPosition, SeekEntry};
+use parking_lot::RwLock;
+
+use crate::error::{Result, StoreError};
+
+/// Aggregate id → its events in this segment, in token order.
+pub(crate) type AggregateMap = HashMap<Box<str>, Vec<IndexPosition>>;
+
+/// What readers may see of the active segment: only durable, published data.
+#[derive(Debug, Default)]
+pub(crate) struct ActiveView {
+    pub index: AggregateMap,
+    /// Sampled block starts, ascending.
+    pub seek: Vec<SeekEntry>,
+    /// File offset just past the last published block.
+    pub end: u64,
+    /// Events published in this segment.
+    pub count: u64,
+    /// Timestamp of the first event (`i64::MIN` while empty).
+    pub first_timestamp: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    pub first_token: u64,
+    pub path: Arc<Path>,
+    pub file: Arc<File>,
+    pub view: RwLock<ActiveView>,
+}
+
+/// A closed segment's index while its files are being written, or after they failed to be.
+#[derive(Debug)]
+pub(crate) struct MemoryIndex {
+    pub map: AggregateMap,
+    pub seek: Vec<SeekEntry>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClosedSegment {
+    pub first_token: u64,
+    pub event_count: u64,
+    pub first_timestamp: i64,
+    pub path: Arc<Path>,
+    /// Opened on first read.
+    file: OnceLock<Arc<File>>,
+    /// Loaded on first lookup (or built at close).
+    pub bloom: RwLock<Option<Arc<Bloom>>>,
+    /// Present until the index file is durable; lookups use it instead of the file.
+    pub memory_index: RwLock<Option<Arc<MemoryIndex>>>,
+    /// Index and bloom files are complete and durable: the segment may be listed for backup.
+    pub indexed: AtomicBool,
+}
+
+impl ClosedSegment {
+    pub fn new(first_token: u64, event_count: u64, first_timestamp: i64, path: Arc<Path>) -> Self {
+        ClosedSegment {
+            first_token,
+            event_count,
+            first_timestamp,
+            path,
+            file: OnceLock::new(),
+            bloom: RwLock::new(None),
+            memory_index: RwLock::new(None),
+            indexed: AtomicBool::new(false),
+        }
+    }
+
+    /// The token after this segment's last event: the next segment's name.
+    pub fn end_token(&self) -> u64 {
+        self.first_token + self.event_count
+    }
+
+    pub fn file(&self) -> Result<Arc<File>> {
+        if let Some(file) = self.file.get() {
+            return Ok(file.clone());
+        }
+        let file = File::open(&self.path).map_err(|e| StoreError::io(self.path.to_path_buf(), e))?;
+        Ok(self.file.get_or_init(|| Arc::new(file)).clone())
+    }
+
+    pub fn file_len(&self) -> Result<u64> {
+        let file = self.file()?;
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| StoreError::io(self.path.to_path_buf(), e))
+    }
+
+    pub fn is_indexed(&self) -> bool {
+        self.indexed.load(Ordering::Acquire)
+    }
+}
+
+/// Builds a bloom filter over the aggregates of a map.
+pub(crate) fn bloom_of(map: &AggregateMap, false_positive_rate: f64) -> Bloom {
+    let mut bloom = Bloom::with_capacity(map.len(), false_positive_rate);
+    for id in map.keys() {
+        bloom.insert(id);
+    }
+    bloom
+}
+
+/// The segments of one family. Closed ones ascend by first token; the active one is last.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    pub closed: Vec<Arc<ClosedSegment>>,
+    pub active: Arc<ActiveSegment>,
+}
+
+/// Where a token lives.
+pub(crate) enum Located {
+    Closed(Arc<ClosedSegment>),
+    Active(Arc<ActiveSegment>),
+}
+
+impl Segments {
+    pub fn first_token(&self) -> u64 {
+        self.closed.first().map_or(self.active.first_token, |s| s.first_token)
+    }
+
+    /// The segment holding `token`, which must be at or after the first token.
+    pub fn locate(&self, token: u64) -> Located {
+        if token >= self.active.first_token {
+            return Located::Active(self.active.clone());
+        }
+        let i = self.closed.partition_point(|s| s.first_token <= token);
+        match i.checked_sub(1).and_then(|i| self.closed.get(i)) {
+            Some(segment) => Located::Closed(segment.clone()),
+            // Before the first segment: the caller clamps tokens, so this is the oldest one.
+            None => match self.closed.first() {
+                Some(first) => Located::Closed(first.clone()),
+                None => Located::Active(self.active.clone()),
+            },
+        }
+    }
+}

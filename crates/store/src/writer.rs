@@ -1,0 +1,425 @@
+//! The single writer of a segment family: group commit with adaptive batching.
+//!
+//! Appends queue on a bounded channel. The writer takes one, validates and encodes it into the
+//! batch buffer, and keeps taking more while the queue is non-empty — until the time since the
+//! last flush reaches that flush's duration plus `flush_delay` (KurrentDB's rule), or the batch
+//! reaches `max_batch_bytes`. Then it writes the batch, syncs once, publishes it to readers and
+//! only then acknowledges every append in it. While a sync is in flight, new appends pile up in
+//! the queue and form the next batch: the busier the store, the larger the batches.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use myelin_format::index::{IndexPosition, SeekEntry};
+use myelin_format::segment::{
+    BLOCK_HEADER_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES,
+    MAX_EVENTS_PER_BLOCK, ROLL_MARKER, encode_transaction, transaction_bytes,
+};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use crate::config::Durability;
+use crate::error::{Result, StoreError};
+use crate::io::{create_preallocated, sync_data, write_all_at};
+use crate::log::SegmentLog;
+use crate::recovery::WriterStart;
+use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, MemoryIndex, bloom_of};
+
+/// An event with the fields the writer needs, parsed by the caller's thread.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    pub bytes: Bytes,
+    pub aggregate: Box<str>,
+    pub sequence: i64,
+    pub timestamp: i64,
+    /// Goes into the aggregate index (and, for events, is sequence-checked).
+    pub indexed: bool,
+}
+
+impl AsRef<[u8]> for PreparedEvent {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Where an acknowledged transaction landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Token of the transaction's first event (the head, for an empty transaction).
+    pub first_token: u64,
+    pub count: u64,
+}
+
+pub(crate) enum Request {
+    Append { events: Vec<PreparedEvent>, reply: oneshot::Sender<Result<Appended>> },
+    /// Acknowledged once everything queued before it is durable.
+    Sync { reply: oneshot::Sender<Result<Appended>> },
+}
+
+/// Checks a transaction against what is stored and pending. Runs on the writer thread, in
+/// commit order, so checks and writes can never interleave.
+pub(crate) trait Validator: Send {
+    fn validate(&mut self, events: &[PreparedEvent]) -> Result<()>;
+    /// Everything validated so far is published: forget per-batch state.
+    fn published(&mut self);
+}
+
+struct Staged {
+    events: Vec<PreparedEvent>,
+    encoded: EncodedTransaction,
+    first_token: u64,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+pub(crate) struct Writer {
+    log: Arc<SegmentLog>,
+    validator: Box<dyn Validator>,
+    indexer: Sender<Arc<ClosedSegment>>,
+    file: Arc<File>,
+    path: Arc<Path>,
+    capacity: u64,
+    /// End of published data in the active file; the batch buffer starts here.
+    end: u64,
+    /// Token of the next event staged.
+    next_token: u64,
+    buf: Vec<u8>,
+    staged: Vec<Staged>,
+    /// Replies to send once the current batch is durable (syncs; empty transactions).
+    waiting: Vec<(oneshot::Sender<Result<Appended>>, Appended)>,
+    multi_block: bool,
+    last_flush: Duration,
+    last_flush_end: Instant,
+    unsynced_since: Option<Instant>,
+}
+
+impl Writer {
+    pub fn new(
+        log: Arc<SegmentLog>,
+        start: WriterStart,
+        validator: Box<dyn Validator>,
+        indexer: Sender<Arc<ClosedSegment>>,
+    ) -> Self {
+        let next_token = log.head();
+        Writer {
+            log,
+            validator,
+            indexer,
+            file: start.file,
+            path: start.path,
+            capacity: start.capacity,
+            end: start.end,
+            next_token,
+            buf: Vec::new(),
+            staged: Vec::new(),
+            waiting: Vec::new(),
+            multi_block: false,
+            last_flush: Duration::ZERO,
+            last_flush_end: Instant::now(),
+            unsynced_since: None,
+        }
+    }
+
+    pub fn run(mut self, requests: Receiver<Request>) {
+        loop {
+            let busy = !self.staged.is_empty() || !self.waiting.is_empty();
+            let request = if busy {
+                match requests.try_recv() {
+                    Ok(request) => request,
+                    Err(TryRecvError::Empty) => {
+                        self.flush();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match self.idle_wait(&requests) {
+                    Next::Request(request) => request,
+                    Next::Timeout => continue,
+                    Next::Closed => break,
+                }
+            };
+            self.handle(request);
+            let batch_full = self.buf.len() >= self.log.config.max_batch_bytes;
+            let waited_enough = self.last_flush_end.elapsed() >= self.last_flush + self.log.config.flush_delay;
+            if batch_full || waited_enough {
+                self.flush();
+            }
+        }
+        self.flush();
+        self.sync_interval_data();
+    }
+
+    /// Blocks for the next request; in interval mode wakes up to sync written data in time.
+    fn idle_wait(&mut self, requests: &Receiver<Request>) -> Next {
+        let (Durability::Interval { interval }, Some(since)) = (self.log.config.durability, self.unsynced_since)
+        else {
+            return requests.recv().map_or(Next::Closed, Next::Request);
+        };
+        match requests.recv_timeout(interval.saturating_sub(since.elapsed())) {
+            Ok(request) => Next::Request(request),
+            Err(RecvTimeoutError::Timeout) => {
+                self.sync_interval_data();
+                Next::Timeout
+            }
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Sync { reply } => {
+                let at = Appended { first_token: self.next_token, count: 0 };
+                self.waiting.push((reply, at));
+            }
+            Request::Append { events, reply } => {
+                if let Err(e) = self.stage(events, reply) {
+                    debug!(error = %e, "append rejected");
+                }
+            }
+        }
+    }
+
+    /// Validates and encodes one transaction into the batch. On error the reply is sent here.
+    fn stage(&mut self, events: Vec<PreparedEvent>, reply: oneshot::Sender<Result<Appended>>) -> Result<()> {
+        let result = self.try_stage(events);
+        match result {
+            Ok(Some((events, encoded, first_token))) => {
+                self.staged.push(Staged { events, encoded, first_token, reply });
+                Ok(())
+            }
+            Ok(None) => {
+                let at = Appended { first_token: self.next_token, count: 0 };
+                self.waiting.push((reply, at));
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let _ = reply.send(Err(e));
+                Err(StoreError::InvalidArgument(message))
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_stage(&mut self, events: Vec<PreparedEvent>) -> Result<Option<(Vec<PreparedEvent>, EncodedTransaction, u64)>> {
+        self.log.check_writable()?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let bytes = transaction_bytes(events.iter().map(|e| e.bytes.len()));
+        let limit = self.log.config.max_transaction_bytes;
+        if bytes > limit {
+            return Err(StoreError::TransactionTooLarge { bytes, limit });
+        }
+        self.validator.validate(&events)?;
+        if self.end + (self.buf.len() + bytes + MARKER_BYTES) as u64 > self.capacity {
+            self.make_room(bytes)?;
+        }
+        let encoded = encode_transaction(&events, &mut self.buf)
+            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        self.multi_block |= encoded.blocks > 1;
+        let first_token = self.next_token;
+        self.next_token += events.len() as u64;
+        Ok(Some((events, encoded, first_token)))
+    }
+
+    /// The transaction does not fit in the active segment: flush what is staged, then roll to
+    /// a new segment (or, if the active one is still empty, replace it with a larger one).
+    fn make_room(&mut self, tx_bytes: usize) -> Result<()> {
+        self.flush();
+        self.log.check_writable()?;
+        let needed = (FILE_HEADER_BYTES + tx_bytes + MARKER_BYTES) as u64;
+        let size = self.log.config.segment_size_bytes.max(needed);
+        let result = if self.end == FILE_HEADER_BYTES as u64 {
+            self.replace_empty_active(size)
+        } else {
+            self.roll(size)
+        };
+        if let Err(e) = &result {
+            self.log.poison(format!("segment roll failed: {e}"));
+        }
+        result
+    }
+
+    fn roll(&mut self, size: u64) -> Result<()> {
+        fail::fail_point!("store::roll", |_| Err(StoreError::io(
+            self.path.to_path_buf(),
+            std::io::Error::from_raw_os_error(libc::EIO)
+        )));
+        let io = |e| StoreError::io(self.path.to_path_buf(), e);
+        write_all_at(&self.file, &ROLL_MARKER.to_be_bytes(), self.end).map_err(io)?;
+        sync_data(&self.file).map_err(io)?;
+        self.unsynced_since = None;
+        let path: Arc<Path> = self.log.dir.join(self.log.kind.file_name(self.next_token)).into();
+        let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
+        let active = Arc::new(ActiveSegment {
+            first_token: self.next_token,
+            path: path.clone(),
+            file: file.clone(),
+            view: parking_lot::RwLock::new(ActiveView { first_timestamp: i64::MIN, ..ActiveView::default() }),
+        });
+        let closed = {
+            let mut segments = self.log.segments.write();
+            let old = std::mem::replace(&mut segments.active, active);
+            let mut view = old.view.write();
+            let memory = MemoryIndex { map: std::mem::take(&mut view.index), seek: std::mem::take(&mut view.seek) };
+            let closed = ClosedSegment::new(old.first_token, view.count, view.first_timestamp, old.path.clone());
+            *closed.bloom.write() = Some(Arc::new(bloom_of(&memory.map, self.log.config.bloom_false_positive_rate)));
+            *closed.memory_index.write() = Some(Arc::new(memory));
+            let closed = Arc::new(closed);
+            segments.closed.push(closed.clone());
+            closed
+        };
+        debug!(closed = closed.first_token, next = self.next_token, "rolled segment");
+        let _ = self.indexer.send(closed);
+        self.file = file;
+        self.path = path;
+        self.capacity = size;
+        self.end = FILE_HEADER_BYTES as u64;
+        Ok(())
+    }
+
+    /// Axon's rule for a transaction larger than a segment: the empty active file is replaced
+    /// by one big enough to hold it.
+    fn replace_empty_active(&mut self, size: u64) -> Result<()> {
+        let path = self.path.clone();
+        std::fs::remove_file(&path).map_err(|e| StoreError::io(path.to_path_buf(), e))?;
+        let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
+        let active = Arc::new(ActiveSegment {
+            first_token: self.next_token,
+            path: path.clone(),
+            file: file.clone(),
+            view: parking_lot::RwLock::new(ActiveView { first_timestamp: i64::MIN, ..ActiveView::default() }),
+        });
+        self.log.segments.write().active = active;
+        self.file = file;
+        self.capacity = size;
+        Ok(())
+    }
+
+    /// Writes the batch, makes it durable, publishes it and acknowledges everything in it.
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            let started = Instant::now();
+            match self.write_batch() {
+                Ok(()) => self.publish(),
+                Err(e) => {
+                    self.log.poison(e.to_string());
+                    let reason = self.log.poisoned().unwrap_or_else(|| e.to_string());
+                    for staged in self.staged.drain(..) {
+                        let _ = staged.reply.send(Err(StoreError::Poisoned(reason.clone())));
+                    }
+                    for (reply, _) in self.waiting.drain(..) {
+                        let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
+                    }
+                    self.buf.clear();
+                    self.multi_block = false;
+                    return;
+                }
+            }
+            self.last_flush = started.elapsed();
+            self.last_flush_end = Instant::now();
+        }
+        if let Durability::Interval { interval } = self.log.config.durability {
+            let overdue = self.unsynced_since.is_some_and(|since| since.elapsed() >= interval);
+            if overdue || !self.waiting.is_empty() {
+                self.sync_interval_data();
+            }
+        }
+        for (reply, at) in self.waiting.drain(..) {
+            let _ = reply.send(self.log.check_writable().map(|()| at));
+        }
+    }
+
+    /// The commit protocol (docs/FORMAT.md): everything but the batch's first size field,
+    /// then that field, so a reader of the file sees the batch whole or not at all. A batch
+    /// with a multi-block transaction syncs before writing the size field too, so a crash can
+    /// never leave part of that transaction valid.
+    fn write_batch(&mut self) -> Result<()> {
+        let io = |e| StoreError::io(self.path.to_path_buf(), e);
+        let (size_field, rest) = self.buf.split_at(MARKER_BYTES);
+        write_all_at(&self.file, rest, self.end + MARKER_BYTES as u64).map_err(io)?;
+        if self.multi_block {
+            sync_data(&self.file).map_err(io)?;
+        }
+        write_all_at(&self.file, size_field, self.end).map_err(io)?;
+        match self.log.config.durability {
+            Durability::Fsync => sync_data(&self.file).map_err(io)?,
+            Durability::Interval { .. } => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_interval_data(&mut self) {
+        if self.unsynced_since.take().is_some()
+            && let Err(e) = sync_data(&self.file)
+        {
+            self.log.poison(format!("fsync of {} failed: {e}", self.path.display()));
+        }
+    }
+
+    /// Makes the durable batch visible: index entries, seek samples, end and count, then the
+    /// head (readers check the head first, so everything below it is already in place).
+    fn publish(&mut self) {
+        let start = self.end;
+        let interval = self.log.config.seek_interval_bytes;
+        let active = self.log.segments.read().active.clone();
+        {
+            let mut view = active.view.write();
+            for staged in &self.staged {
+                let tx_start = start + staged.encoded.start as u64;
+                for block in 0..staged.encoded.blocks {
+                    let first_event = block * MAX_EVENTS_PER_BLOCK;
+                    let offset = tx_start + u64::from(staged.encoded.event_offsets[first_event]) - BLOCK_HEADER_BYTES as u64;
+                    if view.seek.last().is_none_or(|s| offset >= u64::from(s.offset) + interval) {
+                        view.seek.push(SeekEntry { token: staged.first_token + first_event as u64, offset: offset as u32 });
+                    }
+                }
+                for (i, event) in staged.events.iter().enumerate() {
+                    if view.first_timestamp == i64::MIN {
+                        view.first_timestamp = event.timestamp;
+                    }
+                    if !event.indexed {
+                        continue;
+                    }
+                    let block_first = (i / MAX_EVENTS_PER_BLOCK) * MAX_EVENTS_PER_BLOCK;
+                    let block = tx_start + u64::from(staged.encoded.event_offsets[block_first]) - BLOCK_HEADER_BYTES as u64;
+                    let position = IndexPosition {
+                        block: block as u32,
+                        position: (tx_start + u64::from(staged.encoded.event_offsets[i])) as u32,
+                        sequence: event.sequence,
+                    };
+                    match view.index.get_mut(&*event.aggregate) {
+                        Some(positions) => positions.push(position),
+                        None => {
+                            view.index.insert(event.aggregate.clone(), vec![position]);
+                        }
+                    }
+                }
+                view.count += staged.events.len() as u64;
+            }
+            view.end = start + self.buf.len() as u64;
+            self.end = view.end;
+        }
+        self.log.set_head(self.next_token);
+        self.validator.published();
+        for staged in self.staged.drain(..) {
+            let appended = Appended { first_token: staged.first_token, count: staged.events.len() as u64 };
+            let _ = staged.reply.send(Ok(appended));
+        }
+        self.buf.clear();
+        self.multi_block = false;
+    }
+}
+
+enum Next {
+    Request(Request),
+    Timeout,
+    Closed,
+}
