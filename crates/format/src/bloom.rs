@@ -56,7 +56,10 @@ impl Bloom {
         let bits = (-(n * p.ln()) / (ln2 * ln2)).ceil().clamp(64.0, MAX_BITS as f64) as u64;
         let words = bits.div_ceil(64) as usize;
         let hashes = ((words as f64 * 64.0 / n) * ln2).round().clamp(1.0, 16.0) as u8;
-        Bloom { hashes, words: vec![0; words] }
+        Bloom {
+            hashes,
+            words: vec![0; words],
+        }
     }
 
     fn bits(&self) -> u64 {
@@ -79,7 +82,8 @@ impl Bloom {
 
     /// False means certainly absent; true means "look in the index".
     pub fn may_contain(&self, aggregate_id: &str) -> bool {
-        self.positions(aggregate_id).all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        self.positions(aggregate_id)
+            .all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 
     /// Bytes this filter holds in memory.
@@ -118,7 +122,11 @@ impl Bloom {
         let bits = u64::from_be_bytes(raw);
         let body = bytes.len() - HEADER_BYTES - CRC_BYTES;
         if hashes == 0 || bits == 0 || bits % 64 != 0 || bits > MAX_BITS || bits / 8 != body as u64 {
-            return Err(BloomError::Geometry { bits, hashes, len: bytes.len() });
+            return Err(BloomError::Geometry {
+                bits,
+                hashes,
+                len: bytes.len(),
+            });
         }
         let (content, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
         let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -163,7 +171,10 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[30] ^= 4;
         assert!(matches!(Bloom::decode(&flipped), Err(BloomError::Checksum { .. })));
-        assert!(matches!(Bloom::decode(&bytes[..bytes.len() - 8]), Err(BloomError::Geometry { .. })));
+        assert!(matches!(
+            Bloom::decode(&bytes[..bytes.len() - 8]),
+            Err(BloomError::Geometry { .. })
+        ));
         assert_eq!(Bloom::decode(&bytes[..10]), Err(BloomError::Truncated(10)));
         let mut magic = bytes.clone();
         magic[0] = b'X';

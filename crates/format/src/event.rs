@@ -63,7 +63,11 @@ impl<'a> EventFields<'a> {
                     pos = end;
                 }
                 _ => {
-                    return Err(EventFieldsError::WireType { field, wire_type, offset: tag_at });
+                    return Err(EventFieldsError::WireType {
+                        field,
+                        wire_type,
+                        offset: tag_at,
+                    });
                 }
             }
         }
@@ -146,9 +150,18 @@ mod tests {
 
     #[test]
     fn hostile_input_is_an_error() {
-        assert_eq!(EventFields::parse(&[0x12, 5, b'a']), Err(EventFieldsError::Truncated(3)));
-        assert!(matches!(EventFields::parse(&[0x0b]), Err(EventFieldsError::WireType { .. })));
-        assert!(matches!(EventFields::parse(&[0x12, 1, 0xff]), Err(EventFieldsError::Utf8 { field: 2 })));
+        assert_eq!(
+            EventFields::parse(&[0x12, 5, b'a']),
+            Err(EventFieldsError::Truncated(3))
+        );
+        assert!(matches!(
+            EventFields::parse(&[0x0b]),
+            Err(EventFieldsError::WireType { .. })
+        ));
+        assert!(matches!(
+            EventFields::parse(&[0x12, 1, 0xff]),
+            Err(EventFieldsError::Utf8 { field: 2 })
+        ));
         assert!(matches!(
             EventFields::parse(&[0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Err(EventFieldsError::VarintTooLong(1))

@@ -10,13 +10,18 @@
 //! 16  8  u64 segment first token
 //! 24  8  u64 events in the segment (all of them, indexed or not)
 //! 32  8  i64 timestamp of the segment's first event (i64::MIN when empty)
-//! 40  8  reserved (0)
+//! 40  4  u32 seek entry count S
+//! 44  4  reserved (0)
 //! table: A × (u64 hash, u32 entry offset, u32 entry length), sorted by hash
-//! entries: u16 id length, id bytes, u32 n, n × (u32 position, i64 sequence)
+//! entries: u16 id length, id bytes, u32 n, n × (u32 block, u32 position, i64 sequence)
+//! seek: S × (u64 token, u32 block offset), ascending
 //! u32 crc32 of everything before
 //! ```
-//! `position` is the file offset of the event's length prefix. The header alone (no CRC) is
-//! enough to check continuity at startup; the whole file is verified when it is first loaded.
+//! `block` is the file offset of the block holding the event (so a read can verify the block's
+//! CRC), `position` the offset of the event's length prefix. The seek table holds a sparse
+//! sample of block starts so a tracking read can start mid-segment without scanning it. The
+//! header alone (no CRC) is enough to check continuity at startup; the whole file is verified
+//! when it is first loaded.
 
 use std::collections::HashMap;
 
@@ -30,7 +35,8 @@ const VERSION: u8 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_BYTES: usize = 48;
 const TABLE_ENTRY_BYTES: usize = 16;
-const POSITION_BYTES: usize = 12;
+const POSITION_BYTES: usize = 16;
+const SEEK_BYTES: usize = 12;
 const CRC_BYTES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -52,6 +58,7 @@ pub enum IndexError {
 /// Where and what one index entry says: an event of an aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexPosition {
+    pub block: u32,
     pub position: u32,
     pub sequence: i64,
 }
@@ -64,6 +71,7 @@ pub struct IndexHeader {
     pub first_token: u64,
     pub event_count: u64,
     pub first_timestamp: i64,
+    pub seek_count: u32,
 }
 
 impl IndexHeader {
@@ -84,6 +92,7 @@ impl IndexHeader {
             first_token: be_u64(&bytes[16..24]),
             event_count: be_u64(&bytes[24..32]),
             first_timestamp: be_u64(&bytes[32..40]) as i64,
+            seek_count: be_u32(&bytes[40..44]),
         })
     }
 
@@ -96,7 +105,8 @@ impl IndexHeader {
         out.extend_from_slice(&self.first_token.to_be_bytes());
         out.extend_from_slice(&self.event_count.to_be_bytes());
         out.extend_from_slice(&self.first_timestamp.to_be_bytes());
-        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&self.seek_count.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
     }
 }
 
@@ -113,10 +123,13 @@ fn be_u64(b: &[u8]) -> u64 {
 /// Serialises an aggregate → positions map into the index file format.
 pub fn encode_index(
     header_fields: IndexSummary,
-    entries: &HashMap<String, Vec<IndexPosition>>,
+    entries: &HashMap<Box<str>, Vec<IndexPosition>>,
+    seek: &[SeekEntry],
 ) -> Vec<u8> {
-    let mut sorted: Vec<(u64, &String, &Vec<IndexPosition>)> =
-        entries.iter().map(|(id, positions)| (aggregate_hash(id), id, positions)).collect();
+    let mut sorted: Vec<(u64, &Box<str>, &Vec<IndexPosition>)> = entries
+        .iter()
+        .map(|(id, positions)| (aggregate_hash(id), id, positions))
+        .collect();
     sorted.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let header = IndexHeader {
         kind: header_fields.kind,
@@ -124,11 +137,14 @@ pub fn encode_index(
         first_token: header_fields.first_token,
         event_count: header_fields.event_count,
         first_timestamp: header_fields.first_timestamp,
+        seek_count: seek.len() as u32,
     };
     let table_bytes = sorted.len() * TABLE_ENTRY_BYTES;
-    let entry_bytes: usize =
-        sorted.iter().map(|(_, id, p)| 2 + id.len() + 4 + p.len() * POSITION_BYTES).sum();
-    let mut out = Vec::with_capacity(HEADER_BYTES + table_bytes + entry_bytes + CRC_BYTES);
+    let entry_bytes: usize = sorted
+        .iter()
+        .map(|(_, id, p)| 2 + id.len() + 4 + p.len() * POSITION_BYTES)
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + table_bytes + entry_bytes + seek.len() * SEEK_BYTES + CRC_BYTES);
     header.encode(&mut out);
     let mut offset = HEADER_BYTES + table_bytes;
     for (hash, id, positions) in &sorted {
@@ -146,13 +162,25 @@ pub fn encode_index(
         out.extend_from_slice(key);
         out.extend_from_slice(&(positions.len() as u32).to_be_bytes());
         for p in positions.iter() {
+            out.extend_from_slice(&p.block.to_be_bytes());
             out.extend_from_slice(&p.position.to_be_bytes());
             out.extend_from_slice(&p.sequence.to_be_bytes());
         }
     }
+    for s in seek {
+        out.extend_from_slice(&s.token.to_be_bytes());
+        out.extend_from_slice(&s.offset.to_be_bytes());
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// A sampled block start: the block at file `offset` begins with event `token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeekEntry {
+    pub token: u64,
+    pub offset: u32,
 }
 
 /// The per-segment facts stored in an index header besides the entries.
@@ -189,7 +217,10 @@ impl IndexFile {
             .checked_mul(TABLE_ENTRY_BYTES)
             .and_then(|t| t.checked_add(HEADER_BYTES))
             .ok_or(IndexError::Truncated(bytes.len()))?;
-        if table_end > content_len {
+        let seek_bytes = (header.seek_count as usize)
+            .checked_mul(SEEK_BYTES)
+            .ok_or(IndexError::Truncated(bytes.len()))?;
+        if table_end.checked_add(seek_bytes).is_none_or(|end| end > content_len) {
             return Err(IndexError::Truncated(bytes.len()));
         }
         let file = IndexFile { header, bytes };
@@ -217,7 +248,7 @@ impl IndexFile {
     /// The id and positions of table entry `i`, or `None` when it points outside the file.
     fn entry(&self, i: usize) -> Option<(&[u8], &[u8])> {
         let (_, offset, len) = self.table(i);
-        let content_len = self.bytes.len() - CRC_BYTES;
+        let content_len = self.seek_start();
         let end = offset.checked_add(len)?;
         if offset < HEADER_BYTES || end > content_len {
             return None;
@@ -252,12 +283,31 @@ impl IndexFile {
             {
                 return positions
                     .chunks_exact(POSITION_BYTES)
-                    .map(|c| IndexPosition { position: be_u32(&c[..4]), sequence: be_u64(&c[4..]) as i64 })
+                    .map(|c| IndexPosition {
+                        block: be_u32(&c[..4]),
+                        position: be_u32(&c[4..8]),
+                        sequence: be_u64(&c[8..]) as i64,
+                    })
                     .collect();
             }
             i += 1;
         }
         Vec::new()
+    }
+
+    fn seek_start(&self) -> usize {
+        self.bytes.len() - CRC_BYTES - self.header.seek_count as usize * SEEK_BYTES
+    }
+
+    /// The sampled block starts, ascending by token.
+    pub fn seek_entries(&self) -> impl Iterator<Item = SeekEntry> + '_ {
+        let start = self.seek_start();
+        self.bytes[start..self.bytes.len() - CRC_BYTES]
+            .chunks_exact(SEEK_BYTES)
+            .map(|c| SeekEntry {
+                token: be_u64(&c[..8]),
+                offset: be_u32(&c[8..]),
+            })
     }
 
     /// Every aggregate in this index with its positions (for rebuilding caches and tests).
@@ -276,7 +326,12 @@ mod tests {
     use super::*;
 
     fn summary() -> IndexSummary {
-        IndexSummary { kind: SegmentKind::Events, first_token: 462, event_count: 462, first_timestamp: 7 }
+        IndexSummary {
+            kind: SegmentKind::Events,
+            first_token: 462,
+            event_count: 462,
+            first_timestamp: 7,
+        }
     }
 
     #[test]
@@ -284,11 +339,22 @@ mod tests {
         let mut entries = HashMap::new();
         for a in 0..500 {
             let positions = (0..(a % 7) + 1)
-                .map(|s| IndexPosition { position: (a * 100 + s) as u32, sequence: s as i64 })
+                .map(|s| IndexPosition {
+                    block: a as u32,
+                    position: (a * 100 + s) as u32,
+                    sequence: s as i64,
+                })
                 .collect();
-            entries.insert(format!("aggregate-{a}"), positions);
+            entries.insert(format!("aggregate-{a}").into_boxed_str(), positions);
         }
-        let bytes = encode_index(summary(), &entries);
+        let seek = [
+            SeekEntry { token: 462, offset: 5 },
+            SeekEntry {
+                token: 500,
+                offset: 9000,
+            },
+        ];
+        let bytes = encode_index(summary(), &entries, &seek);
         let header = IndexHeader::decode(&bytes).expect("header");
         assert_eq!(header.first_token, 462);
         assert_eq!(header.aggregate_count, 500);
@@ -298,13 +364,21 @@ mod tests {
         }
         assert!(index.lookup("missing").is_empty());
         assert_eq!(index.aggregates().count(), 500);
+        assert_eq!(index.seek_entries().collect::<Vec<_>>(), seek);
     }
 
     #[test]
     fn damage_is_detected() {
         let mut entries = HashMap::new();
-        entries.insert("a".to_string(), vec![IndexPosition { position: 5, sequence: 0 }]);
-        let bytes = encode_index(summary(), &entries);
+        entries.insert(
+            "a".into(),
+            vec![IndexPosition {
+                block: 5,
+                position: 12,
+                sequence: 0,
+            }],
+        );
+        let bytes = encode_index(summary(), &entries, &[SeekEntry { token: 462, offset: 5 }]);
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;

@@ -17,6 +17,6 @@ pub mod segment;
 
 pub use event::{EventFields, EventFieldsError};
 pub use segment::{
-    BLOCK_HEADER_BYTES, BlockError, BlockView, CRC_BYTES, FILE_HEADER_BYTES, FileHeader,
-    MAX_EVENTS_PER_BLOCK, ROLL_MARKER, SegmentKind, encode_transaction,
+    BLOCK_HEADER_BYTES, BlockError, BlockView, CRC_BYTES, FILE_HEADER_BYTES, FileHeader, MAX_EVENTS_PER_BLOCK,
+    ROLL_MARKER, SegmentKind, encode_transaction,
 };

@@ -34,8 +34,7 @@ pub const ROLL_MARKER: i32 = -1;
 /// The `size` value that says "nothing written here yet".
 pub const END_MARKER: i32 = 0;
 /// The largest encoded transaction: its blocks must fit in one file whose offsets are `i32`.
-pub const MAX_TRANSACTION_BYTES: usize =
-    i32::MAX as usize - FILE_HEADER_BYTES - MARKER_BYTES;
+pub const MAX_TRANSACTION_BYTES: usize = i32::MAX as usize - FILE_HEADER_BYTES - MARKER_BYTES;
 
 /// Which of the two segment families a file belongs to. Both share the block format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,7 +155,10 @@ pub struct FileHeader {
 
 impl FileHeader {
     /// What Myelin writes, and what Axon Server writes by default.
-    pub const CURRENT: FileHeader = FileHeader { version: CURRENT_VERSION, flags: 0 };
+    pub const CURRENT: FileHeader = FileHeader {
+        version: CURRENT_VERSION,
+        flags: 0,
+    };
 
     pub fn encode(&self) -> [u8; FILE_HEADER_BYTES] {
         let mut out = [0u8; FILE_HEADER_BYTES];
@@ -172,7 +174,10 @@ impl FileHeader {
         })?;
         let version = header[0];
         check_version(version)?;
-        Ok(FileHeader { version, flags: read_i32(&header[1..5]) })
+        Ok(FileHeader {
+            version,
+            flags: read_i32(&header[1..5]),
+        })
     }
 }
 
@@ -232,7 +237,10 @@ impl<'a> BlockView<'a> {
     /// The events of this block, each with its offset from the start of the block
     /// (the offset of its length prefix, which is what indexes record).
     pub fn events(&self) -> BlockEvents<'a> {
-        BlockEvents { area: self.area, cursor: 0 }
+        BlockEvents {
+            area: self.area,
+            cursor: 0,
+        }
     }
 }
 
@@ -246,6 +254,14 @@ pub const fn block_bytes(area_bytes: usize) -> usize {
 pub struct BlockEvents<'a> {
     area: &'a [u8],
     cursor: usize,
+}
+
+impl<'a> BlockEvents<'a> {
+    /// Iterates the event area of a block already verified by [`decode_block`]. On bytes that
+    /// were not verified it stops early instead of reading out of bounds.
+    pub fn over_verified_area(area: &'a [u8]) -> Self {
+        BlockEvents { area, cursor: 0 }
+    }
 }
 
 impl<'a> Iterator for BlockEvents<'a> {
@@ -274,7 +290,10 @@ pub fn decode_block(bytes: &[u8]) -> Result<Option<BlockView<'_>>, BlockError> {
     };
     let total = block_bytes(size);
     if bytes.len() < total {
-        return Err(BlockError::Truncated { needed: total, available: bytes.len() });
+        return Err(BlockError::Truncated {
+            needed: total,
+            available: bytes.len(),
+        });
     }
     let version = bytes[4];
     check_version(version)?;
@@ -286,7 +305,10 @@ pub fn decode_block(bytes: &[u8]) -> Result<Option<BlockView<'_>>, BlockError> {
     let mut cursor = 0usize;
     for index in 0..count as usize {
         let Some(len_bytes) = area.get(cursor..cursor + EVENT_LEN_BYTES) else {
-            return Err(BlockError::LengthMismatch { declared: size, actual: cursor + EVENT_LEN_BYTES });
+            return Err(BlockError::LengthMismatch {
+                declared: size,
+                actual: cursor + EVENT_LEN_BYTES,
+            });
         };
         let len = read_i32(len_bytes);
         if len < 0 {
@@ -298,23 +320,28 @@ pub fn decode_block(bytes: &[u8]) -> Result<Option<BlockView<'_>>, BlockError> {
         }
         cursor += EVENT_LEN_BYTES + len as usize;
         if cursor > size {
-            return Err(BlockError::LengthMismatch { declared: size, actual: cursor });
+            return Err(BlockError::LengthMismatch {
+                declared: size,
+                actual: cursor,
+            });
         }
     }
     if cursor != size {
-        return Err(BlockError::LengthMismatch { declared: size, actual: cursor });
+        return Err(BlockError::LengthMismatch {
+            declared: size,
+            actual: cursor,
+        });
     }
-    let stored = u32::from_be_bytes([
-        bytes[total - 4],
-        bytes[total - 3],
-        bytes[total - 2],
-        bytes[total - 1],
-    ]);
+    let stored = u32::from_be_bytes([bytes[total - 4], bytes[total - 3], bytes[total - 2], bytes[total - 1]]);
     let computed = crc32fast::hash(area);
     if stored != computed {
         return Err(BlockError::Checksum { stored, computed });
     }
-    Ok(Some(BlockView { version, count: count as usize, area }))
+    Ok(Some(BlockView {
+        version,
+        count: count as usize,
+        area,
+    }))
 }
 
 /// Bytes the blocks of a transaction of events with these lengths occupy.
@@ -346,10 +373,7 @@ pub struct EncodedTransaction {
 ///
 /// Writing the first size field last is the caller's business (it knows where the bytes go);
 /// see `docs/FORMAT.md` for the commit protocol.
-pub fn encode_transaction<E: AsRef<[u8]>>(
-    events: &[E],
-    out: &mut Vec<u8>,
-) -> Result<EncodedTransaction, BlockError> {
+pub fn encode_transaction<E: AsRef<[u8]>>(events: &[E], out: &mut Vec<u8>) -> Result<EncodedTransaction, BlockError> {
     if events.is_empty() {
         return Err(BlockError::EmptyTransaction);
     }
@@ -379,7 +403,12 @@ pub fn encode_transaction<E: AsRef<[u8]>>(
         out[block_start..block_start + 4].copy_from_slice(&(area_len as i32).to_be_bytes());
     }
     debug_assert_eq!(out.len() - start, len);
-    Ok(EncodedTransaction { start, len, blocks, event_offsets })
+    Ok(EncodedTransaction {
+        start,
+        len,
+        blocks,
+        event_offsets,
+    })
 }
 
 #[cfg(test)]
@@ -401,16 +430,28 @@ mod tests {
     #[test]
     fn file_names_are_twenty_digits() {
         assert_eq!(SegmentKind::Events.file_name(14), "00000000000000000014.events");
-        assert_eq!(SegmentKind::Snapshots.parse_file_name("00000000000000000462.snapshots"), Some(462));
-        assert_eq!(SegmentKind::Events.parse_file_name("00000000000000000462.snapshots"), None);
+        assert_eq!(
+            SegmentKind::Snapshots.parse_file_name("00000000000000000462.snapshots"),
+            Some(462)
+        );
+        assert_eq!(
+            SegmentKind::Events.parse_file_name("00000000000000000462.snapshots"),
+            None
+        );
         assert_eq!(SegmentKind::Events.parse_file_name("0000000000000000046.events"), None);
         assert_eq!(SegmentKind::Events.parse_file_name("0000000000000000046x.events"), None);
-        assert_eq!(SegmentKind::Events.parse_index_file_name("00000000000000000001.mindex"), Some(1));
+        assert_eq!(
+            SegmentKind::Events.parse_index_file_name("00000000000000000001.mindex"),
+            Some(1)
+        );
     }
 
     #[test]
     fn header_round_trip_and_versions() {
-        assert_eq!(FileHeader::decode(&FileHeader::CURRENT.encode()), Ok(FileHeader::CURRENT));
+        assert_eq!(
+            FileHeader::decode(&FileHeader::CURRENT.encode()),
+            Ok(FileHeader::CURRENT)
+        );
         let v0 = FileHeader::decode(&[0, 0x7c, 0x42, 0xab, 0xad]).expect("version 0 accepted");
         assert_eq!(v0.version, 0);
         assert_eq!(FileHeader::decode(&[3, 0, 0, 0, 0]), Err(BlockError::InvalidVersion(3)));
@@ -421,7 +462,10 @@ mod tests {
     fn markers() {
         assert_eq!(read_block_start(&[0, 0, 0, 0]), Ok(BlockStart::End));
         assert_eq!(read_block_start(&[0xff; 4]), Ok(BlockStart::Rolled));
-        assert_eq!(read_block_start(&[0xff, 0xff, 0xff, 0xfe]), Err(BlockError::InvalidSize(-2)));
+        assert_eq!(
+            read_block_start(&[0xff, 0xff, 0xff, 0xfe]),
+            Err(BlockError::InvalidSize(-2))
+        );
         assert!(decode_block(&[0xff; 4]).expect("roll marker").is_none());
     }
 
@@ -453,7 +497,10 @@ mod tests {
         let mut zero_count = out.clone();
         zero_count[5..7].copy_from_slice(&0i16.to_be_bytes());
         assert_eq!(decode_block(&zero_count).err(), Some(BlockError::InvalidCount(0)));
-        assert!(matches!(decode_block(&out[..out.len() - 1]), Err(BlockError::Truncated { .. })));
+        assert!(matches!(
+            decode_block(&out[..out.len() - 1]),
+            Err(BlockError::Truncated { .. })
+        ));
     }
 
     proptest! {

@@ -36,7 +36,9 @@ impl Future for AppendTicket {
     type Output = Result<Appended>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
     }
 }
 
@@ -92,7 +94,9 @@ impl Family {
 
     fn shutdown(&self) -> Result<()> {
         let (reply, ticket) = oneshot::channel();
-        let synced = self.submit(Request::Sync { reply }).and_then(|()| AppendTicket(ticket).wait());
+        let synced = self
+            .submit(Request::Sync { reply })
+            .and_then(|()| AppendTicket(ticket).wait());
         // Dropping the sender ends the writer, whose end drops the indexer's sender.
         self.requests.lock().take();
         for thread in self.threads.lock().drain(..) {
@@ -129,7 +133,11 @@ impl ContextStore {
         let snapshots = Family::open(SegmentKind::Snapshots, &snapshots_dir, &snapshots, name, |_| {
             Box::new(SnapshotValidator::new(event_log))
         })?;
-        Ok(Arc::new(ContextStore { name: name.to_string(), events, snapshots }))
+        Ok(Arc::new(ContextStore {
+            name: name.to_string(),
+            events,
+            snapshots,
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -186,7 +194,10 @@ impl ContextStore {
         let mut first = initial_sequence;
         if allow_snapshots {
             let upper = last.saturating_add(1);
-            let latest = self.snapshots.log.aggregate_events_descending(aggregate, initial_sequence, upper, 1)?;
+            let latest = self
+                .snapshots
+                .log
+                .aggregate_events_descending(aggregate, initial_sequence, upper, 1)?;
             if let Some(snapshot) = latest.into_iter().next() {
                 let fields = EventFields::parse(&snapshot)
                     .map_err(|e| StoreError::corrupt(self.snapshots.log.dir().to_path_buf(), 0, e))?;
@@ -207,7 +218,9 @@ impl ContextStore {
         max_sequence: i64,
         max_results: usize,
     ) -> Result<Vec<Bytes>> {
-        self.snapshots.log.aggregate_events_descending(aggregate, initial_sequence, max_sequence, max_results)
+        self.snapshots
+            .log
+            .aggregate_events_descending(aggregate, initial_sequence, max_sequence, max_results)
     }
 
     /// Highest sequence number of an aggregate's events, -1 if it has none.
@@ -259,12 +272,20 @@ fn prepare(kind: SegmentKind, events: Vec<Bytes>) -> Result<Vec<PreparedEvent>> 
         .into_iter()
         .enumerate()
         .map(|(index, bytes)| {
-            let fields = EventFields::parse(&bytes)
-                .map_err(|e| StoreError::InvalidEvent { index, reason: e.to_string() })?;
+            let fields = EventFields::parse(&bytes).map_err(|e| StoreError::InvalidEvent {
+                index,
+                reason: e.to_string(),
+            })?;
             let indexed = is_indexed(kind, &fields);
             let aggregate = fields.aggregate_identifier.into();
             let (sequence, timestamp) = (fields.aggregate_sequence_number, fields.timestamp);
-            Ok(PreparedEvent { bytes, aggregate, sequence, timestamp, indexed })
+            Ok(PreparedEvent {
+                bytes,
+                aggregate,
+                sequence,
+                timestamp,
+                indexed,
+            })
         })
         .collect()
 }

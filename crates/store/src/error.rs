@@ -8,12 +8,20 @@ use thiserror::Error;
 pub enum StoreError {
     /// Sequence check failed; the whole transaction was rejected.
     #[error("Invalid sequence number {actual} for aggregate {aggregate}, expected {expected}")]
-    InvalidSequence { aggregate: String, actual: i64, expected: i64 },
+    InvalidSequence {
+        aggregate: String,
+        actual: i64,
+        expected: i64,
+    },
     /// A snapshot newer than the aggregate's events.
     #[error(
         "Invalid sequence number while storing snapshot. Highest aggregate {aggregate} sequence number: {highest}, snapshot sequence {snapshot}."
     )]
-    InvalidSnapshotSequence { aggregate: String, highest: i64, snapshot: i64 },
+    InvalidSnapshotSequence {
+        aggregate: String,
+        highest: i64,
+        snapshot: i64,
+    },
     /// The bytes given as an event are not a valid `Event` message.
     #[error("event {index} is not a valid Event message: {reason}")]
     InvalidEvent { index: usize, reason: String },
@@ -39,11 +47,18 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(file: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StoreError::Io { file: file.into(), source }
+        StoreError::Io {
+            file: file.into(),
+            source,
+        }
     }
 
     pub(crate) fn corrupt(file: impl Into<PathBuf>, offset: u64, reason: impl ToString) -> Self {
-        StoreError::Corrupt { file: file.into(), offset, reason: reason.to_string() }
+        StoreError::Corrupt {
+            file: file.into(),
+            offset,
+            reason: reason.to_string(),
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub(crate) enum Stop {
 /// Everything a scan of a segment learns.
 #[derive(Debug)]
 pub(crate) struct Scan {
+    pub first_token: u64,
     pub map: AggregateMap,
     pub seek: Vec<SeekEntry>,
     /// Offset just past the last valid block.
@@ -42,42 +43,51 @@ pub(crate) struct Scan {
     pub stop: Stop,
 }
 
-/// Adds one verified block to an index map and seek table (shared by scans and the writer,
-/// so recovery rebuilds exactly what the writer builds).
-pub(crate) fn index_block(
-    kind: SegmentKind,
-    block: &VerifiedBlock,
-    first_token: u64,
-    seek_interval_bytes: u64,
-    map: &mut AggregateMap,
-    seek: &mut Vec<SeekEntry>,
-    first_timestamp: &mut i64,
-    path: &Path,
-) -> Result<()> {
-    if seek.last().is_none_or(|s| block.offset >= u64::from(s.offset) + seek_interval_bytes) {
-        seek.push(SeekEntry { token: first_token, offset: block.offset as u32 });
-    }
-    for (rel, event) in block.events() {
-        let position = block.offset + u64::from(rel);
-        let fields = EventFields::parse(&event).map_err(|e| StoreError::corrupt(path.to_path_buf(), position, e))?;
-        if *first_timestamp == i64::MIN {
-            *first_timestamp = fields.timestamp;
+impl Scan {
+    /// Adds one verified block: seek sample, index entries, count and end. The sampling rule
+    /// is the writer's, so a rebuilt index equals the one written at close.
+    fn add_block(
+        &mut self,
+        kind: SegmentKind,
+        block: &VerifiedBlock,
+        seek_interval_bytes: u64,
+        path: &Path,
+    ) -> Result<()> {
+        if self
+            .seek
+            .last()
+            .is_none_or(|s| block.offset >= u64::from(s.offset) + seek_interval_bytes)
+        {
+            self.seek.push(SeekEntry {
+                token: self.first_token + self.count,
+                offset: block.offset as u32,
+            });
         }
-        if is_indexed(kind, &fields) {
-            let entry = IndexPosition {
-                block: block.offset as u32,
-                position: position as u32,
-                sequence: fields.aggregate_sequence_number,
-            };
-            match map.get_mut(fields.aggregate_identifier) {
-                Some(positions) => positions.push(entry),
-                None => {
-                    map.insert(fields.aggregate_identifier.into(), vec![entry]);
+        for (rel, event) in block.events() {
+            let position = block.offset + u64::from(rel);
+            let fields =
+                EventFields::parse(&event).map_err(|e| StoreError::corrupt(path.to_path_buf(), position, e))?;
+            if self.first_timestamp == i64::MIN {
+                self.first_timestamp = fields.timestamp;
+            }
+            if is_indexed(kind, &fields) {
+                let entry = IndexPosition {
+                    block: block.offset as u32,
+                    position: position as u32,
+                    sequence: fields.aggregate_sequence_number,
+                };
+                match self.map.get_mut(fields.aggregate_identifier) {
+                    Some(positions) => positions.push(entry),
+                    None => {
+                        self.map.insert(fields.aggregate_identifier.into(), vec![entry]);
+                    }
                 }
             }
         }
+        self.count += block.count as u64;
+        self.end += block.total_bytes();
+        Ok(())
     }
-    Ok(())
 }
 
 /// Reads every valid block of a segment from its header up to `limit`.
@@ -91,6 +101,7 @@ pub(crate) fn scan_segment(
 ) -> Result<Scan> {
     let mut reader = ChunkReader::new(file, path.clone());
     let mut scan = Scan {
+        first_token,
         map: AggregateMap::new(),
         seek: Vec::new(),
         end: FILE_HEADER_BYTES as u64,
@@ -100,20 +111,7 @@ pub(crate) fn scan_segment(
     };
     loop {
         match reader.block_at(scan.end, limit)? {
-            BlockRead::Block(block) => {
-                index_block(
-                    kind,
-                    &block,
-                    first_token + scan.count,
-                    seek_interval_bytes,
-                    &mut scan.map,
-                    &mut scan.seek,
-                    &mut scan.first_timestamp,
-                    &path,
-                )?;
-                scan.count += block.count as u64;
-                scan.end += block.total_bytes();
-            }
+            BlockRead::Block(block) => scan.add_block(kind, &block, seek_interval_bytes, &path)?,
             BlockRead::End => {
                 scan.stop = Stop::End;
                 break;
@@ -145,7 +143,12 @@ pub(crate) fn write_index_files(
     seek: &[SeekEntry],
     bloom: &Bloom,
 ) -> Result<IndexFile> {
-    let summary = IndexSummary { kind: log.kind, first_token, event_count, first_timestamp };
+    let summary = IndexSummary {
+        kind: log.kind,
+        first_token,
+        event_count,
+        first_timestamp,
+    };
     let bytes = encode_index(summary, map, seek);
     let index_path = log.dir.join(log.kind.index_file_name(first_token));
     write_atomically(&index_path, &bytes, "store::write_index")?;
@@ -164,8 +167,15 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
             format!("segment holds {} events, {} expected", scan.count, segment.event_count),
         ));
     }
-    let index =
-        write_index_files(log, segment.first_token, scan.count, scan.first_timestamp, &scan.map, &scan.seek, &bloom)?;
+    let index = write_index_files(
+        log,
+        segment.first_token,
+        scan.count,
+        scan.first_timestamp,
+        &scan.map,
+        &scan.seek,
+        &bloom,
+    )?;
     *segment.bloom.write() = Some(Arc::new(bloom));
     segment.indexed.store(true, Ordering::Release);
     info!(file = %segment.path.display(), events = scan.count, "rebuilt index");
@@ -175,8 +185,18 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
 /// Scans a closed segment completely: it must end in a roll or end marker.
 pub(crate) fn scan_closed(log: &SegmentLog, first_token: u64, path: &Arc<Path>) -> Result<(Scan, Bloom)> {
     let file = File::open(path).map_err(|e| StoreError::io(path.to_path_buf(), e))?;
-    let len = file.metadata().map_err(|e| StoreError::io(path.to_path_buf(), e))?.len();
-    let scan = scan_segment(log.kind, Arc::new(file), path.clone(), first_token, len, log.config.seek_interval_bytes)?;
+    let len = file
+        .metadata()
+        .map_err(|e| StoreError::io(path.to_path_buf(), e))?
+        .len();
+    let scan = scan_segment(
+        log.kind,
+        Arc::new(file),
+        path.clone(),
+        first_token,
+        len,
+        log.config.seek_interval_bytes,
+    )?;
     if let Stop::Invalid(e) = &scan.stop {
         return Err(StoreError::corrupt(path.to_path_buf(), scan.end, e));
     }
@@ -190,8 +210,12 @@ pub(crate) fn scan_closed(log: &SegmentLog, first_token: u64, path: &Arc<Path>) 
 pub(crate) fn run_indexer(log: Weak<SegmentLog>, closed: Receiver<Arc<ClosedSegment>>) {
     while let Ok(segment) = closed.recv() {
         let Some(log) = log.upgrade() else { return };
-        let Some(memory) = segment.memory_index.read().clone() else { continue };
-        let Some(bloom) = segment.bloom.read().clone() else { continue };
+        let Some(memory) = segment.memory_index.read().clone() else {
+            continue;
+        };
+        let Some(bloom) = segment.bloom.read().clone() else {
+            continue;
+        };
         match write_index_files(
             &log,
             segment.first_token,

@@ -78,7 +78,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn new(next_token: u64) -> Self {
-        Cursor { next_token, resume: None, reader: None }
+        Cursor {
+            next_token,
+            resume: None,
+            reader: None,
+        }
     }
 
     /// The token the next read starts at.
@@ -104,7 +108,11 @@ impl SegmentLog {
             segments: RwLock::new(segments),
             head: AtomicU64::new(head),
             poison: Mutex::new(None),
-            index_cache: Mutex::new(IndexCache { entries: LruCache::unbounded(), bytes: 0, limit_bytes }),
+            index_cache: Mutex::new(IndexCache {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+                limit_bytes,
+            }),
             listeners: Mutex::new(Vec::new()),
         }
     }
@@ -179,11 +187,21 @@ impl SegmentLog {
         let (segment_first, path, file, limit, end_token) = match &located {
             Located::Active(active) => {
                 let view = active.view.read();
-                (active.first_token, active.path.clone(), active.file.clone(), view.end, active.first_token + view.count)
+                (
+                    active.first_token,
+                    active.path.clone(),
+                    active.file.clone(),
+                    view.end,
+                    active.first_token + view.count,
+                )
             }
-            Located::Closed(closed) => {
-                (closed.first_token, closed.path.clone(), closed.file()?, closed.file_len()?, closed.end_token())
-            }
+            Located::Closed(closed) => (
+                closed.first_token,
+                closed.path.clone(),
+                closed.file()?,
+                closed.file_len()?,
+                closed.end_token(),
+            ),
         };
         let (mut offset, mut token) = match cursor.resume {
             Some((segment, offset, token)) if segment == segment_first && token <= cursor.next_token => (offset, token),
@@ -192,7 +210,9 @@ impl SegmentLog {
         if !matches!(&cursor.reader, Some((segment, _)) if *segment == segment_first) {
             cursor.reader = Some((segment_first, ChunkReader::new(file, path.clone())));
         }
-        let Some((_, reader)) = cursor.reader.as_mut() else { return Ok(false) };
+        let Some((_, reader)) = cursor.reader.as_mut() else {
+            return Ok(false);
+        };
         let start_len = out.len();
         while out.len() < wanted && token < end_token {
             let Some(block) = reader.expect_block(offset, limit)? else {
@@ -310,12 +330,7 @@ impl SegmentLog {
 
     /// The aggregate's positions segment by segment, newest segment first, until `enough`
     /// says the positions found so far reach back far enough.
-    fn find(
-        &self,
-        aggregate: &str,
-        min_token: u64,
-        enough: impl Fn(&[IndexPosition]) -> bool,
-    ) -> Result<Vec<Found>> {
+    fn find(&self, aggregate: &str, min_token: u64, enough: impl Fn(&[IndexPosition]) -> bool) -> Result<Vec<Found>> {
         let (closed, active) = {
             let segments = self.segments.read();
             (segments.closed.clone(), segments.active.clone())
@@ -324,7 +339,10 @@ impl SegmentLog {
         let active_positions = active.view.read().index.get(aggregate).cloned().unwrap_or_default();
         if !active_positions.is_empty() {
             let done = enough(&active_positions);
-            found.push(Found { segment: Located::Active(active), positions: active_positions });
+            found.push(Found {
+                segment: Located::Active(active),
+                positions: active_positions,
+            });
             if done {
                 return Ok(found);
             }
@@ -338,7 +356,10 @@ impl SegmentLog {
                 continue;
             }
             let done = enough(&positions);
-            found.push(Found { segment: Located::Closed(segment.clone()), positions });
+            found.push(Found {
+                segment: Located::Closed(segment.clone()),
+                positions,
+            });
             if done {
                 break;
             }
@@ -360,11 +381,16 @@ impl SegmentLog {
         last_seq: i64,
         min_token: u64,
     ) -> Result<Vec<Bytes>> {
-        let found = self.find(aggregate, min_token, |p| p.first().is_some_and(|p| p.sequence <= first_seq))?;
+        let found = self.find(aggregate, min_token, |p| {
+            p.first().is_some_and(|p| p.sequence <= first_seq)
+        })?;
         let mut events = Vec::new();
         for f in found.into_iter().rev() {
-            let positions: Vec<IndexPosition> =
-                f.positions.into_iter().filter(|p| p.sequence >= first_seq && p.sequence <= last_seq).collect();
+            let positions: Vec<IndexPosition> = f
+                .positions
+                .into_iter()
+                .filter(|p| p.sequence >= first_seq && p.sequence <= last_seq)
+                .collect();
             events.extend(self.read_positions(&f.segment, aggregate, &positions)?);
         }
         Ok(events)
@@ -383,7 +409,10 @@ impl SegmentLog {
         let mut candidates: Vec<(i64, usize, IndexPosition)> = Vec::new();
         for (i, f) in found.iter().enumerate() {
             candidates.extend(
-                f.positions.iter().filter(|p| p.sequence >= min_seq && p.sequence < max_seq).map(|p| (p.sequence, i, *p)),
+                f.positions
+                    .iter()
+                    .filter(|p| p.sequence >= min_seq && p.sequence < max_seq)
+                    .map(|p| (p.sequence, i, *p)),
             );
         }
         // Highest sequence first; for equal sequences the newest write wins.
@@ -428,7 +457,8 @@ impl SegmentLog {
                     "index points at no event: rebuild the index (delete the index file)",
                 ));
             };
-            let fields = EventFields::parse(&event).map_err(|e| StoreError::corrupt(path.to_path_buf(), u64::from(p.position), e))?;
+            let fields = EventFields::parse(&event)
+                .map_err(|e| StoreError::corrupt(path.to_path_buf(), u64::from(p.position), e))?;
             if fields.aggregate_identifier != aggregate || fields.aggregate_sequence_number != p.sequence {
                 return Err(StoreError::corrupt(
                     path.to_path_buf(),
@@ -465,7 +495,10 @@ impl SegmentLog {
             return Ok(first as i64);
         };
         let mut cursor = Cursor::new(segment_first);
-        let segment_end = starts.iter().find(|(f, _)| *f > segment_first).map_or(head, |(f, _)| *f);
+        let segment_end = starts
+            .iter()
+            .find(|(f, _)| *f > segment_first)
+            .map_or(head, |(f, _)| *f);
         let mut batch = Vec::new();
         while cursor.next_token() < segment_end {
             batch.clear();

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use myelin_format::segment::{
-    BLOCK_HEADER_BYTES, BlockError, BlockEvents, BlockStart, MARKER_BYTES, decode_block,
-    read_block_start,
+    BLOCK_HEADER_BYTES, BlockError, BlockEvents, BlockStart, MARKER_BYTES, decode_block, read_block_start,
 };
 
 use crate::error::{Result, StoreError};
@@ -68,7 +67,12 @@ pub(crate) struct ChunkReader {
 
 impl ChunkReader {
     pub fn new(file: Arc<File>, path: Arc<Path>) -> Self {
-        ChunkReader { file, path, chunk: Bytes::new(), chunk_start: 0 }
+        ChunkReader {
+            file,
+            path,
+            chunk: Bytes::new(),
+            chunk_start: 0,
+        }
     }
 
     /// Makes the chunk cover `[offset, offset + len)` (clipped at `limit`); returns the bytes
@@ -82,8 +86,7 @@ impl ChunkReader {
         }
         let read_len = (len.max(CHUNK_BYTES) as u64).min(limit.saturating_sub(offset)) as usize;
         let mut buf = BytesMut::zeroed(read_len);
-        let n = read_at_most(&self.file, &mut buf, offset)
-            .map_err(|e| StoreError::io(self.path.to_path_buf(), e))?;
+        let n = read_at_most(&self.file, &mut buf, offset).map_err(|e| StoreError::io(self.path.to_path_buf(), e))?;
         buf.truncate(n);
         self.chunk = buf.freeze();
         self.chunk_start = offset;
@@ -107,7 +110,11 @@ impl ChunkReader {
         match decode_block(&bytes) {
             Ok(Some(view)) => {
                 let count = view.count;
-                Ok(BlockRead::Block(VerifiedBlock { offset, bytes: bytes.slice(..total), count }))
+                Ok(BlockRead::Block(VerifiedBlock {
+                    offset,
+                    bytes: bytes.slice(..total),
+                    count,
+                }))
             }
             Ok(None) => Ok(BlockRead::End),
             Err(e) => Ok(BlockRead::Invalid(e)),

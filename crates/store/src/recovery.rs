@@ -53,7 +53,10 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
     }
 
     // A temporary log lets closed segments share the index-writing code with runtime.
-    let placeholder = Segments { closed: Vec::new(), active: active.segment.clone() };
+    let placeholder = Segments {
+        closed: Vec::new(),
+        active: active.segment.clone(),
+    };
     let scratch = log_for_index(placeholder);
     for first in closed_names {
         closed.push(open_closed(&scratch, first)?);
@@ -62,7 +65,15 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
         let path: Arc<Path> = dir.join(kind.file_name(first)).into();
         let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
         let bloom = bloom_of(&scan.map, config.bloom_false_positive_rate);
-        write_index_files(&scratch, first, scan.count, scan.first_timestamp, &scan.map, &scan.seek, &bloom)?;
+        write_index_files(
+            &scratch,
+            first,
+            scan.count,
+            scan.first_timestamp,
+            &scan.map,
+            &scan.seek,
+            &bloom,
+        )?;
         *segment.bloom.write() = Some(Arc::new(bloom));
         segment.indexed.store(true, Ordering::Release);
         closed.push(Arc::new(segment));
@@ -76,7 +87,10 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
         end: active.segment.view.read().end,
         capacity: active.capacity,
     };
-    let log = log_for_index(Segments { closed, active: active.segment });
+    let log = log_for_index(Segments {
+        closed,
+        active: active.segment,
+    });
     info!(
         dir = %dir.display(),
         kind = kind.data_suffix(),
@@ -89,6 +103,7 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
 
 fn empty_scan() -> Scan {
     Scan {
+        first_token: 0,
         map: Default::default(),
         seek: Vec::new(),
         end: FILE_HEADER_BYTES as u64,
@@ -109,9 +124,7 @@ fn list_segments(kind: SegmentKind, dir: &Path) -> Result<Vec<u64>> {
         let Some(name) = name.to_str() else { continue };
         if let Some(first) = kind.parse_file_name(name) {
             names.push(first);
-        } else if name.ends_with(".tmp")
-            && (name.contains(kind.index_suffix()) || name.contains(kind.bloom_suffix()))
-        {
+        } else if name.ends_with(".tmp") && (name.contains(kind.index_suffix()) || name.contains(kind.bloom_suffix())) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -128,14 +141,28 @@ struct OpenedActive {
 fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &StoreConfig) -> Result<OpenedActive> {
     let exists = path.exists();
     let file = if exists {
-        OpenOptions::new().read(true).write(true).open(path).map_err(|e| StoreError::io(path.to_path_buf(), e))?
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io(path.to_path_buf(), e))?
     } else {
         create_preallocated(path, config.segment_size_bytes, &FileHeader::CURRENT.encode())?
     };
-    let capacity = file.metadata().map_err(|e| StoreError::io(path.to_path_buf(), e))?.len();
+    let capacity = file
+        .metadata()
+        .map_err(|e| StoreError::io(path.to_path_buf(), e))?
+        .len();
     let file = Arc::new(file);
     repair_header(&file, path, capacity)?;
-    let scan = scan_segment(kind, file.clone(), path.clone(), first_token, capacity, config.seek_interval_bytes)?;
+    let scan = scan_segment(
+        kind,
+        file.clone(),
+        path.clone(),
+        first_token,
+        capacity,
+        config.seek_interval_bytes,
+    )?;
     if !matches!(scan.stop, Stop::Rolled) {
         repair_tail(&file, path, first_token, &scan, capacity, config)?;
     }
@@ -146,14 +173,23 @@ fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &S
         count: scan.count,
         first_timestamp: scan.first_timestamp,
     };
-    let segment = Arc::new(ActiveSegment { first_token, path: path.clone(), file, view: RwLock::new(view) });
+    let segment = Arc::new(ActiveSegment {
+        first_token,
+        path: path.clone(),
+        file,
+        view: RwLock::new(view),
+    });
     let mut scan = scan;
     if !matches!(scan.stop, Stop::Rolled) {
         let mut view = segment.view.write();
         view.index = std::mem::take(&mut scan.map);
         view.seek = std::mem::take(&mut scan.seek);
     }
-    Ok(OpenedActive { segment, capacity, scan })
+    Ok(OpenedActive {
+        segment,
+        capacity,
+        scan,
+    })
 }
 
 /// A segment whose creation was interrupted can be shorter than its header or all zeros;
@@ -170,8 +206,14 @@ fn repair_header(file: &File, path: &Path, capacity: u64) -> Result<()> {
         sync_data(file).map_err(|e| StoreError::io(path, e))?;
         return Ok(());
     }
-    let reason = FileHeader::decode(&header).err().map_or("short file".to_string(), |e| e.to_string());
-    Err(StoreError::corrupt(path, 0, format!("invalid segment header: {reason}")))
+    let reason = FileHeader::decode(&header)
+        .err()
+        .map_or("short file".to_string(), |e| e.to_string());
+    Err(StoreError::corrupt(
+        path,
+        0,
+        format!("invalid segment header: {reason}"),
+    ))
 }
 
 /// Offset of the last non-zero byte in `[from, to)`, reading backwards in chunks.
@@ -253,7 +295,15 @@ fn open_closed(log: &SegmentLog, first: u64) -> Result<Arc<ClosedSegment>> {
     }
     info!(file = %path.display(), "no valid index; rebuilding it from the segment");
     let (scan, bloom) = scan_closed(log, first, &path)?;
-    write_index_files(log, first, scan.count, scan.first_timestamp, &scan.map, &scan.seek, &bloom)?;
+    write_index_files(
+        log,
+        first,
+        scan.count,
+        scan.first_timestamp,
+        &scan.map,
+        &scan.seek,
+        &bloom,
+    )?;
     let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
     *segment.bloom.write() = Some(Arc::new(bloom));
     segment.indexed.store(true, Ordering::Release);
@@ -269,7 +319,11 @@ fn read_index_header(path: &PathBuf) -> Option<IndexHeader> {
 
 /// Every segment must start where the previous one ends: no gap, no overlap.
 fn check_continuity(dir: &Path, kind: SegmentKind, closed: &[Arc<ClosedSegment>], active_first: u64) -> Result<()> {
-    let mut starts = closed.iter().map(|s| s.first_token).skip(1).chain(std::iter::once(active_first));
+    let mut starts = closed
+        .iter()
+        .map(|s| s.first_token)
+        .skip(1)
+        .chain(std::iter::once(active_first));
     for segment in closed {
         let next = starts.next().unwrap_or(active_first);
         if segment.end_token() != next {

@@ -23,7 +23,11 @@ pub(crate) struct SequenceValidator {
 impl SequenceValidator {
     pub fn new(log: Arc<SegmentLog>, capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        SequenceValidator { log, cache: LruCache::new(capacity), pending: HashMap::new() }
+        SequenceValidator {
+            log,
+            cache: LruCache::new(capacity),
+            pending: HashMap::new(),
+        }
     }
 
     fn highest(&mut self, aggregate: &str) -> Result<i64> {

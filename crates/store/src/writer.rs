@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use myelin_format::index::{IndexPosition, SeekEntry};
 use myelin_format::segment::{
-    BLOCK_HEADER_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES,
-    MAX_EVENTS_PER_BLOCK, ROLL_MARKER, encode_transaction, transaction_bytes,
+    BLOCK_HEADER_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES, MAX_EVENTS_PER_BLOCK,
+    ROLL_MARKER, encode_transaction, transaction_bytes,
 };
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -55,7 +55,10 @@ pub struct Appended {
 }
 
 pub(crate) enum Request {
-    Append { events: Vec<PreparedEvent>, reply: oneshot::Sender<Result<Appended>> },
+    Append {
+        events: Vec<PreparedEvent>,
+        reply: oneshot::Sender<Result<Appended>>,
+    },
     /// Acknowledged once everything queued before it is durable.
     Sync { reply: oneshot::Sender<Result<Appended>> },
 }
@@ -155,8 +158,7 @@ impl Writer {
 
     /// Blocks for the next request; in interval mode wakes up to sync written data in time.
     fn idle_wait(&mut self, requests: &Receiver<Request>) -> Next {
-        let (Durability::Interval { interval }, Some(since)) = (self.log.config.durability, self.unsynced_since)
-        else {
+        let (Durability::Interval { interval }, Some(since)) = (self.log.config.durability, self.unsynced_since) else {
             return requests.recv().map_or(Next::Closed, Next::Request);
         };
         match requests.recv_timeout(interval.saturating_sub(since.elapsed())) {
@@ -172,7 +174,10 @@ impl Writer {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Sync { reply } => {
-                let at = Appended { first_token: self.next_token, count: 0 };
+                let at = Appended {
+                    first_token: self.next_token,
+                    count: 0,
+                };
                 self.waiting.push((reply, at));
             }
             Request::Append { events, reply } => {
@@ -188,11 +193,19 @@ impl Writer {
         let result = self.try_stage(events);
         match result {
             Ok(Some((events, encoded, first_token))) => {
-                self.staged.push(Staged { events, encoded, first_token, reply });
+                self.staged.push(Staged {
+                    events,
+                    encoded,
+                    first_token,
+                    reply,
+                });
                 Ok(())
             }
             Ok(None) => {
-                let at = Appended { first_token: self.next_token, count: 0 };
+                let at = Appended {
+                    first_token: self.next_token,
+                    count: 0,
+                };
                 self.waiting.push((reply, at));
                 Ok(())
             }
@@ -205,7 +218,10 @@ impl Writer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn try_stage(&mut self, events: Vec<PreparedEvent>) -> Result<Option<(Vec<PreparedEvent>, EncodedTransaction, u64)>> {
+    fn try_stage(
+        &mut self,
+        events: Vec<PreparedEvent>,
+    ) -> Result<Option<(Vec<PreparedEvent>, EncodedTransaction, u64)>> {
         self.log.check_writable()?;
         if events.is_empty() {
             return Ok(None);
@@ -219,8 +235,8 @@ impl Writer {
         if self.end + (self.buf.len() + bytes + MARKER_BYTES) as u64 > self.capacity {
             self.make_room(bytes)?;
         }
-        let encoded = encode_transaction(&events, &mut self.buf)
-            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        let encoded =
+            encode_transaction(&events, &mut self.buf).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         self.multi_block |= encoded.blocks > 1;
         let first_token = self.next_token;
         self.next_token += events.len() as u64;
@@ -260,15 +276,24 @@ impl Writer {
             first_token: self.next_token,
             path: path.clone(),
             file: file.clone(),
-            view: parking_lot::RwLock::new(ActiveView { first_timestamp: i64::MIN, ..ActiveView::default() }),
+            view: parking_lot::RwLock::new(ActiveView {
+                first_timestamp: i64::MIN,
+                ..ActiveView::default()
+            }),
         });
         let closed = {
             let mut segments = self.log.segments.write();
             let old = std::mem::replace(&mut segments.active, active);
             let mut view = old.view.write();
-            let memory = MemoryIndex { map: std::mem::take(&mut view.index), seek: std::mem::take(&mut view.seek) };
+            let memory = MemoryIndex {
+                map: std::mem::take(&mut view.index),
+                seek: std::mem::take(&mut view.seek),
+            };
             let closed = ClosedSegment::new(old.first_token, view.count, view.first_timestamp, old.path.clone());
-            *closed.bloom.write() = Some(Arc::new(bloom_of(&memory.map, self.log.config.bloom_false_positive_rate)));
+            *closed.bloom.write() = Some(Arc::new(bloom_of(
+                &memory.map,
+                self.log.config.bloom_false_positive_rate,
+            )));
             *closed.memory_index.write() = Some(Arc::new(memory));
             let closed = Arc::new(closed);
             segments.closed.push(closed.clone());
@@ -293,7 +318,10 @@ impl Writer {
             first_token: self.next_token,
             path: path.clone(),
             file: file.clone(),
-            view: parking_lot::RwLock::new(ActiveView { first_timestamp: i64::MIN, ..ActiveView::default() }),
+            view: parking_lot::RwLock::new(ActiveView {
+                first_timestamp: i64::MIN,
+                ..ActiveView::default()
+            }),
         });
         self.log.segments.write().active = active;
         self.file = file;
@@ -376,9 +404,17 @@ impl Writer {
                 let tx_start = start + staged.encoded.start as u64;
                 for block in 0..staged.encoded.blocks {
                     let first_event = block * MAX_EVENTS_PER_BLOCK;
-                    let offset = tx_start + u64::from(staged.encoded.event_offsets[first_event]) - BLOCK_HEADER_BYTES as u64;
-                    if view.seek.last().is_none_or(|s| offset >= u64::from(s.offset) + interval) {
-                        view.seek.push(SeekEntry { token: staged.first_token + first_event as u64, offset: offset as u32 });
+                    let offset =
+                        tx_start + u64::from(staged.encoded.event_offsets[first_event]) - BLOCK_HEADER_BYTES as u64;
+                    if view
+                        .seek
+                        .last()
+                        .is_none_or(|s| offset >= u64::from(s.offset) + interval)
+                    {
+                        view.seek.push(SeekEntry {
+                            token: staged.first_token + first_event as u64,
+                            offset: offset as u32,
+                        });
                     }
                 }
                 for (i, event) in staged.events.iter().enumerate() {
@@ -389,7 +425,8 @@ impl Writer {
                         continue;
                     }
                     let block_first = (i / MAX_EVENTS_PER_BLOCK) * MAX_EVENTS_PER_BLOCK;
-                    let block = tx_start + u64::from(staged.encoded.event_offsets[block_first]) - BLOCK_HEADER_BYTES as u64;
+                    let block =
+                        tx_start + u64::from(staged.encoded.event_offsets[block_first]) - BLOCK_HEADER_BYTES as u64;
                     let position = IndexPosition {
                         block: block as u32,
                         position: (tx_start + u64::from(staged.encoded.event_offsets[i])) as u32,
@@ -410,7 +447,10 @@ impl Writer {
         self.log.set_head(self.next_token);
         self.validator.published();
         for staged in self.staged.drain(..) {
-            let appended = Appended { first_token: staged.first_token, count: staged.events.len() as u64 };
+            let appended = Appended {
+                first_token: staged.first_token,
+                count: staged.events.len() as u64,
+            };
             let _ = staged.reply.send(Ok(appended));
         }
         self.buf.clear();

@@ -15,7 +15,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for byte in bytes {
         crc ^= u32::from(*byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -123,7 +127,9 @@ fn an_independent_reader_decodes_what_myelin_writes() {
     {
         let store = open(dir.path(), small_config(segment_size));
         for i in 0..120i64 {
-            let tx: Vec<Event> = (0..(i % 3 + 1)).map(|k| event(&format!("agg-{i}"), k, &[i as u8; 50])).collect();
+            let tx: Vec<Event> = (0..(i % 3 + 1))
+                .map(|k| event(&format!("agg-{i}"), k, &[i as u8; 50]))
+                .collect();
             append(&store, &tx).expect("appends");
             written.extend(tx);
         }
@@ -143,7 +149,11 @@ fn an_independent_reader_decodes_what_myelin_writes() {
     let mut decoded = Vec::new();
     for (i, name) in names.iter().enumerate() {
         assert_eq!(name.len(), 20 + ".events".len());
-        assert_eq!(name[..20].parse::<u64>().expect("digits"), token, "file named after its first token");
+        assert_eq!(
+            name[..20].parse::<u64>().expect("digits"),
+            token,
+            "file named after its first token"
+        );
         let path = dir.path().join(name);
         let contents = read_segment(&path);
         let last = i == names.len() - 1;
@@ -156,7 +166,10 @@ fn an_independent_reader_decodes_what_myelin_writes() {
     assert_eq!(decoded.len(), written.len());
     for (raw, event) in decoded.iter().zip(&written) {
         let (id, seq, data) = decode_event(raw);
-        assert_eq!((id.as_str(), seq), (event.aggregate_identifier.as_str(), event.aggregate_sequence_number));
+        assert_eq!(
+            (id.as_str(), seq),
+            (event.aggregate_identifier.as_str(), event.aggregate_sequence_number)
+        );
         assert_eq!(Some(data), event.payload.as_ref().map(|p| p.data.clone()));
     }
 }

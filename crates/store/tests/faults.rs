@@ -39,7 +39,10 @@ fn failed_write_poisons_the_store() {
     let err = append(&store, &[event("a", 0, b"x")]).expect_err("write fails");
     assert!(err.to_string().contains("No space left on device"), "{err}");
     fail::remove("store::write");
-    assert!(matches!(append(&store, &[event("a", 0, b"x")]), Err(StoreError::Poisoned(_))));
+    assert!(matches!(
+        append(&store, &[event("a", 0, b"x")]),
+        Err(StoreError::Poisoned(_))
+    ));
     assert_eq!(store.last_token(), -1);
     drop(store);
     scenario.teardown();

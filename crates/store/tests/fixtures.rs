@@ -29,17 +29,28 @@ fn index_is_rebuilt_when_missing() {
     }
     let aggregate = decode(&store.aggregate_events("Aggregate-1", 0, 0, false, 0).expect("reads"));
     assert_eq!(aggregate.len(), 14);
-    assert!(aggregate.iter().enumerate().all(|(i, e)| e.aggregate_sequence_number == i as i64));
+    assert!(
+        aggregate
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.aggregate_sequence_number == i as i64)
+    );
     assert_eq!(store.highest_sequence("Aggregate-1").expect("reads"), 13);
     assert_eq!(store.highest_sequence("no-such-aggregate").expect("reads"), -1);
     let all = read_all(&store);
     assert_eq!(all.len(), 1386);
-    let aggregate_1: Vec<_> = all.iter().filter(|(_, e)| e.aggregate_identifier == "Aggregate-1").collect();
+    let aggregate_1: Vec<_> = all
+        .iter()
+        .filter(|(_, e)| e.aggregate_identifier == "Aggregate-1")
+        .collect();
     assert_eq!(aggregate_1.len(), 14);
     drop(store);
     // A second start trusts the index files it wrote and answers the same.
     let store = open(dir.path(), StoreConfigDefaults::tiny());
-    assert_eq!(decode(&store.aggregate_events("Aggregate-1", 5, 0, false, 0).expect("reads")).len(), 9);
+    assert_eq!(
+        decode(&store.aggregate_events("Aggregate-1", 5, 0, false, 0).expect("reads")).len(),
+        9
+    );
 }
 
 #[test]
@@ -60,16 +71,36 @@ fn snapshot_segment() {
     assert_eq!(store.last_token(), -1, "snapshots carry no event tokens");
     let raw = std::fs::read(dir.path().join("00000000000000000000.snapshots")).expect("read");
     // Pick the aggregate of the first snapshot from the bytes themselves.
-    let first = prost::Message::decode(&raw[16..16 + i32::from_be_bytes([raw[12], raw[13], raw[14], raw[15]]) as usize])
-        .map(|e: myelin_proto::grpc::event::Event| e)
-        .expect("first snapshot decodes");
-    let snapshots = decode(&store.aggregate_snapshots(&first.aggregate_identifier, 0, i64::MAX, 0).expect("reads"));
+    let first =
+        prost::Message::decode(&raw[16..16 + i32::from_be_bytes([raw[12], raw[13], raw[14], raw[15]]) as usize])
+            .map(|e: myelin_proto::grpc::event::Event| e)
+            .expect("first snapshot decodes");
+    let snapshots = decode(
+        &store
+            .aggregate_snapshots(&first.aggregate_identifier, 0, i64::MAX, 0)
+            .expect("reads"),
+    );
     assert!(!snapshots.is_empty());
-    assert!(snapshots.windows(2).all(|w| w[0].aggregate_sequence_number > w[1].aggregate_sequence_number));
-    assert!(snapshots.iter().all(|s| s.aggregate_identifier == first.aggregate_identifier));
-    let limited = store.aggregate_snapshots(&first.aggregate_identifier, 0, i64::MAX, 1).expect("reads");
+    assert!(
+        snapshots
+            .windows(2)
+            .all(|w| w[0].aggregate_sequence_number > w[1].aggregate_sequence_number)
+    );
+    assert!(
+        snapshots
+            .iter()
+            .all(|s| s.aggregate_identifier == first.aggregate_identifier)
+    );
+    let limited = store
+        .aggregate_snapshots(&first.aggregate_identifier, 0, i64::MAX, 1)
+        .expect("reads");
     assert_eq!(decode(&limited)[0], snapshots[0]);
-    assert!(store.aggregate_snapshots(&first.aggregate_identifier, 0, 0, 0).expect("reads").is_empty());
+    assert!(
+        store
+            .aggregate_snapshots(&first.aggregate_identifier, 0, 0, 0)
+            .expect("reads")
+            .is_empty()
+    );
 }
 
 #[test]

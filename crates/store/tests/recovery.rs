@@ -14,7 +14,11 @@ use proptest::prelude::*;
 
 /// A small torn-write window so tests can place damage beyond it.
 fn config() -> StoreConfig {
-    StoreConfig { max_batch_bytes: 2048, max_transaction_bytes: 2048, ..small_config(1 << 20) }
+    StoreConfig {
+        max_batch_bytes: 2048,
+        max_transaction_bytes: 2048,
+        ..small_config(1 << 20)
+    }
 }
 
 fn write_transactions(dir: &Path, sizes: &[usize]) -> Vec<Vec<Event>> {
@@ -92,7 +96,8 @@ fn garbage_from_an_interrupted_write_is_cut_off() {
     let end = *block_ends(&path).last().expect("blocks");
     let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
     // A block whose size landed but whose data did not, then scattered bytes.
-    file.write_all_at(&[0, 0, 0, 40, 2, 0, 1, 0xde, 0xad], end).expect("write");
+    file.write_all_at(&[0, 0, 0, 40, 2, 0, 1, 0xde, 0xad], end)
+        .expect("write");
     file.write_all_at(&[0x55; 100], end + 600).expect("write");
     drop(file);
     let store = try_open(dir.path()).expect("recovers");
@@ -112,7 +117,11 @@ fn corruption_before_acknowledged_data_refuses_to_start() {
     write_transactions(dir.path(), &sizes);
     let path = active_segment(dir.path());
     let ends = block_ends(&path);
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
     let offset = ends[9] + 20;
     let mut byte = [0u8; 1];
     file.read_exact_at(&mut byte, offset).expect("read");
@@ -135,10 +144,19 @@ fn corruption_before_acknowledged_data_refuses_to_start() {
 #[test]
 fn corruption_in_a_closed_segment_is_reported_on_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let small = StoreConfig { segment_size_bytes: 4096, ..config() };
+    let small = StoreConfig {
+        segment_size_bytes: 4096,
+        ..config()
+    };
     {
-        let store = ContextStore::open("default", dir.path().into(), dir.path().into(), small.clone(), small.clone())
-            .expect("opens");
+        let store = ContextStore::open(
+            "default",
+            dir.path().into(),
+            dir.path().into(),
+            small.clone(),
+            small.clone(),
+        )
+        .expect("opens");
         for s in 0..100 {
             append(&store, &[event("agg", s, &[1u8; 64])]).expect("appends");
         }
@@ -146,28 +164,54 @@ fn corruption_in_a_closed_segment_is_reported_on_read() {
     }
     let path = active_segment(dir.path());
     let ends = block_ends(&path);
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
     file.write_all_at(&[0xff], ends[2] + 30).expect("flip");
     drop(file);
     let store = ContextStore::open("default", dir.path().into(), dir.path().into(), small.clone(), small)
         .expect("closed segments are not scanned at startup");
     let mut cursor = myelin_store::Cursor::new(0);
     let mut out = Vec::new();
-    let err = store.read_events(&mut cursor, 1000, &mut out).expect_err("tracking read fails");
-    assert!(matches!(err, StoreError::Corrupt { ref file, offset, .. } if *file == path && offset == ends[2]), "{err}");
-    let err = store.aggregate_events("agg", 0, 0, false, 0).expect_err("aggregate read fails");
-    assert!(matches!(err, StoreError::Corrupt { ref file, .. } if *file == path), "{err}");
+    let err = store
+        .read_events(&mut cursor, 1000, &mut out)
+        .expect_err("tracking read fails");
+    assert!(
+        matches!(err, StoreError::Corrupt { ref file, offset, .. } if *file == path && offset == ends[2]),
+        "{err}"
+    );
+    let err = store
+        .aggregate_events("agg", 0, 0, false, 0)
+        .expect_err("aggregate read fails");
+    assert!(
+        matches!(err, StoreError::Corrupt { ref file, .. } if *file == path),
+        "{err}"
+    );
     // Events in later segments are still served.
-    assert_eq!(decode(&store.aggregate_events("agg", 90, 0, false, 0).expect("later events")).len(), 10);
+    assert_eq!(
+        decode(&store.aggregate_events("agg", 90, 0, false, 0).expect("later events")).len(),
+        10
+    );
 }
 
 #[test]
 fn a_missing_middle_segment_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let small = StoreConfig { segment_size_bytes: 4096, ..config() };
+    let small = StoreConfig {
+        segment_size_bytes: 4096,
+        ..config()
+    };
     {
-        let store = ContextStore::open("default", dir.path().into(), dir.path().into(), small.clone(), small.clone())
-            .expect("opens");
+        let store = ContextStore::open(
+            "default",
+            dir.path().into(),
+            dir.path().into(),
+            small.clone(),
+            small.clone(),
+        )
+        .expect("opens");
         for s in 0..200 {
             append(&store, &[event("agg", s, &[1u8; 64])]).expect("appends");
         }

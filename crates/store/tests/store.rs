@@ -20,13 +20,26 @@ fn events_round_trip_field_equal() {
     let mut with_meta = event("order-1", 0, b"payload");
     with_meta.message_identifier = String::new();
     with_meta.timestamp = 42;
-    with_meta.meta_data.insert("user".into(), MetaDataValue { data: Some(meta_data_value::Data::TextValue("alice".into())) });
-    with_meta.meta_data.insert("n".into(), MetaDataValue { data: Some(meta_data_value::Data::NumberValue(-7)) });
+    with_meta.meta_data.insert(
+        "user".into(),
+        MetaDataValue {
+            data: Some(meta_data_value::Data::TextValue("alice".into())),
+        },
+    );
+    with_meta.meta_data.insert(
+        "n".into(),
+        MetaDataValue {
+            data: Some(meta_data_value::Data::NumberValue(-7)),
+        },
+    );
     let plain = event("", 0, b"not an aggregate event");
     let appended = append(&store, &[with_meta.clone(), plain.clone()]).expect("appends");
     assert_eq!((appended.first_token, appended.count), (0, 2));
     assert_eq!(read_all(&store), vec![(0, with_meta.clone()), (1, plain)]);
-    assert_eq!(decode(&store.aggregate_events("order-1", 0, 0, false, 0).expect("reads")), vec![with_meta]);
+    assert_eq!(
+        decode(&store.aggregate_events("order-1", 0, 0, false, 0).expect("reads")),
+        vec![with_meta]
+    );
     assert_eq!(store.last_token(), 1);
     let empty = append(&store, &[]).expect("empty transaction succeeds");
     assert_eq!(empty.count, 0);
@@ -46,13 +59,23 @@ fn sequence_numbers_are_checked_atomically() {
     assert_eq!(store.last_token(), 1);
     assert_eq!(store.highest_sequence("b").expect("reads"), -1);
     let err = append(&store, &[event("c", 0, b"x"), event("c", 2, b"x")]).expect_err("gap inside a transaction");
-    assert!(matches!(err, StoreError::InvalidSequence { actual: 2, expected: 1, .. }));
+    assert!(matches!(
+        err,
+        StoreError::InvalidSequence {
+            actual: 2,
+            expected: 1,
+            ..
+        }
+    ));
     // Events without an aggregate type are not checked.
     let mut untyped = event("a", 77, b"x");
     untyped.aggregate_type.clear();
     append(&store, &[untyped, event("a", 2, b"x")]).expect("untyped events are not sequence-checked");
     assert_eq!(store.highest_sequence("a").expect("reads"), 2);
-    assert_eq!(decode(&store.aggregate_events("a", 1, 1, false, 0).expect("reads")).len(), 1);
+    assert_eq!(
+        decode(&store.aggregate_events("a", 1, 1, false, 0).expect("reads")).len(),
+        1
+    );
 }
 
 #[test]
@@ -66,25 +89,58 @@ fn snapshots_are_checked_and_listed() {
         s.snapshot = true;
         common::bytes(&s)
     };
-    let err = store.append_snapshot(snapshot(5)).expect("queued").wait().expect_err("ahead of events");
+    let err = store
+        .append_snapshot(snapshot(5))
+        .expect("queued")
+        .wait()
+        .expect_err("ahead of events");
     assert_eq!(
         err.to_string(),
         "Invalid sequence number while storing snapshot. Highest aggregate agg sequence number: 4, snapshot sequence 5."
     );
     for seq in [1, 3, 2] {
-        store.append_snapshot(snapshot(seq)).expect("queued").wait().expect("stored");
+        store
+            .append_snapshot(snapshot(seq))
+            .expect("queued")
+            .wait()
+            .expect("stored");
     }
     assert_eq!(store.last_token(), 4, "snapshots take no event tokens");
-    let seqs = |v: Vec<bytes::Bytes>| decode(&v).iter().map(|e| e.aggregate_sequence_number).collect::<Vec<_>>();
-    assert_eq!(seqs(store.aggregate_snapshots("agg", 0, 10, 0).expect("reads")), vec![3, 2, 1]);
+    let seqs = |v: Vec<bytes::Bytes>| {
+        decode(&v)
+            .iter()
+            .map(|e| e.aggregate_sequence_number)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seqs(store.aggregate_snapshots("agg", 0, 10, 0).expect("reads")),
+        vec![3, 2, 1]
+    );
     assert_eq!(seqs(store.aggregate_snapshots("agg", 2, 3, 0).expect("reads")), vec![2]);
-    assert_eq!(seqs(store.aggregate_snapshots("agg", 0, 10, 2).expect("reads")), vec![3, 2]);
+    assert_eq!(
+        seqs(store.aggregate_snapshots("agg", 0, 10, 2).expect("reads")),
+        vec![3, 2]
+    );
     assert!(store.aggregate_snapshots("agg", 0, 0, 0).expect("reads").is_empty());
     // allow_snapshots: latest snapshot, then only later events.
-    assert_eq!(seqs(store.aggregate_events("agg", 0, 0, true, 0).expect("reads")), vec![3, 4]);
-    assert_eq!(seqs(store.aggregate_events("agg", 0, 0, false, 0).expect("reads")), vec![0, 1, 2, 3, 4]);
-    assert_eq!(seqs(store.aggregate_events("agg", 4, 0, true, 0).expect("reads")), vec![4]);
-    assert!(store.aggregate_events("unknown", 0, 0, true, 0).expect("reads").is_empty());
+    assert_eq!(
+        seqs(store.aggregate_events("agg", 0, 0, true, 0).expect("reads")),
+        vec![3, 4]
+    );
+    assert_eq!(
+        seqs(store.aggregate_events("agg", 0, 0, false, 0).expect("reads")),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(
+        seqs(store.aggregate_events("agg", 4, 0, true, 0).expect("reads")),
+        vec![4]
+    );
+    assert!(
+        store
+            .aggregate_events("unknown", 0, 0, true, 0)
+            .expect("reads")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -100,7 +156,10 @@ fn segments_roll_and_everything_survives_restart() {
             append(&store, std::slice::from_ref(&e)).expect("appends");
             expected.push(e);
         }
-        assert_eq!(read_all(&store).into_iter().map(|(_, e)| e).collect::<Vec<_>>(), expected);
+        assert_eq!(
+            read_all(&store).into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+            expected
+        );
         store.shutdown().expect("shuts down");
     }
     let segments: Vec<_> = std::fs::read_dir(dir.path())
@@ -109,18 +168,34 @@ fn segments_roll_and_everything_survives_restart() {
         .collect();
     assert!(segments.len() > 5, "tiny segments must roll: {segments:?}");
     let store = open(dir.path(), config);
-    assert_eq!(read_all(&store).into_iter().map(|(_, e)| e).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        read_all(&store).into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        expected
+    );
     for a in 0..7 {
         let aggregate = format!("agg-{a}");
         let events = decode(&store.aggregate_events(&aggregate, 0, 0, false, 0).expect("reads"));
-        let want: Vec<_> = expected.iter().filter(|e| e.aggregate_identifier == aggregate).cloned().collect();
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|e| e.aggregate_identifier == aggregate)
+            .cloned()
+            .collect();
         assert_eq!(events, want);
-        assert_eq!(store.highest_sequence(&aggregate).expect("reads"), want.len() as i64 - 1);
+        assert_eq!(
+            store.highest_sequence(&aggregate).expect("reads"),
+            want.len() as i64 - 1
+        );
         let tail = decode(&store.aggregate_events(&aggregate, 40, 41, false, 0).expect("reads"));
-        assert_eq!(tail.iter().map(|e| e.aggregate_sequence_number).collect::<Vec<_>>(), vec![40, 41]);
+        assert_eq!(
+            tail.iter().map(|e| e.aggregate_sequence_number).collect::<Vec<_>>(),
+            vec![40, 41]
+        );
     }
     // Reading from the middle, through the seek tables.
-    assert_eq!(read_from(&store, 123).first().map(|(t, e)| (*t, e.clone())), Some((123, expected[123].clone())));
+    assert_eq!(
+        read_from(&store, 123).first().map(|(t, e)| (*t, e.clone())),
+        Some((123, expected[123].clone()))
+    );
     // After restart the sequence check still knows every aggregate.
     assert!(append(&store, &[event("agg-0", 0, b"dup")]).is_err());
     append(&store, &[event("agg-0", 43, b"next")]).expect("continues");
@@ -160,7 +235,9 @@ fn event_larger_than_a_segment_gets_a_file_of_its_own() {
     let events = decode(&store.aggregate_events("a", 0, 0, false, 0).expect("reads"));
     assert_eq!(events[1], huge);
     assert_eq!(events.len(), 3);
-    let len = std::fs::metadata(dir.path().join(SegmentKind::Events.file_name(1))).expect("file").len();
+    let len = std::fs::metadata(dir.path().join(SegmentKind::Events.file_name(1)))
+        .expect("file")
+        .len();
     assert!(len > 20_000);
 }
 
@@ -181,7 +258,11 @@ fn concurrent_appenders_get_contiguous_tokens_and_atomic_rejections() {
                     // Two events of its own aggregate, and a race on a shared one.
                     let txs = [
                         vec![event(&own, 2 * i, &[t as u8]), event(&own, 2 * i + 1, &[t as u8])],
-                        vec![event("shared", store.highest_sequence("shared").expect("reads") + 1, &[t as u8])],
+                        vec![event(
+                            "shared",
+                            store.highest_sequence("shared").expect("reads") + 1,
+                            &[t as u8],
+                        )],
                     ];
                     for tx in txs {
                         match append(&store, &tx) {
@@ -202,7 +283,10 @@ fn concurrent_appenders_get_contiguous_tokens_and_atomic_rejections() {
     let all = read_all(&store);
     let total: usize = acknowledged.iter().map(|(_, tx)| tx.len()).sum();
     assert_eq!(all.len(), total, "exactly the acknowledged events are stored");
-    assert!(all.iter().enumerate().all(|(i, (t, _))| *t == i as u64), "tokens contiguous");
+    assert!(
+        all.iter().enumerate().all(|(i, (t, _))| *t == i as u64),
+        "tokens contiguous"
+    );
     for (first, tx) in &acknowledged {
         for (i, e) in tx.iter().enumerate() {
             assert_eq!(&all[*first as usize + i].1, e, "acknowledged event at its token");
@@ -211,7 +295,11 @@ fn concurrent_appenders_get_contiguous_tokens_and_atomic_rejections() {
     let mut highest: HashMap<String, i64> = HashMap::new();
     for (_, e) in &all {
         let h = highest.entry(e.aggregate_identifier.clone()).or_insert(-1);
-        assert_eq!(e.aggregate_sequence_number, *h + 1, "per-aggregate sequences contiguous");
+        assert_eq!(
+            e.aggregate_sequence_number,
+            *h + 1,
+            "per-aggregate sequences contiguous"
+        );
         *h += 1;
     }
     assert_eq!(highest["shared"] + 1 + rejected as i64, 1600);
@@ -236,15 +324,30 @@ fn damaged_index_files_are_rebuilt() {
     bytes[last] ^= 0xff;
     std::fs::write(&index, &bytes).expect("damage index");
     std::fs::write(&bloom, b"garbage").expect("damage bloom");
-    std::fs::remove_file(dir.path().join(SegmentKind::Events.index_file_name(
-        SegmentKind::Events.parse_file_name(&first_closed_after(dir.path(), 0)).expect("second segment"),
-    )))
+    std::fs::remove_file(
+        dir.path().join(
+            SegmentKind::Events.index_file_name(
+                SegmentKind::Events
+                    .parse_file_name(&first_closed_after(dir.path(), 0))
+                    .expect("second segment"),
+            ),
+        ),
+    )
     .expect("remove second index");
     let store = open(dir.path(), config);
     let events = decode(&store.aggregate_events("agg", 0, 0, false, 0).expect("reads"));
     assert_eq!(events.len(), 100);
-    assert!(events.iter().enumerate().all(|(i, e)| e.aggregate_sequence_number == i as i64));
-    assert_ne!(std::fs::read(&index).expect("rewritten"), bytes, "damaged index replaced");
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.aggregate_sequence_number == i as i64)
+    );
+    assert_ne!(
+        std::fs::read(&index).expect("rewritten"),
+        bytes,
+        "damaged index replaced"
+    );
 }
 
 fn first_closed_after(dir: &std::path::Path, token: u64) -> String {

@@ -32,7 +32,10 @@ pub fn copy_fixture(relative: &str) -> tempfile::TempDir {
 }
 
 pub fn small_config(segment_size_bytes: u64) -> StoreConfig {
-    StoreConfig { segment_size_bytes, ..StoreConfig::default() }
+    StoreConfig {
+        segment_size_bytes,
+        ..StoreConfig::default()
+    }
 }
 
 pub fn open(dir: &Path, config: StoreConfig) -> Arc<ContextStore> {
@@ -44,9 +47,17 @@ pub fn event(aggregate: &str, sequence: i64, payload: &[u8]) -> Event {
         message_identifier: format!("{aggregate}-{sequence}"),
         aggregate_identifier: aggregate.to_string(),
         aggregate_sequence_number: sequence,
-        aggregate_type: if aggregate.is_empty() { String::new() } else { "Order".to_string() },
+        aggregate_type: if aggregate.is_empty() {
+            String::new()
+        } else {
+            "Order".to_string()
+        },
         timestamp: 1_700_000_000_000 + sequence,
-        payload: Some(SerializedObject { r#type: "OrderPlaced".into(), revision: "1".into(), data: payload.to_vec() }),
+        payload: Some(SerializedObject {
+            r#type: "OrderPlaced".into(),
+            revision: "1".into(),
+            data: payload.to_vec(),
+        }),
         meta_data: Default::default(),
         snapshot: false,
     }
@@ -73,11 +84,18 @@ pub fn read_from(store: &ContextStore, token: u64) -> Vec<(u64, Event)> {
         if batch.is_empty() {
             break;
         }
-        out.extend(batch.into_iter().map(|(t, b)| (t, Event::decode(b).expect("valid event"))));
+        out.extend(
+            batch
+                .into_iter()
+                .map(|(t, b)| (t, Event::decode(b).expect("valid event"))),
+        );
     }
     out
 }
 
 pub fn decode(bytes: &[Bytes]) -> Vec<Event> {
-    bytes.iter().map(|b| Event::decode(b.clone()).expect("valid event")).collect()
+    bytes
+        .iter()
+        .map(|b| Event::decode(b.clone()).expect("valid event"))
+        .collect()
 }
