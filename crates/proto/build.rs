@@ -19,9 +19,7 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let proto_dir = manifest_dir.join("proto");
 
     let protoc = protoc_bin_vendored::protoc_bin_path()

@@ -87,16 +87,10 @@ pub mod grpc {
 /// (e.g. [`server::EventStoreServer`]).
 pub mod server {
     pub use crate::grpc::command::command_service_server::{CommandService, CommandServiceServer};
-    pub use crate::grpc::control::platform_service_server::{
-        PlatformService, PlatformServiceServer,
-    };
-    pub use crate::grpc::event::dcb::dcb_event_scheduler_server::{
-        DcbEventScheduler, DcbEventSchedulerServer,
-    };
+    pub use crate::grpc::control::platform_service_server::{PlatformService, PlatformServiceServer};
+    pub use crate::grpc::event::dcb::dcb_event_scheduler_server::{DcbEventScheduler, DcbEventSchedulerServer};
     pub use crate::grpc::event::dcb::dcb_event_store_server::{DcbEventStore, DcbEventStoreServer};
-    pub use crate::grpc::event::dcb::dcb_snapshot_store_server::{
-        DcbSnapshotStore, DcbSnapshotStoreServer,
-    };
+    pub use crate::grpc::event::dcb::dcb_snapshot_store_server::{DcbSnapshotStore, DcbSnapshotStoreServer};
     pub use crate::grpc::event::dcb::snapshotted_dcb_event_store_server::{
         SnapshottedDcbEventStore, SnapshottedDcbEventStoreServer,
     };

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 
-use crate::grpc::event::{
-    Confirmation, ConfirmationWithConsistencyMarker, ConsistencyMarker, Event,
-};
+use crate::grpc::event::{Confirmation, ConfirmationWithConsistencyMarker, ConsistencyMarker, Event};
 use crate::grpc::{MetaDataValue, SerializedObject, meta_data_value};
 
 const VARINT: u8 = 0;
@@ -177,10 +175,7 @@ fn append_reply_is_readable_as_plain_confirmation() {
         consistency_marker: Some(ConsistencyMarker { token: 42 }),
     };
     let bytes = reply.encode_to_vec();
-    let tags: Vec<(u32, u8)> = walk(&bytes)
-        .iter()
-        .map(|f| (f.number, f.wire_type))
-        .collect();
+    let tags: Vec<(u32, u8)> = walk(&bytes).iter().map(|f| (f.number, f.wire_type)).collect();
     assert_eq!(tags, vec![(1, VARINT), (2, LEN)]);
 
     // An older client expecting Confirmation skips the unknown field 2.
