@@ -47,3 +47,100 @@ fn failed_write_poisons_the_store() {
     drop(store);
     scenario.teardown();
 }
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let scenario = fail::FailScenario::setup();
+    let syncs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = syncs.clone();
+    fail::cfg_callback("store::fsync", move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    })
+    .expect("failpoint");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), small_config(16 << 20));
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for s in 0..50 {
+                    append(&store, &[event(&format!("agg-{t}"), s, b"x")]).expect("appends");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let appends = 32 * 50;
+    let syncs = syncs.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(read_all(&store).len(), appends);
+    assert!(syncs < appends, "group commit: {syncs} fsyncs for {appends} appends");
+    drop(store);
+    scenario.teardown();
+}
+
+#[test]
+fn failed_roll_poisons_and_restart_continues() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(4096);
+    {
+        let store = open(dir.path(), config.clone());
+        fail::cfg("store::roll", "return").expect("failpoint");
+        let mut stored = 0;
+        let err = loop {
+            match append(&store, &[event("agg", stored, &[0u8; 200])]) {
+                Ok(_) => stored += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, StoreError::Poisoned(_) | StoreError::Io { .. }), "{err}");
+        fail::remove("store::roll");
+        assert!(matches!(
+            append(&store, &[event("agg", stored, b"x")]),
+            Err(StoreError::Poisoned(_))
+        ));
+        assert_eq!(read_all(&store).len() as i64, stored);
+    }
+    let store = open(dir.path(), config);
+    let stored = read_all(&store).len() as i64;
+    append(&store, &[event("agg", stored, &[0u8; 200])]).expect("appends after restart");
+    drop(store);
+    scenario.teardown();
+}
+
+#[test]
+fn failed_index_write_keeps_reads_working_and_is_rebuilt_at_restart() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(4096);
+    fail::cfg("store::write_index", "return").expect("failpoint");
+    {
+        let store = open(dir.path(), config.clone());
+        for s in 0..60 {
+            append(&store, &[event("agg", s, &[0u8; 100])]).expect("appends");
+        }
+        let (closed, _) = store.segment_files(myelin_store::SegmentKind::Events);
+        assert!(
+            closed.is_empty(),
+            "segments without durable indexes are not listed: {closed:?}"
+        );
+        assert_eq!(
+            decode(&store.aggregate_events("agg", 0, 0, false, 0).expect("reads")).len(),
+            60
+        );
+        store.shutdown().expect("shuts down");
+    }
+    fail::remove("store::write_index");
+    let store = open(dir.path(), config);
+    let (closed, _) = store.segment_files(myelin_store::SegmentKind::Events);
+    assert!(!closed.is_empty(), "indexes rebuilt at startup");
+    assert!(closed.iter().all(|(_, files)| files.iter().all(|f| f.exists())));
+    assert_eq!(
+        decode(&store.aggregate_events("agg", 0, 0, false, 0).expect("reads")).len(),
+        60
+    );
+    drop(store);
+    scenario.teardown();
+}

@@ -359,3 +359,25 @@ fn first_closed_after(dir: &std::path::Path, token: u64) -> String {
     names.sort();
     SegmentKind::Events.file_name(names[0])
 }
+
+#[test]
+fn interval_durability_acknowledges_and_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = myelin_store::StoreConfig {
+        durability: myelin_store::Durability::Interval {
+            interval: std::time::Duration::from_millis(20),
+        },
+        ..small_config(4096)
+    };
+    {
+        let store = open(dir.path(), config.clone());
+        for s in 0..100 {
+            append(&store, &[event("agg", s, &[0u8; 64])]).expect("appends");
+        }
+        assert_eq!(read_all(&store).len(), 100);
+        store.shutdown().expect("shutdown syncs");
+    }
+    let store = open(dir.path(), config);
+    assert_eq!(read_all(&store).len(), 100);
+    assert_eq!(store.highest_sequence("agg").expect("reads"), 99);
+}
