@@ -27,8 +27,30 @@ use crate::writer::{Appended, PreparedEvent, Request, Validator, Writer};
 pub struct AppendTicket(oneshot::Receiver<Result<Appended>>);
 
 impl AppendTicket {
+    /// Blocks the calling thread until the append is decided. Safe on any thread, including
+    /// an async runtime's (where it blocks that worker: await the ticket there instead).
     pub fn wait(self) -> Result<Appended> {
-        self.0.blocking_recv().unwrap_or(Err(StoreError::Closed))
+        block_on(self)
+    }
+}
+
+/// Polls a future to completion on this thread, parking between wake-ups. Unlike tokio's
+/// `blocking_recv` it does not refuse to run inside a runtime, so `Drop` may call it.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unparker(std::thread::Thread);
+    impl std::task::Wake for Unparker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unparker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 

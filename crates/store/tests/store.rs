@@ -381,3 +381,17 @@ fn interval_durability_acknowledges_and_persists() {
     assert_eq!(read_all(&store).len(), 100);
     assert_eq!(store.highest_sequence("agg").expect("reads"), 99);
 }
+
+#[test]
+fn dropping_a_store_inside_an_async_runtime_is_safe() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path(), small_config(1 << 20));
+        store.append(vec![bytes(&event("a", 0, b"x"))]).expect("queued").await.expect("appended");
+        drop(store);
+        let store = open(dir.path(), small_config(1 << 20));
+        assert_eq!(store.last_token(), 0);
+        store.shutdown().expect("shutdown inside a runtime");
+    });
+}
