@@ -1,0 +1,134 @@
+//! The open contexts, and which one a request is for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use myelin_store::ContextStore;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+
+use crate::error::ApiError;
+
+/// Request header naming the context (`AxonIQ-Context`).
+pub const CONTEXT_HEADER: &str = myelin_proto::CONTEXT_METADATA_KEY;
+/// The header Axon Server accepted before `AxonIQ-Context`.
+pub const LEGACY_CONTEXT_HEADER: &str = "context";
+/// The context of requests that name none (the Python and Rust clients never do).
+pub const DEFAULT_CONTEXT: &str = "default";
+
+/// One open context: its store and a signal that fires after every event commit.
+pub struct Context {
+    store: Arc<ContextStore>,
+    /// Bumped by the store's writer thread after each commit. Readers use it only as a wake-up
+    /// and read the head from the store itself, so a commit that lands between registering
+    /// this listener and reading the head can never be missed.
+    committed: watch::Sender<u64>,
+    /// Open ListEvents streams.
+    tracking_streams: AtomicUsize,
+}
+
+impl Context {
+    pub fn store(&self) -> &Arc<ContextStore> {
+        &self.store
+    }
+
+    /// A receiver that changes after every commit.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// How many ListEvents streams are open on this context right now.
+    pub fn tracking_streams(&self) -> usize {
+        self.tracking_streams.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn tracking_stream_opened(&self) {
+        self.tracking_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tracking_stream_closed(&self) {
+        self.tracking_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The registry of open contexts, shared by every service.
+#[derive(Default)]
+pub struct Contexts {
+    contexts: RwLock<HashMap<String, Arc<Context>>>,
+}
+
+impl Contexts {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `store` reachable under its name, replacing any store registered under it.
+    pub fn insert(&self, store: Arc<ContextStore>) {
+        let (committed, _) = watch::channel(store.head());
+        let notify = committed.clone();
+        // Runs on the writer thread: a lock, a store and a wake-up, nothing more.
+        store.on_commit(Box::new(move |head| {
+            notify.send_replace(head);
+        }));
+        let name = store.name().to_string();
+        self.contexts.write().insert(
+            name,
+            Arc::new(Context {
+                store,
+                committed,
+                tracking_streams: AtomicUsize::new(0),
+            }),
+        );
+    }
+
+    /// Removes a context; streams already reading it keep their reference until they end.
+    pub fn remove(&self, name: &str) -> Option<Arc<ContextStore>> {
+        self.contexts.write().remove(name).map(|c| c.store.clone())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Context>> {
+        self.contexts.read().get(name).cloned()
+    }
+
+    /// Names of the open contexts, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.contexts.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The context a request is for: `AxonIQ-Context`, then `Context`, else `default`.
+    pub fn resolve(&self, metadata: &MetadataMap) -> Result<Arc<Context>, ApiError> {
+        let name = context_name(metadata);
+        self.get(name)
+            .ok_or_else(|| ApiError::ContextNotFound(name.to_string()))
+    }
+}
+
+/// The context named by request metadata; an empty or non-ASCII header counts as absent.
+pub fn context_name(metadata: &MetadataMap) -> &str {
+    [CONTEXT_HEADER, LEGACY_CONTEXT_HEADER]
+        .iter()
+        .filter_map(|key| metadata.get(*key)?.to_str().ok())
+        .find(|name| !name.is_empty())
+        .unwrap_or(DEFAULT_CONTEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_header_precedence() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(context_name(&metadata), "default");
+        metadata.insert("context", "legacy".parse().expect("ascii"));
+        assert_eq!(context_name(&metadata), "legacy");
+        metadata.insert("axoniq-context", "modern".parse().expect("ascii"));
+        assert_eq!(context_name(&metadata), "modern");
+        metadata.insert("axoniq-context", "".parse().expect("ascii"));
+        assert_eq!(context_name(&metadata), "legacy");
+    }
+}

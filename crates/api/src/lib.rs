@@ -1,0 +1,39 @@
+//! Myelin's network API: Axon Server's gRPC services over the stores, and the HTTP listener.
+//!
+//! * [`serve`] runs the gRPC listener: `EventStore` ([`event_store`]) and `PlatformService`
+//!   ([`platform`]) for the contexts in a [`Contexts`] registry, picked per request by the
+//!   `AxonIQ-Context` header.
+//! * [`serve_http`] runs the HTTP listener (landing page; the REST API comes later).
+//! * Every error reaches clients through one table ([`error`]): gRPC status, the
+//!   `AxonIQ-ErrorCode` trailer and Axon's `"[AXONIQ-xxxx] message"` text.
+//! * Events travel as the bytes the client sent, in and out ([`codec`]); the tracking stream
+//!   ([`list_events`]) never decodes one.
+//!
+//! This crate is a thin adapter. It must never hold data of its own (every byte a client can
+//! read comes from the store), never decide durability or ordering (the store does), and never
+//! let a client's request change anything before the whole request is known (an AppendEvent
+//! stream is stored only when it is complete).
+
+pub mod blacklist;
+pub mod codec;
+pub mod contexts;
+pub mod error;
+pub mod event_store;
+pub mod http;
+pub mod list_events;
+pub mod platform;
+pub mod request_end;
+pub mod server;
+
+pub use contexts::{Context, Contexts};
+pub use error::{ApiError, ErrorCode};
+pub use event_store::{EventStoreLimits, EventStoreService};
+pub use http::serve_http;
+pub use platform::NodeInfoConfig;
+pub use server::{GrpcConfig, ServeError, serve, serve_with_config};
+
+/// Completes when the server starts stopping (or is gone).
+pub(crate) async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens once the server has stopped.
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}

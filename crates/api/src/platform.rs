@@ -1,0 +1,236 @@
+//! `io.axoniq.axonserver.grpc.control.PlatformService`: where a client connects, and the
+//! instruction stream that keeps the connection alive.
+//!
+//! A single node always answers "stay on this connection". On the instruction stream every
+//! inbound instruction that carries an `instruction_id` is acknowledged, because the Java
+//! connector treats a heartbeat without an ack as a dead server and reconnects in a loop.
+//! Instructions Axon Server SE does not handle get `success=false` with AXONIQ-1002, as there.
+
+use std::time::Duration;
+
+use myelin_proto::grpc::control::platform_inbound_instruction::Request as Inbound;
+use myelin_proto::grpc::control::platform_outbound_instruction::Request as Outbound;
+use myelin_proto::grpc::control::{
+    ClientIdentification, Heartbeat, NodeInfo, PlatformInboundInstruction, PlatformInfo, PlatformOutboundInstruction,
+};
+use myelin_proto::grpc::{ErrorMessage, InstructionAck};
+use myelin_proto::server::PlatformService;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{ApiError, request_error};
+
+/// UNSUPPORTED_INSTRUCTION.
+const UNSUPPORTED_INSTRUCTION: &str = "AXONIQ-1002";
+/// Outbound instructions waiting for a slow client; beyond that the stream's task waits.
+const OUTBOUND_QUEUE_MAX: usize = 32;
+
+/// What GetPlatformServer tells clients about this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfoConfig {
+    pub node_name: String,
+    pub host_name: String,
+    /// 0: the port the gRPC listener is bound to.
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub version: i32,
+}
+
+impl Default for NodeInfoConfig {
+    fn default() -> Self {
+        NodeInfoConfig {
+            node_name: "myelin".into(),
+            host_name: "localhost".into(),
+            grpc_port: 8124,
+            http_port: 8024,
+            version: 0,
+        }
+    }
+}
+
+impl NodeInfoConfig {
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            host_name: self.host_name.clone(),
+            grpc_port: i32::from(self.grpc_port),
+            http_port: i32::from(self.http_port),
+            version: self.version,
+            node_name: self.node_name.clone(),
+        }
+    }
+}
+
+pub struct Platform {
+    node: NodeInfoConfig,
+    heartbeat_interval: Duration,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Platform {
+    pub fn new(node: NodeInfoConfig, heartbeat_interval: Duration, stopping: watch::Receiver<bool>) -> Self {
+        Platform {
+            node,
+            heartbeat_interval,
+            stopping,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PlatformService for Platform {
+    async fn get_platform_server(
+        &self,
+        _request: Request<ClientIdentification>,
+    ) -> Result<Response<PlatformInfo>, Status> {
+        Ok(Response::new(PlatformInfo {
+            primary: Some(self.node.node_info()),
+            same_connection: true,
+        }))
+    }
+
+    type OpenStreamStream = ReceiverStream<Result<PlatformOutboundInstruction, Status>>;
+
+    async fn open_stream(
+        &self,
+        request: Request<Streaming<PlatformInboundInstruction>>,
+    ) -> Result<Response<Self::OpenStreamStream>, Status> {
+        let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+        let stream = InstructionStream {
+            inbound: request.into_inner(),
+            outbound,
+            node_name: self.node.node_name.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(stream.run());
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+struct InstructionStream {
+    inbound: Streaming<PlatformInboundInstruction>,
+    outbound: mpsc::Sender<Result<PlatformOutboundInstruction, Status>>,
+    node_name: String,
+    heartbeat_interval: Duration,
+    stopping: watch::Receiver<bool>,
+}
+
+impl InstructionStream {
+    /// Ends when the client half-closes (the response stream then completes with OK), when
+    /// it goes away, or when the server stops.
+    async fn run(mut self) {
+        let start = tokio::time::Instant::now() + self.heartbeat_interval;
+        let mut heartbeats = tokio::time::interval_at(start, self.heartbeat_interval);
+        heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let reply = tokio::select! {
+                instruction = self.inbound.message() => match instruction {
+                    Ok(Some(instruction)) => match answer(instruction, &self.node_name) {
+                        Some(reply) => reply,
+                        None => continue,
+                    },
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = self.outbound.try_send(Err(request_error(status)));
+                        return;
+                    }
+                },
+                _ = heartbeats.tick() => PlatformOutboundInstruction {
+                    instruction_id: String::new(),
+                    request: Some(Outbound::Heartbeat(Heartbeat {})),
+                },
+                _ = self.outbound.closed() => return,
+                _ = crate::stopped(&mut self.stopping) => {
+                    let _ = self.outbound.try_send(Err(ApiError::ShuttingDown.to_status()));
+                    return;
+                }
+            };
+            if self.outbound.send(Ok(reply)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The acknowledgement for one inbound instruction, if it asks for one.
+fn answer(instruction: PlatformInboundInstruction, node_name: &str) -> Option<PlatformOutboundInstruction> {
+    if instruction.instruction_id.is_empty() {
+        return None;
+    }
+    let supported = matches!(
+        instruction.request,
+        Some(
+            Inbound::Register(_)
+                | Inbound::Heartbeat(_)
+                | Inbound::Ack(_)
+                | Inbound::Result(_)
+                | Inbound::EventProcessorInfo(_)
+        )
+    );
+    let error = (!supported).then(|| ErrorMessage {
+        message: "Unsupported instruction".into(),
+        location: node_name.to_string(),
+        details: vec!["Unsupported instruction".into()],
+        error_code: UNSUPPORTED_INSTRUCTION.into(),
+    });
+    Some(PlatformOutboundInstruction {
+        instruction_id: String::new(),
+        request: Some(Outbound::Ack(InstructionAck {
+            instruction_id: instruction.instruction_id,
+            success: supported,
+            error,
+        })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use myelin_proto::grpc::control::{SubscribeTopologyChanges, platform_inbound_instruction};
+
+    use super::*;
+
+    fn ack_of(reply: Option<PlatformOutboundInstruction>) -> Option<InstructionAck> {
+        match reply?.request? {
+            Outbound::Ack(ack) => Some(ack),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn acks_only_instructions_with_an_id() {
+        let heartbeat = |id: &str| PlatformInboundInstruction {
+            instruction_id: id.into(),
+            request: Some(platform_inbound_instruction::Request::Heartbeat(Heartbeat {})),
+        };
+        assert!(answer(heartbeat(""), "n").is_none());
+        let ack = ack_of(answer(heartbeat("h1"), "n")).expect("an ack");
+        assert_eq!(
+            (ack.instruction_id.as_str(), ack.success, ack.error),
+            ("h1", true, None)
+        );
+    }
+
+    #[test]
+    fn unsupported_instructions_get_1002() {
+        for request in [
+            None,
+            Some(platform_inbound_instruction::Request::SubscribeTopologyChanges(
+                SubscribeTopologyChanges {},
+            )),
+        ] {
+            let ack = ack_of(answer(
+                PlatformInboundInstruction {
+                    instruction_id: "x".into(),
+                    request,
+                },
+                "node-1",
+            ))
+            .expect("an ack");
+            assert!(!ack.success);
+            let error = ack.error.expect("an error");
+            assert_eq!(error.error_code, "AXONIQ-1002");
+            assert_eq!(error.location, "node-1");
+        }
+    }
+}

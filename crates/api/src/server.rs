@@ -1,0 +1,110 @@
+//! The gRPC listener: every service on one port, with Axon's keep-alive and message limits,
+//! stopped by a future (mini-redis style) so tests can bind `127.0.0.1:0` and stop cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use myelin_proto::server::PlatformServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+use crate::contexts::Contexts;
+use crate::event_store::{EventStoreLimits, EventStoreService};
+use crate::platform::{NodeInfoConfig, Platform};
+
+/// gRPC listener settings. Defaults are Axon Server's where it has one.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub node: NodeInfoConfig,
+    pub limits: EventStoreLimits,
+    /// HTTP/2 pings to idle clients (`axoniq.axonserver.keep-alive-time`, 2.5 s); `None`: never.
+    /// Pings *from* clients are always answered: h2 has no ping-strike policy, so clients that
+    /// ping every second never get GOAWAY `too_many_pings`.
+    pub keep_alive_time: Option<Duration>,
+    /// A connection whose ping is not answered within this is closed
+    /// (`axoniq.axonserver.keep-alive-timeout`, 5 s).
+    pub keep_alive_timeout: Duration,
+    /// How often the server sends a Heartbeat on each PlatformService instruction stream.
+    pub heartbeat_interval: Duration,
+    /// After the shutdown future fires, open calls get this long to finish before the server
+    /// stops waiting for them. Tracking and instruction streams end at once by themselves.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            node: NodeInfoConfig::default(),
+            limits: EventStoreLimits::default(),
+            keep_alive_time: Some(Duration::from_millis(2500)),
+            keep_alive_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read the listener's address: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Serves the Axon gRPC API on `listener` with default settings until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    contexts: Arc<Contexts>,
+    node: NodeInfoConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let config = GrpcConfig {
+        node,
+        ..GrpcConfig::default()
+    };
+    serve_with_config(listener, contexts, config, shutdown).await
+}
+
+/// Serves the Axon gRPC API on `listener` until `shutdown` completes, then lets open calls
+/// finish (at most `shutdown_grace`). The stores stay open: closing them is the caller's job.
+pub async fn serve_with_config(
+    listener: TcpListener,
+    contexts: Arc<Contexts>,
+    mut config: GrpcConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let address = listener.local_addr()?;
+    if config.node.grpc_port == 0 {
+        config.node.grpc_port = address.port();
+    }
+    let (stopping_sender, stopping) = watch::channel(false);
+    let event_store = EventStoreService::new(contexts, config.limits, stopping.clone());
+    let platform = PlatformServiceServer::new(Platform::new(config.node, config.heartbeat_interval, stopping.clone()))
+        .max_decoding_message_size(config.limits.max_message_bytes);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        .http2_keepalive_interval(config.keep_alive_time)
+        .http2_keepalive_timeout(Some(config.keep_alive_timeout))
+        .add_service(event_store)
+        .add_service(platform)
+        .serve_with_incoming_shutdown(incoming, async {
+            shutdown.await;
+            info!(%address, "gRPC listener shutting down");
+            stopping_sender.send_replace(true);
+        });
+    info!(%address, "gRPC listener serving the Axon Server API");
+    let mut late = stopping.clone();
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        served = server => served?,
+        _ = async { crate::stopped(&mut late).await; tokio::time::sleep(grace).await } => {
+            warn!(%address, ?grace, "calls still open after the shutdown grace period; no longer waiting for them");
+        }
+    }
+    Ok(())
+}
