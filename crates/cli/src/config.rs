@@ -41,6 +41,7 @@ pub mod key {
     pub const MAX_TRANSACTION_BYTES: &str = "myelin.max-transaction-bytes";
     pub const SEQUENCE_CACHE_ENTRIES: &str = "myelin.sequence-cache-entries";
     pub const INDEX_CACHE_BYTES: &str = "myelin.index-cache-bytes";
+    pub const BIND_ADDRESS: &str = "myelin.bind-address";
 }
 
 /// Every property Myelin reads. The README's configuration table mirrors this list (a test
@@ -66,6 +67,7 @@ pub const PROPERTIES: &[&str] = &[
     key::MAX_TRANSACTION_BYTES,
     key::SEQUENCE_CACHE_ENTRIES,
     key::INDEX_CACHE_BYTES,
+    key::BIND_ADDRESS,
 ];
 
 /// The file name Axon Server reads (it sets `spring.config.name=axonserver`).
@@ -201,6 +203,8 @@ pub struct Config {
     pub max_transaction_bytes: usize,
     pub sequence_cache_entries: usize,
     pub index_cache_bytes: usize,
+    /// Address both listeners bind to (`0.0.0.0`: every interface, as Axon Server does).
+    pub bind_address: std::net::IpAddr,
     /// The properties files that were read, in the order applied.
     pub files_read: Vec<PathBuf>,
 }
@@ -507,6 +511,7 @@ impl Settings {
             max_transaction_bytes: self.usize_size(key::MAX_TRANSACTION_BYTES, defaults.max_transaction_bytes, 1)?,
             sequence_cache_entries: self.count(key::SEQUENCE_CACHE_ENTRIES, defaults.sequence_cache_entries, 1)?,
             index_cache_bytes: self.usize_size(key::INDEX_CACHE_BYTES, defaults.index_cache_bytes, 0)?,
+            bind_address: self.ip_address(key::BIND_ADDRESS)?,
             files_read: Vec::new(),
         })
     }
@@ -577,6 +582,17 @@ impl Settings {
             .trim()
             .parse::<u16>()
             .map_err(|_| self.bad_value(key, setting, "a port number from 0 to 65535 (0: any free port)"))
+    }
+
+    fn ip_address(&self, key: &'static str) -> Result<std::net::IpAddr, ConfigError> {
+        let Some(setting) = self.get(key) else {
+            return Ok(std::net::IpAddr::from([0, 0, 0, 0]));
+        };
+        setting
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| self.bad_value(key, setting, "an IPv4 or IPv6 address, such as 127.0.0.1 or 0.0.0.0"))
     }
 
     fn sync_interval_ms(&self, keys: &[&'static str]) -> Result<u64, ConfigError> {

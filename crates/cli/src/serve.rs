@@ -1,11 +1,15 @@
-//! `myelin serve`: load the configuration, open every configured context's stores, run until
-//! SIGTERM or SIGINT, then shut every store down (flush, sync, stop its threads).
+//! `myelin serve`: load the configuration, open every configured context's stores, serve the
+//! Axon gRPC API and the HTTP listener until SIGTERM or SIGINT, then stop the listeners and shut
+//! every store down (flush, sync, stop its threads).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
+use myelin_api::{Contexts, EventStoreLimits, GrpcConfig, NodeInfoConfig};
 use myelin_store::ContextStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::config::{Config, Overrides, StoreKind};
@@ -27,11 +31,97 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     };
 
     let stores = open_all(&config, &cwd)?;
-    let signal = runtime.block_on(signals.recv());
-    info!("received {signal}, shutting down");
+    let served = runtime.block_on(serve_api(&config, &stores, &mut signals));
+    if let Err(err) = &served {
+        error!("{err:#}");
+    }
+    // Stores close off the async threads, after the listeners stopped taking calls.
     shut_down_all(stores)?;
+    served?;
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Runs the gRPC (Axon API) and HTTP listeners until a shutdown signal, then stops them.
+/// The bound addresses are logged as `gRPC listening on ADDR` / `HTTP listening on ADDR`, so
+/// with port 0 a supervisor (or test) learns the ports from the log.
+async fn serve_api(config: &Config, stores: &OpenStores, signals: &mut ShutdownSignals) -> anyhow::Result<()> {
+    let contexts = Arc::new(Contexts::new());
+    for (_, store) in stores {
+        contexts.insert(store.clone());
+    }
+    let bind = |port| (config.bind_address, port);
+    let grpc = TcpListener::bind(bind(config.grpc_port))
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}:{}", config.bind_address, config.grpc_port))?;
+    let http = TcpListener::bind(bind(config.http_port))
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}:{}", config.bind_address, config.http_port))?;
+    let (grpc_address, http_address) = (grpc.local_addr()?, http.local_addr()?);
+    info!("gRPC listening on {grpc_address}");
+    info!("HTTP listening on {http_address}");
+
+    let host_name = config.hostname.clone().unwrap_or_else(machine_hostname);
+    let node = NodeInfoConfig {
+        node_name: config.name.clone().unwrap_or_else(|| host_name.clone()),
+        host_name,
+        grpc_port: grpc_address.port(),
+        http_port: http_address.port(),
+        version: 0,
+    };
+    let limits = EventStoreLimits {
+        max_message_bytes: usize::try_from(config.max_message_size_bytes).unwrap_or(usize::MAX),
+        max_transaction_bytes: config.max_transaction_bytes,
+    };
+    let grpc_config = GrpcConfig {
+        node,
+        limits,
+        ..GrpcConfig::default()
+    };
+
+    let (stop, stopping) = watch::channel(false);
+    let stopped = |mut stopping: watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let mut grpc_task = tokio::spawn(myelin_api::serve_with_config(
+        grpc,
+        contexts,
+        grpc_config,
+        stopped(stopping.clone()),
+    ));
+    let mut http_task = tokio::spawn(myelin_api::serve_http(http, stopped(stopping)));
+    tokio::select! {
+        signal = signals.recv() => info!("received {signal}, shutting down"),
+        ended = &mut grpc_task => return Err(anyhow!("gRPC listener stopped unexpectedly: {}", describe(ended))),
+        ended = &mut http_task => return Err(anyhow!("HTTP listener stopped unexpectedly: {}", describe(ended))),
+    }
+    stop.send_replace(true);
+    grpc_task
+        .await
+        .context("gRPC listener task failed")?
+        .context("gRPC listener failed")?;
+    http_task
+        .await
+        .context("HTTP listener task failed")?
+        .context("HTTP listener failed")?;
+    Ok(())
+}
+
+fn describe<E: std::fmt::Display>(ended: Result<Result<(), E>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(())) => "it returned".to_string(),
+        Ok(Err(err)) => err.to_string(),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The kernel's hostname, as Axon Server reports it when `axoniq.axonserver.hostname` is unset.
+fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// The process environment as strings. Variables whose name or value is not valid Unicode

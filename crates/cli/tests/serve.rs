@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `myelin` with a clean environment, working in `cwd`, segments kept small so a test does not
-/// pre-allocate 256 MiB files.
+/// pre-allocate 256 MiB files, listening on free ports of 127.0.0.1 only.
 fn myelin(cwd: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_myelin"));
     command
@@ -21,6 +21,12 @@ fn myelin(cwd: &Path, args: &[&str]) -> Command {
             "axoniq.axonserver.event.segment-size=1MB",
             "--set",
             "axoniq.axonserver.snapshot.segment-size=1MB",
+            "--set",
+            "myelin.bind-address=127.0.0.1",
+            "--set",
+            "axoniq.axonserver.port=0",
+            "--set",
+            "server.port=0",
         ])
         .current_dir(cwd)
         .env_clear()
@@ -119,6 +125,7 @@ fn opens_every_context_and_stops_cleanly_on_sigterm_and_sigint() {
             &["serve", "--data", "store", "--set", "myelin.contexts=default,orders"],
         ));
         server.wait_for("last token", 2);
+        server.wait_for("HTTP listening on", 1);
         server.signal(signal);
         let (status, log) = server.finish();
         assert!(status.success(), "exit {status} after SIG{signal}; log:\n{log}");
@@ -135,7 +142,7 @@ fn opens_every_context_and_stops_cleanly_on_sigterm_and_sigint() {
 fn serve_is_the_default_command() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = Server::start(myelin(dir.path(), &["--data", "d"]));
-    server.wait_for("last token", 1);
+    server.wait_for("HTTP listening on", 1);
     server.signal("TERM");
     let (status, log) = server.finish();
     assert!(status.success(), "exit {status}; log:\n{log}");
@@ -189,4 +196,33 @@ fn bad_configuration_fails_the_start_naming_the_key() {
     let (status, log) = run_bare(empty.path(), &["serve", "--set", "myelin.durabilty=fsync"]);
     assert!(!status.success(), "started anyway; log:\n{log}");
     assert!(log.contains("unknown property `myelin.durabilty`"), "{log}");
+}
+
+#[test]
+fn listens_on_the_logged_ports_and_answers_http() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(myelin(dir.path(), &["serve", "--data", "d"]));
+    server.wait_for("HTTP listening on", 1);
+    server.wait_for("gRPC listening on", 1);
+    let address = |prefix: &str| {
+        let line = server.seen.iter().find(|l| l.contains(prefix)).expect("logged").clone();
+        line.rsplit(' ').next().expect("address").to_string()
+    };
+    let (http, grpc) = (address("HTTP listening on"), address("gRPC listening on"));
+    assert!(
+        http.starts_with("127.0.0.1:") && grpc.starts_with("127.0.0.1:"),
+        "{http} {grpc}"
+    );
+    let mut stream = std::net::TcpStream::connect(&http).expect("HTTP port open");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    std::net::TcpStream::connect(&grpc).expect("gRPC port open");
+    server.signal("TERM");
+    let (status, log) = server.finish();
+    assert!(status.success(), "exit {status}; log:\n{log}");
 }
