@@ -388,7 +388,11 @@ fn dropping_a_store_inside_an_async_runtime_is_safe() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path(), small_config(1 << 20));
-        store.append(vec![bytes(&event("a", 0, b"x"))]).expect("queued").await.expect("appended");
+        store
+            .append(vec![bytes(&event("a", 0, b"x"))])
+            .expect("queued")
+            .await
+            .expect("appended");
         drop(store);
         let store = open(dir.path(), small_config(1 << 20));
         assert_eq!(store.last_token(), 0);
