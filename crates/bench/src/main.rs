@@ -1,0 +1,303 @@
+//! `myelin-bench`: in-process benchmarks of Myelin's storage engine.
+//!
+//! * `probe` — the disk's own limit: sequential `pwrite` + `fdatasync` of one batch size into
+//!   a pre-allocated file, as the store writes segments.
+//! * `store` — durable appends from closed-loop appender threads into a real `ContextStore`.
+//! * `matrix` — both, for every cell of the table in `docs/BENCHMARKS.md`.
+//! * `memory` — peak resident memory while loading millions of events, and across a restart
+//!   with aggregate and tracking reads.
+//!
+//! Benchmarks report figures; they assert nothing about speed. Every run works in a directory
+//! of its own under `--dir` and removes it afterwards. This crate must never be a dependency
+//! of the server: it measures the store from the outside, through its public API only.
+
+mod event;
+mod matrix;
+mod memory;
+mod probe;
+mod procfs;
+mod stats;
+mod store_run;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use clap::{Parser, Subcommand};
+
+use crate::probe::ProbeResult;
+use crate::stats::Millis;
+use crate::store_run::StoreRunResult;
+
+/// The longest run accepted for one measurement.
+const SECONDS_MAX: f64 = 3600.0;
+/// The most runs of one matrix cell.
+const REPEAT_MAX: usize = 20;
+
+#[derive(Parser)]
+#[command(
+    name = "myelin-bench",
+    about = "In-process benchmarks of Myelin's storage engine",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The disk's limit: pwrite of N bytes + fdatasync, sequentially, into a pre-allocated file.
+    Probe {
+        /// Directory on the disk to measure (a subdirectory is created and removed).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4096)]
+        batch_bytes: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// Durable appends into an in-process store from closed-loop appender threads.
+    Store {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        appenders: usize,
+        #[arg(long, default_value_t = 1)]
+        events_per_tx: usize,
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Run this long before measuring.
+        #[arg(long, default_value_t = 1.0)]
+        warmup_seconds: f64,
+        /// How appenders wait for acknowledgements.
+        #[arg(long, value_enum, default_value_t = store_run::Waiter::Threads)]
+        waiter: store_run::Waiter,
+    },
+    /// Every cell (appenders 1, 16, 64 × events/tx 1, 100): the store and the probe at the
+    /// same batch size; prints a markdown table.
+    Matrix {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds per store run and per probe.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_seconds: f64,
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+        /// How appenders wait for acknowledgements.
+        #[arg(long, value_enum, default_value_t = store_run::Waiter::Threads)]
+        waiter: store_run::Waiter,
+        /// Runs of every cell; the table shows medians and the spread of the ratio.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Loads events, restarts the store, reads them back; reports peak RSS and restart time.
+    Memory {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        events_per_tx: usize,
+        #[arg(long, default_value_t = 100_000)]
+        aggregates: u64,
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+        /// Aggregates read back (and checked) after the restart.
+        #[arg(long, default_value_t = 1000)]
+        aggregate_reads: u64,
+        /// Overrides the store's index cache size (default: the store's default, 64 MiB).
+        #[arg(long)]
+        index_cache_mib: Option<usize>,
+        /// Leave the store on disk afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    ensure!(
+        value.is_finite() && (0.0..=SECONDS_MAX).contains(&value),
+        "--{name} must be between 0 and {SECONDS_MAX} (got {value})"
+    );
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Probe {
+            dir,
+            batch_bytes,
+            seconds: s,
+        } => {
+            let result = probe::run(&probe::ProbeConfig {
+                dir,
+                batch_bytes,
+                duration: seconds("seconds", s)?,
+            })?;
+            println!("{}", describe_probe(&result));
+        }
+        Command::Store {
+            dir,
+            appenders,
+            events_per_tx,
+            payload_bytes,
+            seconds: s,
+            warmup_seconds,
+            waiter,
+        } => {
+            let config = store_run::StoreRunConfig {
+                dir,
+                appenders,
+                events_per_tx,
+                payload_bytes,
+                waiter,
+                duration: seconds("seconds", s)?,
+                warmup: seconds("warmup-seconds", warmup_seconds)?,
+            };
+            let result = store_run::run(&config)?;
+            println!("{}", describe_store(&result));
+        }
+        Command::Matrix {
+            dir,
+            seconds: s,
+            warmup_seconds,
+            payload_bytes,
+            waiter,
+            repeat,
+        } => {
+            ensure!(
+                (1..=REPEAT_MAX).contains(&repeat),
+                "--repeat must be between 1 and {REPEAT_MAX} (got {repeat})"
+            );
+            let config = matrix::MatrixConfig {
+                dir,
+                waiter,
+                repeat,
+                duration: seconds("seconds", s)?,
+                warmup: seconds("warmup-seconds", warmup_seconds)?,
+                payload_bytes,
+            };
+            let result = matrix::run(&config)?;
+            println!("{}", result.markdown());
+        }
+        Command::Memory {
+            dir,
+            events,
+            events_per_tx,
+            aggregates,
+            payload_bytes,
+            aggregate_reads,
+            index_cache_mib,
+            keep,
+        } => {
+            let config = memory::MemoryConfig {
+                index_cache_bytes: index_cache_mib.map(|mib| mib.saturating_mul(1024 * 1024)),
+                dir,
+                events,
+                events_per_tx,
+                aggregates,
+                payload_bytes,
+                aggregate_reads,
+                keep,
+            };
+            let result = memory::run(&config)?;
+            print_memory(&config, &result);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn describe_probe(r: &ProbeResult) -> String {
+    format!(
+        "probe {} bytes: {:.0} writes/s, {:.1} MB/s, fdatasync p50 {} p99 {} max {} ({} writes in {:.1} s)",
+        r.batch_bytes,
+        r.writes_per_sec(),
+        r.mb_per_sec(),
+        Millis(r.sync.p50),
+        Millis(r.sync.p99),
+        Millis(r.sync.max),
+        r.writes,
+        r.elapsed.as_secs_f64()
+    )
+}
+
+pub(crate) fn describe_store(r: &StoreRunResult) -> String {
+    let batches = match (r.batch_bytes(), r.batches_per_sec()) {
+        (Some(bytes), Some(per_sec)) => format!("{per_sec:.0} fdatasync/s, {bytes:.0} bytes/fdatasync (measured)"),
+        _ => "fdatasync count not observable".to_string(),
+    };
+    let cpu = match r.writer_cpu_shares() {
+        Some((on_cpu, waiting)) => format!(
+            "writer on CPU {:.0}%, waiting for a CPU {:.0}%; process {:.2} cores busy",
+            on_cpu * 100.0,
+            waiting * 100.0,
+            r.cores_busy()
+        ),
+        None => format!("process {:.2} cores busy", r.cores_busy()),
+    };
+    format!(
+        "store {} appenders x {} events/tx ({} bytes/event, {} bytes/tx): {:.0} events/s, {:.0} tx/s, \
+         latency p50 {} p99 {} p99.9 {} max {}; {batches}; full batch would be {} bytes; {cpu}",
+        r.appenders,
+        r.events_per_tx,
+        r.event_bytes,
+        r.transaction_bytes(),
+        r.events_per_sec(),
+        r.transactions_per_sec(),
+        Millis(r.latency.p50),
+        Millis(r.latency.p99),
+        Millis(r.latency.p999),
+        Millis(r.latency.max),
+        r.full_batch_bytes()
+    )
+}
+
+fn print_memory(config: &memory::MemoryConfig, r: &memory::MemoryResult) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "memory: {} events ({} events/tx, {} aggregates, {} payload bytes, index cache {}), store on disk {:.0} MiB",
+        r.events,
+        config.events_per_tx,
+        config.aggregates,
+        config.payload_bytes,
+        config
+            .index_cache_bytes
+            .map_or("default".to_string(), |b| format!("{:.0} MiB", mib(b as u64))),
+        mib(r.store_bytes)
+    );
+    println!(
+        "  load: {:.1} s ({:.0} events/s); peak RSS {:.0} MiB, RSS at end of load {:.0} MiB, after shutdown {:.0} MiB",
+        r.load_time.as_secs_f64(),
+        stats::rate_per_sec(r.events, r.load_time),
+        mib(r.peak_rss_load_bytes),
+        mib(r.rss_after_load_bytes),
+        mib(r.rss_after_shutdown_bytes)
+    );
+    println!(
+        "  restart (open): {:.3} s; RSS after open {:.0} MiB",
+        r.open_time.as_secs_f64(),
+        mib(r.rss_after_open_bytes)
+    );
+    println!(
+        "  aggregate reads: {} in {:.1} s, {}",
+        r.aggregate_reads.count,
+        r.aggregate_reads_time.as_secs_f64(),
+        r.aggregate_reads
+    );
+    println!(
+        "  tracking read: {} events in {:.1} s ({:.0} events/s)",
+        r.events,
+        r.tracking_read_time.as_secs_f64(),
+        stats::rate_per_sec(r.events, r.tracking_read_time)
+    );
+    println!(
+        "  peak RSS from restart to end of reads: {:.0} MiB; RSS at end {:.0} MiB",
+        mib(r.peak_rss_restart_bytes),
+        mib(r.rss_end_bytes)
+    );
+}
