@@ -24,6 +24,8 @@
 //! when it is first loaded.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::ops::Range;
 
 use thiserror::Error;
 
@@ -121,9 +123,9 @@ fn be_u64(b: &[u8]) -> u64 {
 }
 
 /// Serialises an aggregate → positions map into the index file format.
-pub fn encode_index(
+pub fn encode_index<S: BuildHasher>(
     header_fields: IndexSummary,
-    entries: &HashMap<Box<str>, Vec<IndexPosition>>,
+    entries: &HashMap<Box<str>, Vec<IndexPosition>, S>,
     seek: &[SeekEntry],
 ) -> Vec<u8> {
     let mut sorted: Vec<(u64, &Box<str>, &Vec<IndexPosition>)> = entries
@@ -142,13 +144,13 @@ pub fn encode_index(
     let table_bytes = sorted.len() * TABLE_ENTRY_BYTES;
     let entry_bytes: usize = sorted
         .iter()
-        .map(|(_, id, p)| 2 + id.len() + 4 + p.len() * POSITION_BYTES)
+        .map(|(_, id, p)| 2 + index_key(id).len() + 4 + p.len() * POSITION_BYTES)
         .sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + table_bytes + entry_bytes + seek.len() * SEEK_BYTES + CRC_BYTES);
     header.encode(&mut out);
     let mut offset = HEADER_BYTES + table_bytes;
     for (hash, id, positions) in &sorted {
-        let len = 2 + id.len() + 4 + positions.len() * POSITION_BYTES;
+        let len = 2 + index_key(id).len() + 4 + positions.len() * POSITION_BYTES;
         out.extend_from_slice(&hash.to_be_bytes());
         out.extend_from_slice(&(offset as u32).to_be_bytes());
         out.extend_from_slice(&(len as u32).to_be_bytes());
@@ -157,7 +159,7 @@ pub fn encode_index(
     for (_, id, positions) in &sorted {
         // Aggregate ids longer than u16::MAX bytes are truncated in the key; lookups compare the
         // truncated form, so such ids still resolve (the event itself is checked on read).
-        let key = &id.as_bytes()[..id.len().min(u16::MAX as usize)];
+        let key = index_key(id);
         out.extend_from_slice(&(key.len() as u16).to_be_bytes());
         out.extend_from_slice(key);
         out.extend_from_slice(&(positions.len() as u32).to_be_bytes());
@@ -192,131 +194,229 @@ pub struct IndexSummary {
     pub first_timestamp: i64,
 }
 
-/// A loaded, checksum-verified index file.
+/// Where the sections of an index file lie, checked against the file's length. Lets a reader
+/// keep only the hash table in memory and `pread` single entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexLayout {
+    pub header: IndexHeader,
+    /// The sorted `(hash, offset, length)` table.
+    pub table: Range<usize>,
+    /// Entries: every table offset must point in here.
+    pub entries: Range<usize>,
+    /// The seek samples.
+    pub seek: Range<usize>,
+    /// Offset of the CRC (= everything it covers).
+    pub crc: usize,
+}
+
+impl IndexLayout {
+    pub fn new(header: IndexHeader, file_len: usize) -> Result<Self, IndexError> {
+        let truncated = IndexError::Truncated(file_len);
+        let crc = file_len
+            .checked_sub(CRC_BYTES)
+            .filter(|c| *c >= HEADER_BYTES)
+            .ok_or(truncated.clone())?;
+        let table_end = (header.aggregate_count as usize)
+            .checked_mul(TABLE_ENTRY_BYTES)
+            .and_then(|t| t.checked_add(HEADER_BYTES))
+            .ok_or(truncated.clone())?;
+        let seek_bytes = (header.seek_count as usize)
+            .checked_mul(SEEK_BYTES)
+            .ok_or(truncated.clone())?;
+        let seek_start = crc
+            .checked_sub(seek_bytes)
+            .filter(|s| *s >= table_end)
+            .ok_or(truncated)?;
+        Ok(IndexLayout {
+            header,
+            table: HEADER_BYTES..table_end,
+            entries: table_end..seek_start,
+            seek: seek_start..crc,
+            crc,
+        })
+    }
+}
+
+/// The key an aggregate id is stored under (ids longer than `u16::MAX` bytes are truncated;
+/// the event read through the index is always checked against the full id).
+fn index_key(aggregate_id: &str) -> &[u8] {
+    &aggregate_id.as_bytes()[..aggregate_id.len().min(u16::MAX as usize)]
+}
+
+/// The hash table of an index file, held in memory (16 bytes per aggregate).
+#[derive(Debug, Clone)]
+pub struct IndexTable {
+    bytes: Vec<u8>,
+    entries: Range<usize>,
+}
+
+impl IndexTable {
+    pub fn new(layout: &IndexLayout, bytes: Vec<u8>) -> Result<Self, IndexError> {
+        if bytes.len() != layout.table.len() {
+            return Err(IndexError::Truncated(bytes.len()));
+        }
+        Ok(IndexTable {
+            bytes,
+            entries: layout.entries.clone(),
+        })
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len() / TABLE_ENTRY_BYTES
+    }
+
+    fn row(&self, i: usize) -> (u64, usize, usize) {
+        let t = &self.bytes[i * TABLE_ENTRY_BYTES..(i + 1) * TABLE_ENTRY_BYTES];
+        (be_u64(&t[..8]), be_u32(&t[8..12]) as usize, be_u32(&t[12..16]) as usize)
+    }
+
+    /// File ranges of the entries that may hold `aggregate_id` (those with its hash), or an
+    /// error naming the row when one points outside the entry section.
+    pub fn candidates(&self, aggregate_id: &str) -> Result<Vec<Range<usize>>, IndexError> {
+        let hash = aggregate_hash(aggregate_id);
+        let first = {
+            let (mut lo, mut hi) = (0, self.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if self.row(mid).0 < hash {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let mut out = Vec::new();
+        for i in first..self.len() {
+            let (row_hash, offset, len) = self.row(i);
+            if row_hash != hash {
+                break;
+            }
+            let range = offset..offset.checked_add(len).ok_or(IndexError::Entry(i))?;
+            if range.start < self.entries.start || range.end > self.entries.end {
+                return Err(IndexError::Entry(i));
+            }
+            out.push(range);
+        }
+        Ok(out)
+    }
+}
+
+/// Splits an entry into its id and positions; `None` when it is malformed.
+fn split_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
+    let id_len = usize::from(u16::from_be_bytes([*entry.first()?, *entry.get(1)?]));
+    let id = entry.get(2..2 + id_len)?;
+    let n = be_u32(entry.get(2 + id_len..6 + id_len)?) as usize;
+    let positions = entry.get(6 + id_len..)?;
+    (positions.len() == n.checked_mul(POSITION_BYTES)?).then_some((id, positions))
+}
+
+fn decode_positions(bytes: &[u8]) -> Vec<IndexPosition> {
+    bytes
+        .chunks_exact(POSITION_BYTES)
+        .map(|c| IndexPosition {
+            block: be_u32(&c[..4]),
+            position: be_u32(&c[4..8]),
+            sequence: be_u64(&c[8..]) as i64,
+        })
+        .collect()
+}
+
+/// The positions in `entry` if it is the entry of `aggregate_id`; `Err` if it is malformed.
+pub fn entry_positions(entry: &[u8], aggregate_id: &str) -> Result<Option<Vec<IndexPosition>>, IndexError> {
+    let (id, positions) = split_entry(entry).ok_or(IndexError::Entry(0))?;
+    Ok((id == index_key(aggregate_id)).then(|| decode_positions(positions)))
+}
+
+/// Decodes the seek section.
+pub fn decode_seek(bytes: &[u8]) -> Vec<SeekEntry> {
+    bytes
+        .chunks_exact(SEEK_BYTES)
+        .map(|c| SeekEntry {
+            token: be_u64(&c[..8]),
+            offset: be_u32(&c[8..]),
+        })
+        .collect()
+}
+
+/// Checks the CRC at the end of a whole index file held in memory.
+pub fn verify_checksum(bytes: &[u8]) -> Result<(), IndexError> {
+    let content_len = bytes
+        .len()
+        .checked_sub(CRC_BYTES)
+        .ok_or(IndexError::Truncated(bytes.len()))?;
+    let stored = be_u32(&bytes[content_len..]);
+    let computed = crc32fast::hash(&bytes[..content_len]);
+    if stored != computed {
+        return Err(IndexError::Checksum { stored, computed });
+    }
+    Ok(())
+}
+
+/// A whole index file in memory, checksum-verified and with every entry checked. The store
+/// keeps only the [`IndexTable`] and reads entries on demand; this form serves rebuilds, tests
+/// and fuzzing.
 #[derive(Debug, Clone)]
 pub struct IndexFile {
-    header: IndexHeader,
+    layout: IndexLayout,
+    table: IndexTable,
     bytes: Vec<u8>,
 }
 
 impl IndexFile {
-    /// Verifies the checksum and every table entry's bounds, so lookups never fail later.
     pub fn decode(bytes: Vec<u8>) -> Result<Self, IndexError> {
         let header = IndexHeader::decode(&bytes)?;
-        if bytes.len() < HEADER_BYTES + CRC_BYTES {
-            return Err(IndexError::Truncated(bytes.len()));
-        }
-        let content_len = bytes.len() - CRC_BYTES;
-        let stored = be_u32(&bytes[content_len..]);
-        let computed = crc32fast::hash(&bytes[..content_len]);
-        if stored != computed {
-            return Err(IndexError::Checksum { stored, computed });
-        }
-        let count = header.aggregate_count as usize;
-        let table_end = count
-            .checked_mul(TABLE_ENTRY_BYTES)
-            .and_then(|t| t.checked_add(HEADER_BYTES))
-            .ok_or(IndexError::Truncated(bytes.len()))?;
-        let seek_bytes = (header.seek_count as usize)
-            .checked_mul(SEEK_BYTES)
-            .ok_or(IndexError::Truncated(bytes.len()))?;
-        if table_end.checked_add(seek_bytes).is_none_or(|end| end > content_len) {
-            return Err(IndexError::Truncated(bytes.len()));
-        }
-        let file = IndexFile { header, bytes };
-        for i in 0..count {
-            file.entry(i).ok_or(IndexError::Entry(i))?;
+        let layout = IndexLayout::new(header, bytes.len())?;
+        verify_checksum(&bytes)?;
+        let table = IndexTable::new(&layout, bytes[layout.table.clone()].to_vec())?;
+        let file = IndexFile { layout, table, bytes };
+        for i in 0..file.table.len() {
+            let (_, offset, len) = file.table.row(i);
+            let entry = offset
+                .checked_add(len)
+                .filter(|end| offset >= file.layout.entries.start && *end <= file.layout.entries.end)
+                .and_then(|end| split_entry(&file.bytes[offset..end]));
+            entry.ok_or(IndexError::Entry(i))?;
         }
         Ok(file)
     }
 
     pub fn header(&self) -> &IndexHeader {
-        &self.header
+        &self.layout.header
     }
 
-    /// Bytes held in memory by this index.
-    pub fn memory_bytes(&self) -> usize {
-        self.bytes.len()
+    pub fn layout(&self) -> &IndexLayout {
+        &self.layout
     }
 
-    fn table(&self, i: usize) -> (u64, usize, usize) {
-        let at = HEADER_BYTES + i * TABLE_ENTRY_BYTES;
-        let t = &self.bytes[at..at + TABLE_ENTRY_BYTES];
-        (be_u64(&t[..8]), be_u32(&t[8..12]) as usize, be_u32(&t[12..16]) as usize)
-    }
-
-    /// The id and positions of table entry `i`, or `None` when it points outside the file.
-    fn entry(&self, i: usize) -> Option<(&[u8], &[u8])> {
-        let (_, offset, len) = self.table(i);
-        let content_len = self.seek_start();
-        let end = offset.checked_add(len)?;
-        if offset < HEADER_BYTES || end > content_len {
-            return None;
-        }
-        let entry = &self.bytes[offset..end];
-        let id_len = usize::from(u16::from_be_bytes([*entry.first()?, *entry.get(1)?]));
-        let id = entry.get(2..2 + id_len)?;
-        let n = be_u32(entry.get(2 + id_len..6 + id_len)?) as usize;
-        let positions = entry.get(6 + id_len..)?;
-        (positions.len() == n.checked_mul(POSITION_BYTES)?).then_some((id, positions))
+    pub fn table(&self) -> &IndexTable {
+        &self.table
     }
 
     /// The positions of `aggregate_id` in this segment, in write order; empty when absent.
     pub fn lookup(&self, aggregate_id: &str) -> Vec<IndexPosition> {
-        let hash = aggregate_hash(aggregate_id);
-        let key = &aggregate_id.as_bytes()[..aggregate_id.len().min(u16::MAX as usize)];
-        let count = self.header.aggregate_count as usize;
-        let mut lo = 0;
-        let mut hi = count;
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.table(mid).0 < hash {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let mut i = lo;
-        while i < count && self.table(i).0 == hash {
-            if let Some((id, positions)) = self.entry(i)
-                && id == key
-            {
-                return positions
-                    .chunks_exact(POSITION_BYTES)
-                    .map(|c| IndexPosition {
-                        block: be_u32(&c[..4]),
-                        position: be_u32(&c[4..8]),
-                        sequence: be_u64(&c[8..]) as i64,
-                    })
-                    .collect();
-            }
-            i += 1;
-        }
-        Vec::new()
-    }
-
-    fn seek_start(&self) -> usize {
-        self.bytes.len() - CRC_BYTES - self.header.seek_count as usize * SEEK_BYTES
+        let candidates = self.table.candidates(aggregate_id).unwrap_or_default();
+        candidates
+            .into_iter()
+            .find_map(|range| entry_positions(&self.bytes[range], aggregate_id).ok().flatten())
+            .unwrap_or_default()
     }
 
     /// The sampled block starts, ascending by token.
-    pub fn seek_entries(&self) -> impl Iterator<Item = SeekEntry> + '_ {
-        let start = self.seek_start();
-        self.bytes[start..self.bytes.len() - CRC_BYTES]
-            .chunks_exact(SEEK_BYTES)
-            .map(|c| SeekEntry {
-                token: be_u64(&c[..8]),
-                offset: be_u32(&c[8..]),
-            })
+    pub fn seek_entries(&self) -> Vec<SeekEntry> {
+        decode_seek(&self.bytes[self.layout.seek.clone()])
     }
 
-    /// Every aggregate in this index with its positions (for rebuilding caches and tests).
+    /// Every aggregate in this index with its positions (for rebuilding blooms and tests).
     pub fn aggregates(&self) -> impl Iterator<Item = (String, Vec<IndexPosition>)> + '_ {
-        (0..self.header.aggregate_count as usize).filter_map(|i| {
-            let (id, _) = self.entry(i)?;
-            let id = String::from_utf8_lossy(id).into_owned();
-            let positions = self.lookup(&id);
-            Some((id, positions))
+        (0..self.table.len()).filter_map(|i| {
+            let (_, offset, len) = self.table.row(i);
+            let (id, positions) = split_entry(self.bytes.get(offset..offset + len)?)?;
+            Some((String::from_utf8_lossy(id).into_owned(), decode_positions(positions)))
         })
     }
 }
@@ -364,7 +464,7 @@ mod tests {
         }
         assert!(index.lookup("missing").is_empty());
         assert_eq!(index.aggregates().count(), 500);
-        assert_eq!(index.seek_entries().collect::<Vec<_>>(), seek);
+        assert_eq!(index.seek_entries(), seek);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use myelin_format::BlockError;
 use myelin_format::bloom::Bloom;
 use myelin_format::event::EventFields;
-use myelin_format::index::{IndexFile, IndexPosition, IndexSummary, SeekEntry, encode_index};
+use myelin_format::index::{IndexPosition, IndexSummary, SeekEntry, encode_index};
 use myelin_format::segment::{FILE_HEADER_BYTES, SegmentKind};
 use tracing::{error, info};
 
@@ -102,7 +102,7 @@ pub(crate) fn scan_segment(
     let mut reader = ChunkReader::new(file, path.clone());
     let mut scan = Scan {
         first_token,
-        map: AggregateMap::new(),
+        map: AggregateMap::default(),
         seek: Vec::new(),
         end: FILE_HEADER_BYTES as u64,
         count: 0,
@@ -142,7 +142,7 @@ pub(crate) fn write_index_files(
     map: &AggregateMap,
     seek: &[SeekEntry],
     bloom: &Bloom,
-) -> Result<IndexFile> {
+) -> Result<()> {
     let summary = IndexSummary {
         kind: log.kind,
         first_token,
@@ -153,12 +153,11 @@ pub(crate) fn write_index_files(
     let index_path = log.dir.join(log.kind.index_file_name(first_token));
     write_atomically(&index_path, &bytes, "store::write_index")?;
     let bloom_path = log.dir.join(log.kind.bloom_file_name(first_token));
-    write_atomically(&bloom_path, &bloom.encode(), "store::write_bloom")?;
-    IndexFile::decode(bytes).map_err(|e| StoreError::corrupt(index_path, 0, e))
+    write_atomically(&bloom_path, &bloom.encode(), "store::write_bloom")
 }
 
 /// Rebuilds both index files of a closed segment from the segment itself.
-pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> Result<IndexFile> {
+pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> Result<()> {
     let (scan, bloom) = scan_closed(log, segment.first_token, &segment.path)?;
     if scan.count != segment.event_count {
         return Err(StoreError::corrupt(
@@ -167,7 +166,7 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
             format!("segment holds {} events, {} expected", scan.count, segment.event_count),
         ));
     }
-    let index = write_index_files(
+    write_index_files(
         log,
         segment.first_token,
         scan.count,
@@ -177,9 +176,10 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
         &bloom,
     )?;
     *segment.bloom.write() = Some(Arc::new(bloom));
+    segment.index_verified.store(true, Ordering::Release);
     segment.indexed.store(true, Ordering::Release);
     info!(file = %segment.path.display(), events = scan.count, "rebuilt index");
-    Ok(index)
+    Ok(())
 }
 
 /// Scans a closed segment completely: it must end in a roll or end marker.
@@ -225,7 +225,8 @@ pub(crate) fn run_indexer(log: Weak<SegmentLog>, closed: Receiver<Arc<ClosedSegm
             &memory.seek,
             &bloom,
         ) {
-            Ok(_) => {
+            Ok(()) => {
+                segment.index_verified.store(true, Ordering::Release);
                 segment.indexed.store(true, Ordering::Release);
                 *segment.memory_index.write() = None;
             }

@@ -12,6 +12,7 @@
 //! This crate must never depend on a network layer (tonic, axum): it is plain threads and
 //! files, usable from async code through [`AppendTicket`] and commit listeners.
 
+mod closed_index;
 mod config;
 mod context;
 mod error;

@@ -9,15 +9,16 @@ use bytes::Bytes;
 use lru::LruCache;
 use myelin_format::bloom::Bloom;
 use myelin_format::event::EventFields;
-use myelin_format::index::{IndexFile, IndexPosition, SeekEntry};
+use myelin_format::index::{IndexPosition, SeekEntry};
 use myelin_format::segment::{FILE_HEADER_BYTES, SegmentKind};
 use parking_lot::{Mutex, RwLock};
 use tracing::warn;
 
+use crate::closed_index::LoadedIndex;
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::reader::ChunkReader;
-use crate::segments::{ClosedSegment, Located, Segments, bloom_of};
+use crate::segments::{ClosedSegment, Located, Segments};
 
 type CommitListener = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -33,19 +34,19 @@ pub(crate) struct SegmentLog {
     listeners: Mutex<Vec<CommitListener>>,
 }
 
-/// Loaded index files, bounded by bytes.
+/// Loaded index tables, bounded by bytes.
 struct IndexCache {
-    entries: LruCache<u64, Arc<IndexFile>>,
+    entries: LruCache<u64, Arc<LoadedIndex>>,
     bytes: usize,
     limit_bytes: usize,
 }
 
 impl IndexCache {
-    fn get(&mut self, first_token: u64) -> Option<Arc<IndexFile>> {
+    fn get(&mut self, first_token: u64) -> Option<Arc<LoadedIndex>> {
         self.entries.get(&first_token).cloned()
     }
 
-    fn put(&mut self, first_token: u64, index: Arc<IndexFile>) {
+    fn put(&mut self, first_token: u64, index: Arc<LoadedIndex>) {
         self.bytes += index.memory_bytes();
         if let Some(old) = self.entries.put(first_token, index) {
             self.bytes -= old.memory_bytes();
@@ -257,7 +258,7 @@ impl SegmentLog {
                 entries = match closed.memory_index.read().as_ref() {
                     Some(memory) => memory.seek.clone(),
                     None => match self.load_index(closed) {
-                        Ok(index) => index.seek_entries().collect(),
+                        Ok(index) => index.seek().to_vec(),
                         Err(e) => {
                             warn!(error = %e, "no usable index, reading segment from its start");
                             Vec::new()
@@ -274,20 +275,20 @@ impl SegmentLog {
         })
     }
 
-    /// Loads (and caches) the index file of a closed segment, rebuilding it if it is damaged.
-    pub(crate) fn load_index(&self, segment: &ClosedSegment) -> Result<Arc<IndexFile>> {
+    /// Loads (and caches) the index table of a closed segment, rebuilding the index files
+    /// from the segment if they are missing or damaged.
+    pub(crate) fn load_index(&self, segment: &ClosedSegment) -> Result<Arc<LoadedIndex>> {
         if let Some(index) = self.index_cache.lock().get(segment.first_token) {
             return Ok(index);
         }
         let path = self.dir.join(self.kind.index_file_name(segment.first_token));
-        let loaded = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| IndexFile::decode(bytes).map_err(|e| e.to_string()));
-        let index = match loaded {
+        let index = match LoadedIndex::open(&path, &segment.index_verified) {
             Ok(index) => index,
             Err(reason) => {
                 warn!(file = %path.display(), %reason, "index file unusable, rebuilding it from the segment");
-                crate::indexer::rebuild_index_files(self, segment)?
+                crate::indexer::rebuild_index_files(self, segment)?;
+                LoadedIndex::open(&path, &segment.index_verified)
+                    .map_err(|reason| StoreError::corrupt(path.clone(), 0, reason))?
             }
         };
         let index = Arc::new(index);
@@ -307,9 +308,11 @@ impl SegmentLog {
             Ok(bloom) => bloom,
             Err(reason) => {
                 warn!(file = %path.display(), %reason, "bloom file unusable, rebuilding it");
-                let index = crate::indexer::rebuild_index_files(self, segment)?;
-                let map = index.aggregates().map(|(id, p)| (id.into_boxed_str(), p)).collect();
-                bloom_of(&map, self.config.bloom_false_positive_rate)
+                crate::indexer::rebuild_index_files(self, segment)?;
+                if let Some(bloom) = segment.bloom.read().as_ref() {
+                    return Ok(bloom.clone());
+                }
+                return Err(StoreError::corrupt(path, 0, "bloom file could not be rebuilt"));
             }
         };
         let bloom = Arc::new(bloom);
@@ -325,7 +328,7 @@ impl SegmentLog {
         if !self.bloom(segment)?.may_contain(aggregate) {
             return Ok(Vec::new());
         }
-        Ok(self.load_index(segment)?.lookup(aggregate))
+        self.load_index(segment)?.lookup(aggregate)
     }
 
     /// The aggregate's positions segment by segment, newest segment first, until `enough`
@@ -438,7 +441,7 @@ impl SegmentLog {
             Located::Active(active) => (active.path.clone(), active.file.clone(), active.view.read().end),
             Located::Closed(closed) => (closed.path.clone(), closed.file()?, closed.file_len()?),
         };
-        let mut reader = ChunkReader::new(file, path.clone());
+        let mut reader = ChunkReader::positioned(file, path.clone());
         let mut out = Vec::with_capacity(positions.len());
         let mut current: Option<crate::reader::VerifiedBlock> = None;
         for p in positions {

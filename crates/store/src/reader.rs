@@ -16,8 +16,10 @@ use myelin_format::segment::{
 use crate::error::{Result, StoreError};
 use crate::io::read_at_most;
 
-/// Bytes read per `pread` when the block at hand is smaller.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes read per `pread` by sequential (tracking) reads when the block at hand is smaller.
+const SEQUENTIAL_CHUNK_BYTES: usize = 256 * 1024;
+/// The same for reads of single blocks through an index: little beyond the block is wanted.
+const POSITIONED_CHUNK_BYTES: usize = 4 * 1024;
 
 /// A checksum-verified block.
 #[derive(Debug, Clone)]
@@ -63,15 +65,26 @@ pub(crate) struct ChunkReader {
     path: Arc<Path>,
     chunk: Bytes,
     chunk_start: u64,
+    min_read_bytes: usize,
 }
 
 impl ChunkReader {
+    /// A reader for scanning forward through a segment.
     pub fn new(file: Arc<File>, path: Arc<Path>) -> Self {
         ChunkReader {
             file,
             path,
             chunk: Bytes::new(),
             chunk_start: 0,
+            min_read_bytes: SEQUENTIAL_CHUNK_BYTES,
+        }
+    }
+
+    /// A reader for blocks found through an index, here and there in the file.
+    pub fn positioned(file: Arc<File>, path: Arc<Path>) -> Self {
+        ChunkReader {
+            min_read_bytes: POSITIONED_CHUNK_BYTES,
+            ..ChunkReader::new(file, path)
         }
     }
 
@@ -84,7 +97,7 @@ impl ChunkReader {
             let from = (offset - self.chunk_start) as usize;
             return Ok(self.chunk.slice(from..));
         }
-        let read_len = (len.max(CHUNK_BYTES) as u64).min(limit.saturating_sub(offset)) as usize;
+        let read_len = (len.max(self.min_read_bytes) as u64).min(limit.saturating_sub(offset)) as usize;
         let mut buf = BytesMut::zeroed(read_len);
         let n = read_at_most(&self.file, &mut buf, offset).map_err(|e| StoreError::io(self.path.to_path_buf(), e))?;
         buf.truncate(n);

@@ -75,6 +75,7 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
             &bloom,
         )?;
         *segment.bloom.write() = Some(Arc::new(bloom));
+        segment.index_verified.store(true, Ordering::Release);
         segment.indexed.store(true, Ordering::Release);
         closed.push(Arc::new(segment));
     }
@@ -306,6 +307,7 @@ fn open_closed(log: &SegmentLog, first: u64) -> Result<Arc<ClosedSegment>> {
     )?;
     let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
     *segment.bloom.write() = Some(Arc::new(bloom));
+    segment.index_verified.store(true, Ordering::Release);
     segment.indexed.store(true, Ordering::Release);
     Ok(Arc::new(segment))
 }

@@ -13,8 +13,12 @@ use parking_lot::RwLock;
 
 use crate::error::{Result, StoreError};
 
+/// Hash maps on the write path: foldhash is several times faster than SipHash and still
+/// seeded per process, so client-chosen aggregate ids cannot be used to flood one bucket.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Aggregate id → its events in this segment, in token order.
-pub(crate) type AggregateMap = HashMap<Box<str>, Vec<IndexPosition>>;
+pub(crate) type AggregateMap = FastMap<Box<str>, Vec<IndexPosition>>;
 
 /// What readers may see of the active segment: only durable, published data.
 #[derive(Debug, Default)]
@@ -59,6 +63,8 @@ pub(crate) struct ClosedSegment {
     pub memory_index: RwLock<Option<Arc<MemoryIndex>>>,
     /// Index and bloom files are complete and durable: the segment may be listed for backup.
     pub indexed: AtomicBool,
+    /// This process checked the index file's CRC (or wrote the file): reloads skip the check.
+    pub index_verified: AtomicBool,
 }
 
 impl ClosedSegment {
@@ -72,6 +78,7 @@ impl ClosedSegment {
             bloom: RwLock::new(None),
             memory_index: RwLock::new(None),
             indexed: AtomicBool::new(false),
+            index_verified: AtomicBool::new(false),
         }
     }
 

@@ -1,7 +1,6 @@
 //! Transaction checks run on the writer thread: Axon's per-aggregate sequence rule for events,
 //! and the snapshot-not-ahead-of-events rule for snapshots.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use lru::LruCache;
 
 use crate::error::{Result, StoreError};
 use crate::log::SegmentLog;
+use crate::segments::FastMap;
 use crate::writer::{PreparedEvent, Validator};
 
 /// Highest sequence per aggregate: a bounded LRU for hot aggregates, an overlay for the batch
@@ -16,8 +16,8 @@ use crate::writer::{PreparedEvent, Validator};
 /// LRU eviction), and the indexes themselves — never a scan — for everything else.
 pub(crate) struct SequenceValidator {
     log: Arc<SegmentLog>,
-    cache: LruCache<Box<str>, i64>,
-    pending: HashMap<Box<str>, i64>,
+    cache: LruCache<Box<str>, i64, foldhash::fast::RandomState>,
+    pending: FastMap<Box<str>, i64>,
 }
 
 impl SequenceValidator {
@@ -25,8 +25,8 @@ impl SequenceValidator {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         SequenceValidator {
             log,
-            cache: LruCache::new(capacity),
-            pending: HashMap::new(),
+            cache: LruCache::with_hasher(capacity, Default::default()),
+            pending: FastMap::default(),
         }
     }
 
@@ -46,7 +46,7 @@ impl SequenceValidator {
 impl Validator for SequenceValidator {
     fn validate(&mut self, events: &[PreparedEvent]) -> Result<()> {
         // Checked in full before anything is recorded: a rejected transaction leaves no trace.
-        let mut local: HashMap<&str, i64> = HashMap::new();
+        let mut local: FastMap<&str, i64> = FastMap::default();
         for event in events.iter().filter(|e| e.indexed) {
             let aggregate = &*event.aggregate;
             let expected = match local.get(aggregate) {

@@ -71,6 +71,60 @@ pub(crate) trait Validator: Send {
     fn published(&mut self);
 }
 
+type Reply = oneshot::Sender<Result<Appended>>;
+
+/// Wakes the appenders of finished batches on its own thread, so the writer can start the next
+/// batch (and its `fdatasync`) instead of waking dozens of threads one `futex` at a time.
+struct Completions {
+    sender: Option<Sender<Vec<(Reply, Result<Appended>)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Completions {
+    fn start(name: String) -> Completions {
+        let (sender, receiver) = std::sync::mpsc::channel::<Vec<(Reply, Result<Appended>)>>();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                for batch in receiver {
+                    for (reply, result) in batch {
+                        let _ = reply.send(result);
+                    }
+                }
+            })
+            .ok();
+        Completions {
+            sender: thread.as_ref().map(|_| sender),
+            thread,
+        }
+    }
+
+    /// Hands the replies over; without a completion thread they are sent right here.
+    fn complete(&self, batch: Vec<(Reply, Result<Appended>)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let unsent = match &self.sender {
+            Some(sender) => match sender.send(batch) {
+                Ok(()) => return,
+                Err(failed) => failed.0,
+            },
+            None => batch,
+        };
+        for (reply, result) in unsent {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Delivers everything handed over so far, then stops the thread.
+    fn finish(&mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 struct Staged {
     events: Vec<PreparedEvent>,
     encoded: EncodedTransaction,
@@ -94,6 +148,7 @@ pub(crate) struct Writer {
     /// Replies to send once the current batch is durable (syncs; empty transactions).
     waiting: Vec<(oneshot::Sender<Result<Appended>>, Appended)>,
     multi_block: bool,
+    completions: Completions,
     last_flush: Duration,
     last_flush_end: Instant,
     unsynced_since: Option<Instant>,
@@ -107,6 +162,7 @@ impl Writer {
         indexer: Sender<Arc<ClosedSegment>>,
     ) -> Self {
         let next_token = log.head();
+        let completions = Completions::start(format!("acks-{}", log.kind.data_suffix()));
         Writer {
             log,
             validator,
@@ -120,6 +176,7 @@ impl Writer {
             staged: Vec::new(),
             waiting: Vec::new(),
             multi_block: false,
+            completions,
             last_flush: Duration::ZERO,
             last_flush_end: Instant::now(),
             unsynced_since: None,
@@ -154,6 +211,7 @@ impl Writer {
         }
         self.flush();
         self.sync_interval_data();
+        self.completions.finish();
     }
 
     /// Blocks for the next request; in interval mode wakes up to sync written data in time.
@@ -338,12 +396,10 @@ impl Writer {
                 Err(e) => {
                     self.log.poison(e.to_string());
                     let reason = self.log.poisoned().unwrap_or_else(|| e.to_string());
-                    for staged in self.staged.drain(..) {
-                        let _ = staged.reply.send(Err(StoreError::Poisoned(reason.clone())));
-                    }
-                    for (reply, _) in self.waiting.drain(..) {
-                        let _ = reply.send(Err(StoreError::Poisoned(reason.clone())));
-                    }
+                    let failed = self.staged.drain(..).map(|staged| staged.reply);
+                    let failed = failed.chain(self.waiting.drain(..).map(|(reply, _)| reply));
+                    let failed = failed.map(|reply| (reply, Err(StoreError::Poisoned(reason.clone()))));
+                    self.completions.complete(failed.collect());
                     self.buf.clear();
                     self.multi_block = false;
                     return;
@@ -358,9 +414,12 @@ impl Writer {
                 self.sync_interval_data();
             }
         }
-        for (reply, at) in self.waiting.drain(..) {
-            let _ = reply.send(self.log.check_writable().map(|()| at));
-        }
+        let log = &self.log;
+        let done = self
+            .waiting
+            .drain(..)
+            .map(|(reply, at)| (reply, log.check_writable().map(|()| at)));
+        self.completions.complete(done.collect());
     }
 
     /// The commit protocol (docs/FORMAT.md): everything but the batch's first size field,
@@ -446,13 +505,14 @@ impl Writer {
         }
         self.log.set_head(self.next_token);
         self.validator.published();
-        for staged in self.staged.drain(..) {
+        let done = self.staged.drain(..).map(|staged| {
             let appended = Appended {
                 first_token: staged.first_token,
                 count: staged.events.len() as u64,
             };
-            let _ = staged.reply.send(Ok(appended));
-        }
+            (staged.reply, Ok(appended))
+        });
+        self.completions.complete(done.collect());
         self.buf.clear();
         self.multi_block = false;
     }
