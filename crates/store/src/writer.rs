@@ -72,17 +72,19 @@ pub(crate) trait Validator: Send {
 }
 
 type Reply = oneshot::Sender<Result<Appended>>;
+/// The replies of one batch, each with its outcome.
+type Acks = Vec<(Reply, Result<Appended>)>;
 
 /// Wakes the appenders of finished batches on its own thread, so the writer can start the next
 /// batch (and its `fdatasync`) instead of waking dozens of threads one `futex` at a time.
 struct Completions {
-    sender: Option<Sender<Vec<(Reply, Result<Appended>)>>>,
+    sender: Option<Sender<Acks>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Completions {
     fn start(name: String) -> Completions {
-        let (sender, receiver) = std::sync::mpsc::channel::<Vec<(Reply, Result<Appended>)>>();
+        let (sender, receiver) = std::sync::mpsc::channel::<Acks>();
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -100,7 +102,7 @@ impl Completions {
     }
 
     /// Hands the replies over; without a completion thread they are sent right here.
-    fn complete(&self, batch: Vec<(Reply, Result<Appended>)>) {
+    fn complete(&self, batch: Acks) {
         if batch.is_empty() {
             return;
         }
