@@ -143,9 +143,10 @@ mod tests {
 
     #[test]
     fn reads_own_memory_figures() {
-        let peak = peak_rss_bytes().expect("VmHWM");
+        // Current first: the peak only grows, so read after it, it can never be below it.
         let now = rss_bytes().expect("VmRSS");
-        assert!(peak >= now && now > 0);
+        let peak = peak_rss_bytes().expect("VmHWM");
+        assert!(peak >= now && now > 0, "peak {peak} < current {now}");
     }
 
     #[test]
