@@ -166,6 +166,14 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
             format!("segment holds {} events, {} expected", scan.count, segment.event_count),
         ));
     }
+    install_index(log, segment, &scan, bloom)?;
+    info!(file = %segment.path.display(), events = scan.count, "rebuilt index");
+    Ok(())
+}
+
+/// Writes the index and bloom files of a closed segment from a complete scan of it, and hands
+/// readers the bloom; the segment then counts as indexed (and listable for backup).
+pub(crate) fn install_index(log: &SegmentLog, segment: &ClosedSegment, scan: &Scan, bloom: Bloom) -> Result<()> {
     write_index_files(
         log,
         segment.first_token,
@@ -178,7 +186,6 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
     *segment.bloom.write() = Some(Arc::new(bloom));
     segment.index_verified.store(true, Ordering::Release);
     segment.indexed.store(true, Ordering::Release);
-    info!(file = %segment.path.display(), events = scan.count, "rebuilt index");
     Ok(())
 }
 

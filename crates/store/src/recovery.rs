@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
-use crate::indexer::{Scan, Stop, scan_closed, scan_segment, write_index_files};
+use crate::indexer::{Scan, Stop, install_index, scan_closed, scan_segment};
 use crate::io::{create_preallocated, read_at_most, sync_data, write_all_at};
 use crate::log::SegmentLog;
 use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, Segments, bloom_of};
@@ -64,19 +64,12 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
     if let Some((first, scan)) = rolled {
         let path: Arc<Path> = dir.join(kind.file_name(first)).into();
         let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
-        let bloom = bloom_of(&scan.map, config.bloom_false_positive_rate);
-        write_index_files(
+        install_index(
             &scratch,
-            first,
-            scan.count,
-            scan.first_timestamp,
-            &scan.map,
-            &scan.seek,
-            &bloom,
+            &segment,
+            &scan,
+            bloom_of(&scan.map, config.bloom_false_positive_rate),
         )?;
-        *segment.bloom.write() = Some(Arc::new(bloom));
-        segment.index_verified.store(true, Ordering::Release);
-        segment.indexed.store(true, Ordering::Release);
         closed.push(Arc::new(segment));
     }
     check_continuity(dir, kind, &closed, active.segment.first_token)?;
@@ -296,19 +289,8 @@ fn open_closed(log: &SegmentLog, first: u64) -> Result<Arc<ClosedSegment>> {
     }
     info!(file = %path.display(), "no valid index; rebuilding it from the segment");
     let (scan, bloom) = scan_closed(log, first, &path)?;
-    write_index_files(
-        log,
-        first,
-        scan.count,
-        scan.first_timestamp,
-        &scan.map,
-        &scan.seek,
-        &bloom,
-    )?;
     let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
-    *segment.bloom.write() = Some(Arc::new(bloom));
-    segment.index_verified.store(true, Ordering::Release);
-    segment.indexed.store(true, Ordering::Release);
+    install_index(log, &segment, &scan, bloom)?;
     Ok(Arc::new(segment))
 }
 

@@ -361,15 +361,7 @@ impl Writer {
         self.unsynced_since = None;
         let path: Arc<Path> = self.log.dir.join(self.log.kind.file_name(self.next_token)).into();
         let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
-        let active = Arc::new(ActiveSegment {
-            first_token: self.next_token,
-            path: path.clone(),
-            file: file.clone(),
-            view: parking_lot::RwLock::new(ActiveView {
-                first_timestamp: i64::MIN,
-                ..ActiveView::default()
-            }),
-        });
+        let active = empty_active(self.next_token, path.clone(), file.clone());
         let closed = {
             let mut segments = self.log.segments.write();
             let old = std::mem::replace(&mut segments.active, active);
@@ -403,15 +395,7 @@ impl Writer {
         let path = self.path.clone();
         std::fs::remove_file(&path).map_err(|e| StoreError::io(path.to_path_buf(), e))?;
         let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
-        let active = Arc::new(ActiveSegment {
-            first_token: self.next_token,
-            path: path.clone(),
-            file: file.clone(),
-            view: parking_lot::RwLock::new(ActiveView {
-                first_timestamp: i64::MIN,
-                ..ActiveView::default()
-            }),
-        });
+        let active = empty_active(self.next_token, path.clone(), file.clone());
         self.log.segments.write().active = active;
         self.file = file;
         self.capacity = size;
@@ -548,6 +532,20 @@ impl Writer {
         self.buf.clear();
         self.multi_block = false;
     }
+}
+
+/// A freshly created, empty active segment.
+fn empty_active(first_token: u64, path: Arc<Path>, file: Arc<File>) -> Arc<ActiveSegment> {
+    let view = ActiveView {
+        first_timestamp: i64::MIN,
+        ..ActiveView::default()
+    };
+    Arc::new(ActiveSegment {
+        first_token,
+        path,
+        file,
+        view: parking_lot::RwLock::new(view),
+    })
 }
 
 enum Next {

@@ -141,27 +141,25 @@ fn corruption_before_acknowledged_data_refuses_to_start() {
     assert_eq!(read_all(&try_open(other.path()).expect("opens")).len(), 3);
 }
 
-#[test]
-fn corruption_in_a_closed_segment_is_reported_on_read() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Appends `events` single-event transactions to `dir` with 4 KiB segments, so many segments
+/// close; returns the configuration to reopen with.
+fn fill_small_segments(dir: &Path, events: i64) -> StoreConfig {
     let small = StoreConfig {
         segment_size_bytes: 4096,
         ..config()
     };
-    {
-        let store = ContextStore::open(
-            "default",
-            dir.path().into(),
-            dir.path().into(),
-            small.clone(),
-            small.clone(),
-        )
-        .expect("opens");
-        for s in 0..100 {
-            append(&store, &[event("agg", s, &[1u8; 64])]).expect("appends");
-        }
-        store.shutdown().expect("shuts down");
+    let store = ContextStore::open("default", dir.into(), dir.into(), small.clone(), small.clone()).expect("opens");
+    for s in 0..events {
+        append(&store, &[event("agg", s, &[1u8; 64])]).expect("appends");
     }
+    store.shutdown().expect("shuts down");
+    small
+}
+
+#[test]
+fn corruption_in_a_closed_segment_is_reported_on_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = fill_small_segments(dir.path(), 100);
     let path = active_segment(dir.path());
     let ends = block_ends(&path);
     let file = std::fs::OpenOptions::new()
@@ -199,24 +197,7 @@ fn corruption_in_a_closed_segment_is_reported_on_read() {
 #[test]
 fn a_missing_middle_segment_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let small = StoreConfig {
-        segment_size_bytes: 4096,
-        ..config()
-    };
-    {
-        let store = ContextStore::open(
-            "default",
-            dir.path().into(),
-            dir.path().into(),
-            small.clone(),
-            small.clone(),
-        )
-        .expect("opens");
-        for s in 0..200 {
-            append(&store, &[event("agg", s, &[1u8; 64])]).expect("appends");
-        }
-        store.shutdown().expect("shuts down");
-    }
+    let small = fill_small_segments(dir.path(), 200);
     let mut segments: Vec<u64> = std::fs::read_dir(dir.path())
         .expect("dir")
         .filter_map(|e| SegmentKind::Events.parse_file_name(e.ok()?.file_name().to_str()?))
