@@ -12,6 +12,7 @@
 //! of the server: it measures the store from the outside, through its public API only.
 
 mod event;
+mod grpc_run;
 mod matrix;
 mod memory;
 mod probe;
@@ -94,6 +95,22 @@ enum Command {
         /// Runs of every cell; the table shows medians and the spread of the ratio.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+    },
+    /// Appends over gRPC on loopback: an in-process server over a real store, closed-loop
+    /// clients with a connection each, one AppendEvent stream per transaction.
+    GrpcAppend {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 1)]
+        events_per_tx: usize,
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_seconds: f64,
     },
     /// Loads events, restarts the store, reads them back; reports peak RSS and restart time.
     Memory {
@@ -184,6 +201,36 @@ fn main() -> Result<()> {
             };
             let result = matrix::run(&config)?;
             println!("{}", result.markdown());
+        }
+        Command::GrpcAppend {
+            dir,
+            clients,
+            events_per_tx,
+            payload_bytes,
+            seconds: s,
+            warmup_seconds,
+        } => {
+            ensure!(
+                clients > 0 && events_per_tx > 0,
+                "--clients and --events-per-tx must be at least 1"
+            );
+            let config = grpc_run::GrpcRunConfig {
+                dir,
+                clients,
+                events_per_tx,
+                payload_bytes,
+                seconds: seconds("seconds", s)?,
+                warmup: seconds("warmup-seconds", warmup_seconds)?,
+            };
+            let r = grpc_run::run(&config)?;
+            println!(
+                "grpc append {clients} clients x {events_per_tx} events/tx: {:.0} events/s, {:.0} tx/s, latency p50 {} p99 {} p99.9 {}",
+                r.events_per_sec,
+                r.transactions_per_sec,
+                Millis(r.latency.p50),
+                Millis(r.latency.p99),
+                Millis(r.latency.p999)
+            );
         }
         Command::Memory {
             dir,
