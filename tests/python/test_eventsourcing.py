@@ -62,8 +62,8 @@ class OnMyelin:
         return factory
 
 
-class AggregateRecorderOnMyelin(OnMyelin, generic_persistence.AggregateRecorderTestCase):
-    INITIAL_VERSION = 0
+class RecorderOnMyelin(OnMyelin):
+    """A factory per test, closed (with its gRPC channel) after it."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -73,6 +73,10 @@ class AggregateRecorderOnMyelin(OnMyelin, generic_persistence.AggregateRecorderT
         self.factory.close()
         self.factory.axon_client.close_connection()
         super().tearDown()
+
+
+class AggregateRecorderOnMyelin(RecorderOnMyelin, generic_persistence.AggregateRecorderTestCase):
+    INITIAL_VERSION = 0
 
     def create_recorder(self) -> AggregateRecorder:
         recorder = self.factory.aggregate_recorder()
@@ -80,17 +84,8 @@ class AggregateRecorderOnMyelin(OnMyelin, generic_persistence.AggregateRecorderT
         return recorder
 
 
-class ApplicationRecorderOnMyelin(OnMyelin, generic_persistence.ApplicationRecorderTestCase):
+class ApplicationRecorderOnMyelin(RecorderOnMyelin, generic_persistence.ApplicationRecorderTestCase):
     INITIAL_VERSION = 0
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.factory = self.construct_factory()
-
-    def tearDown(self) -> None:
-        self.factory.close()
-        self.factory.axon_client.close_connection()
-        super().tearDown()
 
     def create_recorder(self) -> ApplicationRecorder:
         recorder = self.factory.application_recorder()
