@@ -520,7 +520,13 @@ impl Writer {
         }
         self.log.set_head(self.next_token);
         self.validator.published();
-        self.last_batch_transactions = self.staged.len();
+        // A batch that filled `max_batch_bytes` had more waiting than it could take: nobody
+        // is straggling, so the next batch should not wait for anyone.
+        self.last_batch_transactions = if self.buf.len() >= self.log.config.max_batch_bytes {
+            0
+        } else {
+            self.staged.len()
+        };
         let done = self.staged.drain(..).map(|staged| {
             let appended = Appended {
                 first_token: staged.first_token,
