@@ -55,8 +55,9 @@ pub(crate) struct ClosedSegment {
     pub event_count: u64,
     pub first_timestamp: i64,
     pub path: Arc<Path>,
-    /// Opened on first read.
-    file: OnceLock<Arc<File>>,
+    /// Opened on first read, with its length: a closed segment never changes size, so one
+    /// `fstat` serves every later read.
+    file: OnceLock<(Arc<File>, u64)>,
     /// Loaded on first lookup (or built at close).
     pub bloom: RwLock<Option<Arc<Bloom>>>,
     /// Present until the index file is durable; lookups use it instead of the file.
@@ -87,19 +88,22 @@ impl ClosedSegment {
         self.first_token + self.event_count
     }
 
-    pub fn file(&self) -> Result<Arc<File>> {
-        if let Some(file) = self.file.get() {
-            return Ok(file.clone());
+    fn opened(&self) -> Result<&(Arc<File>, u64)> {
+        if let Some(opened) = self.file.get() {
+            return Ok(opened);
         }
-        let file = File::open(&self.path).map_err(|e| StoreError::io(self.path.to_path_buf(), e))?;
-        Ok(self.file.get_or_init(|| Arc::new(file)).clone())
+        let io = |e| StoreError::io(self.path.to_path_buf(), e);
+        let file = File::open(&self.path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Ok(self.file.get_or_init(|| (Arc::new(file), len)))
+    }
+
+    pub fn file(&self) -> Result<Arc<File>> {
+        Ok(self.opened()?.0.clone())
     }
 
     pub fn file_len(&self) -> Result<u64> {
-        let file = self.file()?;
-        file.metadata()
-            .map(|m| m.len())
-            .map_err(|e| StoreError::io(self.path.to_path_buf(), e))
+        Ok(self.opened()?.1)
     }
 
     pub fn is_indexed(&self) -> bool {
