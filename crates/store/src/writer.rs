@@ -266,18 +266,13 @@ impl Writer {
                 };
                 self.waiting.push((reply, at));
             }
-            Request::Append { events, reply } => {
-                if let Err(e) = self.stage(events, reply) {
-                    debug!(error = %e, "append rejected");
-                }
-            }
+            Request::Append { events, reply } => self.stage(events, reply),
         }
     }
 
-    /// Validates and encodes one transaction into the batch. On error the reply is sent here.
-    fn stage(&mut self, events: Vec<PreparedEvent>, reply: oneshot::Sender<Result<Appended>>) -> Result<()> {
-        let result = self.try_stage(events);
-        match result {
+    /// Validates and encodes one transaction into the batch. A rejection is answered here.
+    fn stage(&mut self, events: Vec<PreparedEvent>, reply: oneshot::Sender<Result<Appended>>) {
+        match self.try_stage(events) {
             Ok(Some((events, encoded, first_token))) => {
                 if self.staged.is_empty() {
                     self.batch_started = Instant::now();
@@ -288,7 +283,6 @@ impl Writer {
                     first_token,
                     reply,
                 });
-                Ok(())
             }
             Ok(None) => {
                 let at = Appended {
@@ -296,12 +290,10 @@ impl Writer {
                     count: 0,
                 };
                 self.waiting.push((reply, at));
-                Ok(())
             }
             Err(e) => {
-                let message = e.to_string();
+                debug!(error = %e, "append rejected");
                 let _ = reply.send(Err(e));
-                Err(StoreError::InvalidArgument(message))
             }
         }
     }
