@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::log::{Cursor, SegmentLog, is_indexed};
+use crate::metrics::StoreMetrics;
 use crate::recovery::open_log;
 use crate::validate::{SequenceValidator, SnapshotValidator};
 use crate::writer::{Appended, PreparedEvent, Request, Validator, Writer};
@@ -107,11 +108,19 @@ impl Family {
         sender.send(request).map_err(|_| StoreError::Closed)
     }
 
-    fn append(&self, events: Vec<PreparedEvent>) -> Result<AppendTicket> {
-        self.log.check_writable()?;
-        let (reply, ticket) = oneshot::channel();
-        self.submit(Request::Append { events, reply })?;
-        Ok(AppendTicket(ticket))
+    /// Queues a transaction for the writer. Refusals here are counted here; the writer counts
+    /// the ones it answers.
+    fn append(&self, events: Result<Vec<PreparedEvent>>) -> Result<AppendTicket> {
+        let submitted = events.and_then(|events| {
+            self.log.check_writable()?;
+            let (reply, ticket) = oneshot::channel();
+            self.submit(Request::Append { events, reply })?;
+            Ok(AppendTicket(ticket))
+        });
+        if submitted.is_err() {
+            self.log.counters.failed(1);
+        }
+        submitted
     }
 
     fn shutdown(&self) -> Result<()> {
@@ -169,14 +178,12 @@ impl ContextStore {
     /// Appends one transaction. The events are checked here (valid `Event` messages);
     /// sequence numbers are checked by the writer, atomically for the whole transaction.
     pub fn append(&self, events: Vec<Bytes>) -> Result<AppendTicket> {
-        let prepared = prepare(SegmentKind::Events, events)?;
-        self.events.append(prepared)
+        self.events.append(prepare(SegmentKind::Events, events))
     }
 
     /// Appends a snapshot (its `snapshot` flag is whatever the client sent).
     pub fn append_snapshot(&self, snapshot: Bytes) -> Result<AppendTicket> {
-        let prepared = prepare(SegmentKind::Snapshots, vec![snapshot])?;
-        self.snapshots.append(prepared)
+        self.snapshots.append(prepare(SegmentKind::Snapshots, vec![snapshot]))
     }
 
     /// Last token, -1 when empty.
@@ -196,7 +203,11 @@ impl ContextStore {
 
     /// Reads up to `max_events` events from `cursor`, never past the last durable event.
     pub fn read_events(&self, cursor: &mut Cursor, max_events: usize, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
-        self.events.log.read(cursor, max_events, out)
+        let before = out.len();
+        let result = self.events.log.read(cursor, max_events, out);
+        // Counted even after an error: what reached `out` before it is the caller's.
+        self.events.log.counters.read(out.len() - before);
+        result
     }
 
     /// ListAggregateEvents: events with `initial_sequence <= seq <= max_sequence`
@@ -227,7 +238,10 @@ impl ContextStore {
                 out.push(snapshot);
             }
         }
-        out.extend(self.events.log.aggregate_events(aggregate, first, last, min_token)?);
+        let events = self.events.log.aggregate_events(aggregate, first, last, min_token)?;
+        self.snapshots.log.counters.read(out.len());
+        self.events.log.counters.read(events.len());
+        out.extend(events);
         Ok(out)
     }
 
@@ -240,9 +254,12 @@ impl ContextStore {
         max_sequence: i64,
         max_results: usize,
     ) -> Result<Vec<Bytes>> {
-        self.snapshots
-            .log
-            .aggregate_events_descending(aggregate, initial_sequence, max_sequence, max_results)
+        let snapshots =
+            self.snapshots
+                .log
+                .aggregate_events_descending(aggregate, initial_sequence, max_sequence, max_results)?;
+        self.snapshots.log.counters.read(snapshots.len());
+        Ok(snapshots)
     }
 
     /// Highest sequence number of an aggregate's events, -1 if it has none.
@@ -267,11 +284,30 @@ impl ContextStore {
 
     /// Closed segments ready for backup (data, index and bloom files), and the active segment.
     pub fn segment_files(&self, kind: SegmentKind) -> (Vec<(u64, Vec<PathBuf>)>, PathBuf) {
-        let log = match kind {
+        let log = self.log(kind);
+        (log.closed_files(), log.active_path())
+    }
+
+    /// Closed segments of `kind`, whether or not their index files are written yet.
+    pub fn closed_segment_count(&self, kind: SegmentKind) -> usize {
+        self.log(kind).closed_segment_count()
+    }
+
+    /// Counters since the process started and the current size of both stores. Cheap enough
+    /// for every scrape: atomic loads, plus one `stat` per file of a closed segment found at
+    /// startup, the first time only.
+    pub fn metrics(&self) -> StoreMetrics {
+        StoreMetrics {
+            events: self.events.log.metrics(),
+            snapshots: self.snapshots.log.metrics(),
+        }
+    }
+
+    fn log(&self, kind: SegmentKind) -> &SegmentLog {
+        match kind {
             SegmentKind::Events => &self.events.log,
             SegmentKind::Snapshots => &self.snapshots.log,
-        };
-        (log.closed_files(), log.active_path())
+        }
     }
 
     /// Finishes queued appends, syncs, and stops the writer and index threads.

@@ -133,7 +133,7 @@ pub(crate) fn scan_segment(
     Ok(scan)
 }
 
-/// Writes the index and bloom files of a closed segment from its map.
+/// Writes the index and bloom files of a closed segment from its map; returns their bytes.
 pub(crate) fn write_index_files(
     log: &SegmentLog,
     first_token: u64,
@@ -142,7 +142,7 @@ pub(crate) fn write_index_files(
     map: &AggregateMap,
     seek: &[SeekEntry],
     bloom: &Bloom,
-) -> Result<()> {
+) -> Result<u64> {
     let summary = IndexSummary {
         kind: log.kind,
         first_token,
@@ -153,7 +153,9 @@ pub(crate) fn write_index_files(
     let index_path = log.dir.join(log.kind.index_file_name(first_token));
     write_atomically(&index_path, &bytes, "store::write_index")?;
     let bloom_path = log.dir.join(log.kind.bloom_file_name(first_token));
-    write_atomically(&bloom_path, &bloom.encode(), "store::write_bloom")
+    let bloom = bloom.encode();
+    write_atomically(&bloom_path, &bloom, "store::write_bloom")?;
+    Ok((bytes.len() + bloom.len()) as u64)
 }
 
 /// Rebuilds both index files of a closed segment from the segment itself.
@@ -174,7 +176,7 @@ pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> 
 /// Writes the index and bloom files of a closed segment from a complete scan of it, and hands
 /// readers the bloom; the segment then counts as indexed (and listable for backup).
 pub(crate) fn install_index(log: &SegmentLog, segment: &ClosedSegment, scan: &Scan, bloom: Bloom) -> Result<()> {
-    write_index_files(
+    let side_file_bytes = write_index_files(
         log,
         segment.first_token,
         scan.count,
@@ -183,6 +185,7 @@ pub(crate) fn install_index(log: &SegmentLog, segment: &ClosedSegment, scan: &Sc
         &scan.seek,
         &bloom,
     )?;
+    segment.set_side_file_bytes(side_file_bytes);
     *segment.bloom.write() = Some(Arc::new(bloom));
     segment.index_verified.store(true, Ordering::Release);
     segment.indexed.store(true, Ordering::Release);
@@ -232,7 +235,8 @@ pub(crate) fn run_indexer(log: Weak<SegmentLog>, closed: Receiver<Arc<ClosedSegm
             &memory.seek,
             &bloom,
         ) {
-            Ok(()) => {
+            Ok(side_file_bytes) => {
+                segment.set_side_file_bytes(side_file_bytes);
                 segment.index_verified.store(true, Ordering::Release);
                 segment.indexed.store(true, Ordering::Release);
                 *segment.memory_index.write() = None;

@@ -19,6 +19,7 @@ mod error;
 mod indexer;
 mod io;
 mod log;
+mod metrics;
 mod reader;
 mod recovery;
 mod segments;
@@ -29,5 +30,9 @@ pub use config::{Durability, StoreConfig};
 pub use context::{AppendTicket, ContextStore};
 pub use error::{Result, StoreError};
 pub use log::Cursor;
+pub use metrics::{
+    BATCH_BYTES_BOUNDS, BATCH_TRANSACTIONS_BOUNDS, FSYNC_SECONDS_BOUNDS, FamilyMetrics, Histogram, HistogramSnapshot,
+    StoreMetrics,
+};
 pub use myelin_format::segment::SegmentKind;
 pub use writer::Appended;

@@ -17,6 +17,7 @@ use tracing::warn;
 use crate::closed_index::LoadedIndex;
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
+use crate::metrics::{FamilyCounters, FamilyMetrics};
 use crate::reader::ChunkReader;
 use crate::segments::{ClosedSegment, Located, Segments};
 
@@ -32,6 +33,8 @@ pub(crate) struct SegmentLog {
     poison: Mutex<Option<String>>,
     index_cache: Mutex<IndexCache>,
     listeners: Mutex<Vec<CommitListener>>,
+    /// Counted by the writer per batch and by `ContextStore` per read; see `metrics`.
+    pub counters: FamilyCounters,
 }
 
 /// Loaded index tables, bounded by bytes.
@@ -115,6 +118,7 @@ impl SegmentLog {
                 limit_bytes,
             }),
             listeners: Mutex::new(Vec::new()),
+            counters: FamilyCounters::new(),
         }
     }
 
@@ -538,6 +542,35 @@ impl SegmentLog {
                 (s.first_token, files)
             })
             .collect()
+    }
+
+    pub fn closed_segment_count(&self) -> usize {
+        self.segments.read().closed.len()
+    }
+
+    /// The counters, plus segment count and bytes on disk from the lengths the segments know
+    /// (a closed segment found at startup is `stat`ed once, the first time it is asked).
+    pub fn metrics(&self) -> FamilyMetrics {
+        let (closed, active_bytes) = {
+            let segments = self.segments.read();
+            (segments.closed.clone(), segments.active.file_bytes)
+        };
+        let closed_bytes: u64 = closed
+            .iter()
+            .map(|segment| {
+                segment.disk_bytes(|| {
+                    [
+                        self.dir.join(self.kind.index_file_name(segment.first_token)),
+                        self.dir.join(self.kind.bloom_file_name(segment.first_token)),
+                    ]
+                })
+            })
+            .sum();
+        let segments = closed.len() as u64 + 1;
+        let last_token = self.head() as i64 - 1;
+        let poisoned = self.poisoned().is_some();
+        self.counters
+            .snapshot(segments, closed_bytes + active_bytes, last_token, poisoned)
     }
 
     pub fn active_path(&self) -> PathBuf {

@@ -171,6 +171,7 @@ fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &S
         first_token,
         path: path.clone(),
         file,
+        file_bytes: capacity,
         view: RwLock::new(view),
     });
     let mut scan = scan;

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use myelin_format::bloom::Bloom;
@@ -39,6 +39,8 @@ pub(crate) struct ActiveSegment {
     pub first_token: u64,
     pub path: Arc<Path>,
     pub file: Arc<File>,
+    /// Length of the file (pre-allocated): what it occupies on disk.
+    pub file_bytes: u64,
     pub view: RwLock<ActiveView>,
 }
 
@@ -58,6 +60,11 @@ pub(crate) struct ClosedSegment {
     /// Opened on first read, with its length: a closed segment never changes size, so one
     /// `fstat` serves every later read.
     file: OnceLock<(Arc<File>, u64)>,
+    /// Length of the data file, [`UNKNOWN_BYTES`] until the writer closes the segment or the
+    /// metrics (or a read) look it up: recovery does not `stat` every closed segment.
+    data_file_bytes: AtomicU64,
+    /// Index plus bloom file length, [`UNKNOWN_BYTES`] until written or looked up.
+    side_file_bytes: AtomicU64,
     /// Loaded on first lookup (or built at close).
     pub bloom: RwLock<Option<Arc<Bloom>>>,
     /// Present until the index file is durable; lookups use it instead of the file.
@@ -76,6 +83,8 @@ impl ClosedSegment {
             first_timestamp,
             path,
             file: OnceLock::new(),
+            data_file_bytes: AtomicU64::new(UNKNOWN_BYTES),
+            side_file_bytes: AtomicU64::new(UNKNOWN_BYTES),
             bloom: RwLock::new(None),
             memory_index: RwLock::new(None),
             indexed: AtomicBool::new(false),
@@ -95,6 +104,7 @@ impl ClosedSegment {
         let io = |e| StoreError::io(self.path.to_path_buf(), e);
         let file = File::open(&self.path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        self.data_file_bytes.store(len, Ordering::Relaxed);
         Ok(self.file.get_or_init(|| (Arc::new(file), len)))
     }
 
@@ -109,6 +119,50 @@ impl ClosedSegment {
     pub fn is_indexed(&self) -> bool {
         self.indexed.load(Ordering::Acquire)
     }
+
+    /// The writer knows the length of the file it just closed.
+    pub fn set_data_file_bytes(&self, bytes: u64) {
+        self.data_file_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Called whenever the index and bloom files are (re)written.
+    pub fn set_side_file_bytes(&self, bytes: u64) {
+        self.side_file_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of the data, index and bloom files, for the metrics. A length not known yet is
+    /// looked up once (one `stat` per file, then cached). Index files still being written count
+    /// as 0; a file that cannot be `stat`ed counts as 0 and is looked up again next time.
+    pub fn disk_bytes(&self, side_paths: impl FnOnce() -> [PathBuf; 2]) -> u64 {
+        let data = cached_len(&self.data_file_bytes, || file_len(&self.path));
+        if !self.is_indexed() {
+            return data;
+        }
+        let side = cached_len(&self.side_file_bytes, || {
+            let [index, bloom] = side_paths().map(|path| file_len(&path));
+            Some(index? + bloom?)
+        });
+        data + side
+    }
+}
+
+/// "Not looked up yet" for file lengths (no file is this long).
+const UNKNOWN_BYTES: u64 = u64::MAX;
+
+/// The cached length, else `look_up` (cached when it succeeds; a concurrent writer of the
+/// files, which knows the length better, is not overwritten).
+fn cached_len(cache: &AtomicU64, look_up: impl FnOnce() -> Option<u64>) -> u64 {
+    let cached = cache.load(Ordering::Relaxed);
+    if cached != UNKNOWN_BYTES {
+        return cached;
+    }
+    let Some(len) = look_up() else { return 0 };
+    let _ = cache.compare_exchange(UNKNOWN_BYTES, len, Ordering::Relaxed, Ordering::Relaxed);
+    len
+}
+
+fn file_len(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
 }
 
 /// Builds a bloom filter over the aggregates of a map.

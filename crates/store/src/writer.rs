@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use myelin_format::index::{IndexPosition, SeekEntry};
 use myelin_format::segment::{
-    BLOCK_HEADER_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES, MAX_EVENTS_PER_BLOCK,
-    ROLL_MARKER, encode_transaction, transaction_bytes,
+    BLOCK_HEADER_BYTES, CRC_BYTES, EVENT_LEN_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES,
+    MAX_EVENTS_PER_BLOCK, ROLL_MARKER, encode_transaction, transaction_bytes,
 };
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -26,6 +26,7 @@ use crate::config::Durability;
 use crate::error::{Result, StoreError};
 use crate::io::{create_preallocated, sync_data, write_all_at};
 use crate::log::SegmentLog;
+use crate::metrics::BatchCounts;
 use crate::recovery::WriterStart;
 use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, MemoryIndex, bloom_of};
 
@@ -131,6 +132,14 @@ impl Completions {
     }
 }
 
+/// A reply due once the current batch is durable.
+struct Waiting {
+    reply: Reply,
+    at: Appended,
+    /// An empty transaction (counted if it fails), not a sync request.
+    append: bool,
+}
+
 struct Staged {
     events: Vec<PreparedEvent>,
     encoded: EncodedTransaction,
@@ -152,7 +161,7 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     staged: Vec<Staged>,
     /// Replies to send once the current batch is durable (syncs; empty transactions).
-    waiting: Vec<(oneshot::Sender<Result<Appended>>, Appended)>,
+    waiting: Vec<Waiting>,
     multi_block: bool,
     completions: Completions,
     last_flush: Duration,
@@ -259,13 +268,7 @@ impl Writer {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Sync { reply } => {
-                let at = Appended {
-                    first_token: self.next_token,
-                    count: 0,
-                };
-                self.waiting.push((reply, at));
-            }
+            Request::Sync { reply } => self.wait_for_batch(reply, false),
             Request::Append { events, reply } => self.stage(events, reply),
         }
     }
@@ -284,18 +287,22 @@ impl Writer {
                     reply,
                 });
             }
-            Ok(None) => {
-                let at = Appended {
-                    first_token: self.next_token,
-                    count: 0,
-                };
-                self.waiting.push((reply, at));
-            }
+            Ok(None) => self.wait_for_batch(reply, true),
             Err(e) => {
                 debug!(error = %e, "append rejected");
+                self.log.counters.failed(1);
                 let _ = reply.send(Err(e));
             }
         }
+    }
+
+    /// A sync or an empty transaction: answered with the current head once the batch is durable.
+    fn wait_for_batch(&mut self, reply: Reply, append: bool) {
+        let at = Appended {
+            first_token: self.next_token,
+            count: 0,
+        };
+        self.waiting.push(Waiting { reply, at, append });
     }
 
     #[allow(clippy::type_complexity)]
@@ -349,11 +356,11 @@ impl Writer {
         )));
         let io = |e| StoreError::io(self.path.to_path_buf(), e);
         write_all_at(&self.file, &ROLL_MARKER.to_be_bytes(), self.end).map_err(io)?;
-        sync_data(&self.file).map_err(io)?;
+        self.sync_active().map_err(io)?;
         self.unsynced_since = None;
         let path: Arc<Path> = self.log.dir.join(self.log.kind.file_name(self.next_token)).into();
         let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
-        let active = empty_active(self.next_token, path.clone(), file.clone());
+        let active = empty_active(self.next_token, path.clone(), file.clone(), size);
         let closed = {
             let mut segments = self.log.segments.write();
             let old = std::mem::replace(&mut segments.active, active);
@@ -363,6 +370,7 @@ impl Writer {
                 seek: std::mem::take(&mut view.seek),
             };
             let closed = ClosedSegment::new(old.first_token, view.count, view.first_timestamp, old.path.clone());
+            closed.set_data_file_bytes(old.file_bytes);
             *closed.bloom.write() = Some(Arc::new(bloom_of(
                 &memory.map,
                 self.log.config.bloom_false_positive_rate,
@@ -387,7 +395,7 @@ impl Writer {
         let path = self.path.clone();
         std::fs::remove_file(&path).map_err(|e| StoreError::io(path.to_path_buf(), e))?;
         let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
-        let active = empty_active(self.next_token, path.clone(), file.clone());
+        let active = empty_active(self.next_token, path.clone(), file.clone(), size);
         self.log.segments.write().active = active;
         self.file = file;
         self.capacity = size;
@@ -403,8 +411,10 @@ impl Writer {
                 Err(e) => {
                     self.log.poison(e.to_string());
                     let reason = self.log.poisoned().unwrap_or_else(|| e.to_string());
+                    let appends = self.staged.len() + self.waiting.iter().filter(|w| w.append).count();
+                    self.log.counters.failed(appends as u64);
                     let failed = self.staged.drain(..).map(|staged| staged.reply);
-                    let failed = failed.chain(self.waiting.drain(..).map(|(reply, _)| reply));
+                    let failed = failed.chain(self.waiting.drain(..).map(|waiting| waiting.reply));
                     let failed = failed.map(|reply| (reply, Err(StoreError::Poisoned(reason.clone()))));
                     self.completions.complete(failed.collect());
                     self.buf.clear();
@@ -422,11 +432,18 @@ impl Writer {
             }
         }
         let log = &self.log;
-        let done = self
+        let mut failed_appends = 0;
+        let done: Acks = self
             .waiting
             .drain(..)
-            .map(|(reply, at)| (reply, log.check_writable().map(|()| at)));
-        self.completions.complete(done.collect());
+            .map(|waiting| {
+                let result = log.check_writable().map(|()| waiting.at);
+                failed_appends += u64::from(waiting.append && result.is_err());
+                (waiting.reply, result)
+            })
+            .collect();
+        log.counters.failed(failed_appends);
+        self.completions.complete(done);
     }
 
     /// The commit protocol (docs/FORMAT.md): everything but the batch's first size field,
@@ -438,11 +455,11 @@ impl Writer {
         let (size_field, rest) = self.buf.split_at(MARKER_BYTES);
         write_all_at(&self.file, rest, self.end + MARKER_BYTES as u64).map_err(io)?;
         if self.multi_block {
-            sync_data(&self.file).map_err(io)?;
+            self.sync_active().map_err(io)?;
         }
         write_all_at(&self.file, size_field, self.end).map_err(io)?;
         match self.log.config.durability {
-            Durability::Fsync => sync_data(&self.file).map_err(io)?,
+            Durability::Fsync => self.sync_active().map_err(io)?,
             Durability::Interval { .. } => {
                 self.unsynced_since.get_or_insert_with(Instant::now);
             }
@@ -452,10 +469,19 @@ impl Writer {
 
     fn sync_interval_data(&mut self) {
         if self.unsynced_since.take().is_some()
-            && let Err(e) = sync_data(&self.file)
+            && let Err(e) = self.sync_active()
         {
             self.log.poison(format!("fsync of {} failed: {e}", self.path.display()));
         }
+    }
+
+    /// `fdatasync` of the active file, timed for the metrics. A failed sync is timed too: a
+    /// disk that takes seconds to fail is worth seeing.
+    fn sync_active(&self) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = sync_data(&self.file);
+        self.log.counters.synced(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Makes the durable batch visible: index entries, seek samples, end and count, then the
@@ -464,6 +490,12 @@ impl Writer {
         let start = self.end;
         let interval = self.log.config.seek_interval_bytes;
         let active = self.log.segments.read().active.clone();
+        let mut batch = BatchCounts {
+            transactions: self.staged.len() as u64,
+            events: 0,
+            event_bytes: 0,
+            written_bytes: self.buf.len() as u64,
+        };
         {
             let mut view = active.view.write();
             for staged in &self.staged {
@@ -506,12 +538,19 @@ impl Writer {
                     }
                 }
                 view.count += staged.events.len() as u64;
+                batch.events += staged.events.len() as u64;
+                batch.event_bytes += event_bytes(&staged.encoded, staged.events.len());
+                debug_assert_eq!(
+                    event_bytes(&staged.encoded, staged.events.len()),
+                    staged.events.iter().map(|e| e.bytes.len() as u64).sum::<u64>()
+                );
             }
             view.end = start + self.buf.len() as u64;
             self.end = view.end;
         }
         self.log.set_head(self.next_token);
         self.validator.published();
+        self.log.counters.committed(&batch);
         // A batch that filled `max_batch_bytes` had more waiting than it could take: nobody
         // is straggling, so the next batch should not wait for anyone.
         self.last_batch_transactions = if self.buf.len() >= self.log.config.max_batch_bytes {
@@ -532,8 +571,15 @@ impl Writer {
     }
 }
 
-/// A freshly created, empty active segment.
-fn empty_active(first_token: u64, path: Arc<Path>, file: Arc<File>) -> Arc<ActiveSegment> {
+/// Serialized event bytes of an encoded transaction: its length without the block framing
+/// (per block a header and a CRC, per event a length prefix), so nothing is summed per event.
+fn event_bytes(encoded: &EncodedTransaction, events: usize) -> u64 {
+    let framing = encoded.blocks * (BLOCK_HEADER_BYTES + CRC_BYTES) + events * EVENT_LEN_BYTES;
+    (encoded.len - framing) as u64
+}
+
+/// A freshly created, empty active segment of `file_bytes` (pre-allocated).
+fn empty_active(first_token: u64, path: Arc<Path>, file: Arc<File>, file_bytes: u64) -> Arc<ActiveSegment> {
     let view = ActiveView {
         first_timestamp: i64::MIN,
         ..ActiveView::default()
@@ -542,6 +588,7 @@ fn empty_active(first_token: u64, path: Arc<Path>, file: Arc<File>) -> Arc<Activ
         first_token,
         path,
         file,
+        file_bytes,
         view: parking_lot::RwLock::new(view),
     })
 }

@@ -144,3 +144,32 @@ fn failed_index_write_keeps_reads_working_and_is_rebuilt_at_restart() {
     drop(store);
     scenario.teardown();
 }
+
+#[test]
+fn a_poisoned_family_reports_it_and_counts_the_failed_appends() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), small_config(1 << 20));
+    append(&store, &[event("a", 0, b"durable")]).expect("appends");
+    assert!(!store.metrics().events.poisoned);
+
+    fail::cfg("store::fsync", "return").expect("failpoint");
+    append(&store, &[event("a", 1, b"lost")]).expect_err("fsync fails");
+    fail::remove("store::fsync");
+    let metrics = store.metrics();
+    assert!(metrics.events.poisoned);
+    assert!(!metrics.snapshots.poisoned, "the snapshot family has its own writer");
+    assert_eq!(metrics.events.failed_appends, 1);
+    assert_eq!(metrics.events.appended_transactions, 1);
+    assert_eq!(metrics.events.last_token, 0);
+    assert_eq!(metrics.events.fsync_seconds.count, 2, "the failed fsync is timed too");
+    assert_eq!(metrics.events.batch_transactions.count, 1, "only committed batches");
+
+    // Refused before they reach the writer, empty transactions included.
+    append(&store, &[event("b", 0, b"x")]).expect_err("poisoned");
+    assert_eq!(store.metrics().events.failed_appends, 2);
+    assert!(matches!(append(&store, &[]), Err(StoreError::Poisoned(_))));
+    assert_eq!(store.metrics().events.failed_appends, 3);
+    drop(store);
+    scenario.teardown();
+}
