@@ -31,7 +31,10 @@ impl AppendTicket {
     /// Blocks the calling thread until the append is decided. Safe on any thread, including
     /// an async runtime's (where it blocks that worker: await the ticket there instead).
     pub fn wait(self) -> Result<Appended> {
-        block_on(self)
+        // Inside a tokio task, the oneshot counts against the task's cooperative budget; once
+        // that is spent it answers Pending (and wakes itself) until the task yields to the
+        // runtime, which a blocked thread never does: opt out, or `wait` spins forever.
+        block_on(tokio::task::unconstrained(self))
     }
 }
 

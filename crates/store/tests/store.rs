@@ -399,3 +399,31 @@ fn dropping_a_store_inside_an_async_runtime_is_safe() {
         store.shutdown().expect("shutdown inside a runtime");
     });
 }
+
+/// `wait` inside a tokio task: the task's cooperative budget (128 polls) must not turn the
+/// blocking wait into an endless spin once it is spent.
+#[test]
+fn waiting_for_many_appends_inside_a_tokio_task_completes() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open(dir.path(), small_config(1 << 20));
+            for s in 0..300 {
+                store
+                    .append(vec![bytes(&event("a", s, b"x"))])
+                    .expect("queued")
+                    .wait()
+                    .expect("appended");
+            }
+            assert_eq!(store.last_token(), 299);
+            store.shutdown().expect("shutdown");
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("300 waits inside a task finish (no spin on a spent budget)");
+    worker.join().expect("worker");
+}
