@@ -1,0 +1,45 @@
+//! Myelin's control database: everything a server must remember that is not an event or a snapshot.
+//!
+//! It holds what Axon Server keeps in its H2 "controldb":
+//! * contexts (name, creation time, metadata),
+//! * users for HTTP basic authentication (argon2id password hashes) and their role grants,
+//! * applications for token authentication (only the SHA-256 of each token) and their grants,
+//! * the history of backups taken (which segments and tokens each one covered),
+//! * replication state per group (commit index), for the cluster work.
+//!
+//! It is one SQLite file, [`DB_FILE_NAME`], in the control directory. The settings follow from what
+//! the data is for:
+//! * `journal_mode=WAL`: readers (authentication on every request, the online backup) never block
+//!   the writer and the writer never blocks them.
+//! * `synchronous=FULL`: in WAL mode `NORMAL` may lose the last commits on power failure; a user
+//!   that was told "created" or a backup that was recorded must survive, and writes here are rare.
+//! * `foreign_keys=ON`: role grants go away with their user or application.
+//! * `busy_timeout`: another connection (an online backup, an operator's `sqlite3` shell) holding a
+//!   lock briefly must cause a wait, not an error.
+//!
+//! The schema is versioned in `PRAGMA user_version`; migrations live in code and run at open. A file
+//! from a newer build is refused ([`ControlError::SchemaTooNew`]) rather than half understood.
+//!
+//! This crate must never store a clear-text password or token, never panic on input from a
+//! client, and never change data when it reports an error for bad input.
+
+pub mod access;
+mod applications;
+mod backup_zip;
+mod backups;
+mod contexts;
+mod db;
+mod error;
+mod replication;
+mod schema;
+mod users;
+mod validate;
+
+pub use access::{AccessControl, Grant, Principal, PrincipalKind, Right, Role};
+pub use applications::ApplicationRecord;
+pub use backups::BackupRecord;
+pub use contexts::ContextRecord;
+pub use db::{ControlDb, DB_FILE_NAME};
+pub use error::{ControlError, Result};
+pub use users::UserRecord;
+pub use validate::validate_context_name;

@@ -1,0 +1,124 @@
+//! Input checks shared by every table. Each error names the field and the accepted form, and is
+//! raised before anything is written.
+
+use crate::error::{ControlError, Result};
+
+/// Longest name (context, user, application, replication group) in UTF-8 bytes.
+pub(crate) const NAME_BYTES_MAX: usize = 255;
+
+/// Axon Server's rule for context names: non-empty, at most 255 bytes, only ASCII letters, digits,
+/// `_`, `-` and `.`, and not starting with `_` (names starting with `_`, such as `_admin`, are
+/// reserved for the server). Context names become directory names, hence the narrow alphabet.
+pub fn validate_context_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(ControlError::Invalid("context name must not be empty".into()));
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(ControlError::Invalid(format!(
+            "context name is {} bytes long; at most {NAME_BYTES_MAX} are allowed",
+            name.len()
+        )));
+    }
+    if !name.bytes().all(is_context_byte) {
+        return Err(ControlError::Invalid(format!(
+            "context name {name:?} may only hold ASCII letters, digits, '_', '-' and '.'"
+        )));
+    }
+    if name.starts_with('_') {
+        return Err(ControlError::Invalid(format!(
+            "context name {name:?} must not start with '_' (reserved)"
+        )));
+    }
+    Ok(())
+}
+
+/// The context of a role grant: `*` (every context) or a context name. Unlike
+/// [`validate_context_name`] a leading `_` is accepted, because Axon grants roles on `_admin`.
+pub(crate) fn validate_grant_context(context: &str) -> Result<()> {
+    if context == "*" {
+        return Ok(());
+    }
+    if context.is_empty() || context.len() > NAME_BYTES_MAX || !context.bytes().all(is_context_byte) {
+        return Err(ControlError::Invalid(format!(
+            "grant context {context:?} must be \"*\" or a context name (1 to {NAME_BYTES_MAX} ASCII letters, \
+             digits, '_', '-', '.')"
+        )));
+    }
+    Ok(())
+}
+
+/// Names of users, applications and replication groups: non-empty, at most 255 bytes, no control
+/// characters (they end up in logs and HTTP headers).
+pub(crate) fn validate_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(ControlError::Invalid(format!("{kind} name must not be empty")));
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(ControlError::Invalid(format!(
+            "{kind} name is {} bytes long; at most {NAME_BYTES_MAX} are allowed",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ControlError::Invalid(format!(
+            "{kind} name {name:?} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn is_context_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_names() {
+        for good in ["default", "a", "My-Context_2.x", &"c".repeat(255)] {
+            assert!(validate_context_name(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "_admin",
+            "_x",
+            "with space",
+            "slash/",
+            "ü",
+            "tab\t",
+            &"c".repeat(256),
+            "*",
+        ] {
+            assert!(
+                matches!(validate_context_name(bad), Err(ControlError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn grant_contexts() {
+        for good in ["*", "_admin", "default", "a.b-c"] {
+            assert!(validate_grant_context(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "**", "a b", "x/y", &"c".repeat(256)] {
+            assert!(validate_grant_context(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn principal_names() {
+        for good in ["admin", "John Doe", "ünïcode", &"u".repeat(255)] {
+            assert!(validate_name("user", good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "new\nline", "nul\0", "del\u{7f}", &"u".repeat(256)] {
+            let err = validate_name("user", bad).err();
+            assert!(
+                matches!(err, Some(ControlError::Invalid(ref m)) if m.contains("user name")),
+                "{bad:?}"
+            );
+        }
+    }
+}
