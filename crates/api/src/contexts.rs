@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use myelin_store::ContextStore;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
 
@@ -57,6 +57,26 @@ impl Context {
 #[derive(Default)]
 pub struct Contexts {
     contexts: RwLock<HashMap<String, Arc<Context>>>,
+    /// Open PlatformService instruction streams per context name (connected applications).
+    clients: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Counts one connected client of a context for as long as it lives.
+pub struct ClientGuard {
+    clients: Arc<Mutex<HashMap<String, usize>>>,
+    context: String,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock();
+        if let Some(count) = clients.get_mut(&self.context) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                clients.remove(&self.context);
+            }
+        }
+    }
 }
 
 impl Contexts {
@@ -99,6 +119,20 @@ impl Contexts {
         names
     }
 
+    /// Registers a connected client (an open instruction stream) of context `name`.
+    pub fn client_connected(&self, name: &str) -> ClientGuard {
+        *self.clients.lock().entry(name.to_string()).or_default() += 1;
+        ClientGuard {
+            clients: self.clients.clone(),
+            context: name.to_string(),
+        }
+    }
+
+    /// How many clients hold an instruction stream open for context `name`.
+    pub fn connected_clients(&self, name: &str) -> usize {
+        self.clients.lock().get(name).copied().unwrap_or(0)
+    }
+
     /// The context a request is for: `AxonIQ-Context`, then `Context`, else `default`.
     pub fn resolve(&self, metadata: &MetadataMap) -> Result<Arc<Context>, ApiError> {
         let name = context_name(metadata);
@@ -130,5 +164,18 @@ mod tests {
         assert_eq!(context_name(&metadata), "modern");
         metadata.insert("axoniq-context", "".parse().expect("ascii"));
         assert_eq!(context_name(&metadata), "legacy");
+    }
+
+    #[test]
+    fn connected_clients_are_counted_while_their_guard_lives() {
+        let contexts = Contexts::new();
+        let first = contexts.client_connected("orders");
+        let second = contexts.client_connected("orders");
+        assert_eq!(contexts.connected_clients("orders"), 2);
+        assert_eq!(contexts.connected_clients("default"), 0);
+        drop(first);
+        assert_eq!(contexts.connected_clients("orders"), 1);
+        drop(second);
+        assert_eq!(contexts.connected_clients("orders"), 0);
     }
 }

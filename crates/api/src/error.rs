@@ -48,6 +48,12 @@ pub enum ApiError {
     Internal(String),
     /// A request message over the size limit.
     MessageTooLarge(String),
+    /// Access control is on and the call carries no access token.
+    TokenMissing,
+    /// The access token matches no token or application.
+    InvalidToken,
+    /// A valid token without the right the call needs.
+    PermissionDenied(String),
     Store {
         operation: Operation,
         source: StoreError,
@@ -84,6 +90,11 @@ impl ApiError {
             // RESOURCE_EXHAUSTED, as grpc-java (so Axon Server) answers an inbound message over
             // the limit; it carries no AXONIQ code there, we add PAYLOAD_TOO_LARGE's.
             ApiError::MessageTooLarge(_) => ("AXONIQ-2001", ResourceExhausted, 413),
+            // AUTHENTICATION_TOKEN_MISSING / AUTHENTICATION_INVALID_TOKEN. Upstream answers all
+            // three with PERMISSION_DENIED; the code stays upstream's, the status says which.
+            ApiError::TokenMissing => ("AXONIQ-1000", Unauthenticated, 401),
+            ApiError::InvalidToken => ("AXONIQ-1001", Unauthenticated, 401),
+            ApiError::PermissionDenied(_) => ("AXONIQ-1001", PermissionDenied, 403),
             // OTHER, upstream's code for anything unexpected.
             ApiError::Internal(_) => ("AXONIQ-0001", Internal, 500),
             ApiError::Store { operation, source } => match source {
@@ -157,7 +168,10 @@ impl fmt::Display for ApiError {
             ApiError::InvalidArgument(message)
             | ApiError::Unsupported(message)
             | ApiError::Internal(message)
-            | ApiError::MessageTooLarge(message) => f.write_str(message),
+            | ApiError::MessageTooLarge(message)
+            | ApiError::PermissionDenied(message) => f.write_str(message),
+            ApiError::TokenMissing => f.write_str("Missing AxonIQ-Access-Token"),
+            ApiError::InvalidToken => f.write_str("Invalid AxonIQ-Access-Token"),
             ApiError::ShuttingDown => f.write_str("Myelin is shutting down"),
             ApiError::Store { source, .. } => write!(f, "{source}"),
         }

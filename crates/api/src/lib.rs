@@ -1,9 +1,9 @@
-//! Myelin's network API: Axon Server's gRPC services over the stores, and the HTTP listener.
+//! Myelin's gRPC API: Axon Server's gRPC services over the stores.
 //!
 //! * [`serve`] runs the gRPC listener: `EventStore` ([`event_store`]) and `PlatformService`
 //!   ([`platform`]) for the contexts in a [`Contexts`] registry, picked per request by the
 //!   `AxonIQ-Context` header.
-//! * [`serve_http`] runs the HTTP listener (landing page; the REST API comes later).
+//! * The HTTP listener (REST API) is the `myelin-rest` crate's.
 //! * Every error reaches clients through one table ([`error`]): gRPC status, the
 //!   `AxonIQ-ErrorCode` trailer and Axon's `"[AXONIQ-xxxx] message"` text.
 //! * Events travel as the bytes the client sent, in and out ([`codec`]); the tracking stream
@@ -14,12 +14,12 @@
 //! let a client's request change anything before the whole request is known (an AppendEvent
 //! stream is stored only when it is complete).
 
+pub mod access;
 pub mod blacklist;
 pub mod codec;
 pub mod contexts;
 pub mod error;
 pub mod event_store;
-pub mod http;
 pub mod list_events;
 pub mod platform;
 pub mod request_end;
@@ -28,7 +28,6 @@ pub mod server;
 pub use contexts::{Context, Contexts};
 pub use error::{ApiError, ErrorCode};
 pub use event_store::{EventStoreLimits, EventStoreService};
-pub use http::serve_http;
 pub use platform::NodeInfoConfig;
 pub use server::{GrpcConfig, ServeError, serve, serve_with_config};
 

@@ -6,6 +6,7 @@
 //! connector treats a heartbeat without an ack as a dead server and reconnects in a loop.
 //! Instructions Axon Server SE does not handle get `success=false` with AXONIQ-1002, as there.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_proto::grpc::control::platform_inbound_instruction::Request as Inbound;
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::contexts::{ClientGuard, Contexts, context_name};
 use crate::error::{ApiError, request_error};
 
 /// UNSUPPORTED_INSTRUCTION.
@@ -62,14 +64,21 @@ impl NodeInfoConfig {
 }
 
 pub struct Platform {
+    contexts: Arc<Contexts>,
     node: NodeInfoConfig,
     heartbeat_interval: Duration,
     stopping: watch::Receiver<bool>,
 }
 
 impl Platform {
-    pub fn new(node: NodeInfoConfig, heartbeat_interval: Duration, stopping: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        contexts: Arc<Contexts>,
+        node: NodeInfoConfig,
+        heartbeat_interval: Duration,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         Platform {
+            contexts,
             node,
             heartbeat_interval,
             stopping,
@@ -96,7 +105,11 @@ impl PlatformService for Platform {
         request: Request<Streaming<PlatformInboundInstruction>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
         let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+        // The client counts as connected to its context (deleting it then needs force) for as
+        // long as the stream runs.
+        let client = self.contexts.client_connected(context_name(request.metadata()));
         let stream = InstructionStream {
+            _client: client,
             inbound: request.into_inner(),
             outbound,
             node_name: self.node.node_name.clone(),
@@ -109,6 +122,7 @@ impl PlatformService for Platform {
 }
 
 struct InstructionStream {
+    _client: ClientGuard,
     inbound: Streaming<PlatformInboundInstruction>,
     outbound: mpsc::Sender<Result<PlatformOutboundInstruction, Status>>,
     node_name: String,

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use myelin_control::AccessControl;
 use myelin_proto::server::PlatformServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -12,6 +13,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
+use crate::access::AccessLayer;
 use crate::contexts::Contexts;
 use crate::event_store::{EventStoreLimits, EventStoreService};
 use crate::platform::{NodeInfoConfig, Platform};
@@ -33,6 +35,8 @@ pub struct GrpcConfig {
     /// After the shutdown future fires, open calls get this long to finish before the server
     /// stops waiting for them. Tracking and instruction streams end at once by themselves.
     pub shutdown_grace: Duration,
+    /// Access control; `None` (or disabled) lets every call through, as Axon does by default.
+    pub access: Option<Arc<AccessControl>>,
 }
 
 impl Default for GrpcConfig {
@@ -44,6 +48,7 @@ impl Default for GrpcConfig {
             keep_alive_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            access: None,
         }
     }
 }
@@ -83,13 +88,19 @@ pub async fn serve_with_config(
         config.node.grpc_port = address.port();
     }
     let (stopping_sender, stopping) = watch::channel(false);
-    let event_store = EventStoreService::new(contexts, config.limits, stopping.clone());
-    let platform = PlatformServiceServer::new(Platform::new(config.node, config.heartbeat_interval, stopping.clone()))
-        .max_decoding_message_size(config.limits.max_message_bytes);
+    let event_store = EventStoreService::new(contexts.clone(), config.limits, stopping.clone());
+    let platform = PlatformServiceServer::new(Platform::new(
+        contexts,
+        config.node,
+        config.heartbeat_interval,
+        stopping.clone(),
+    ))
+    .max_decoding_message_size(config.limits.max_message_bytes);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
         .http2_keepalive_interval(config.keep_alive_time)
         .http2_keepalive_timeout(Some(config.keep_alive_timeout))
+        .layer(AccessLayer::new(config.access.clone()))
         .add_service(event_store)
         .add_service(platform)
         .serve_with_incoming_shutdown(incoming, async {

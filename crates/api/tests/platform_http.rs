@@ -1,4 +1,4 @@
-//! PlatformService, the HTTP landing page, and HTTP/2 keep-alive pings.
+//! PlatformService and HTTP/2 keep-alive pings.
 
 mod common;
 
@@ -13,8 +13,7 @@ use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;
 use myelin_proto::grpc::control::{
     ClientIdentification, EventProcessorInfo, Heartbeat, PlatformInboundInstruction, PlatformOutboundInstruction,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tonic::Streaming;
 
 async fn next(stream: &mut Streaming<PlatformOutboundInstruction>) -> Option<PlatformOutboundInstruction> {
@@ -135,33 +134,6 @@ async fn open_stream_acks_instructions_and_sends_heartbeats() {
         assert!(matches!(instruction.request, Some(Outbound::Heartbeat(_))));
     }
     server.stop().await;
-}
-
-#[tokio::test]
-async fn http_root_answers_200_with_a_landing_page() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(myelin_api::serve_http(listener, async move {
-        let _ = stopped.await;
-    }));
-    let mut connection = TcpStream::connect(address).await.expect("connect");
-    connection
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut response = String::new();
-    connection.read_to_string(&mut response).await.expect("read");
-    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(response.contains("text/html"), "{response}");
-    assert!(response.contains("Myelin"), "{response}");
-    assert!(response.contains(env!("CARGO_PKG_VERSION")), "{response}");
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("stops in time")
-        .expect("task")
-        .expect("serves cleanly");
 }
 
 /// Clients ping about once a second; a burst far denser than that must not earn a GOAWAY.

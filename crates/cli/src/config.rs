@@ -42,6 +42,10 @@ pub mod key {
     pub const SEQUENCE_CACHE_ENTRIES: &str = "myelin.sequence-cache-entries";
     pub const INDEX_CACHE_BYTES: &str = "myelin.index-cache-bytes";
     pub const BIND_ADDRESS: &str = "myelin.bind-address";
+    pub const ACCESS_CONTROL_ENABLED: &str = "axoniq.axonserver.accesscontrol.enabled";
+    pub const ACCESS_CONTROL_TOKEN: &str = "axoniq.axonserver.accesscontrol.token";
+    pub const ACCESS_CONTROL_ADMIN_TOKEN: &str = "axoniq.axonserver.accesscontrol.admin-token";
+    pub const DISK_SPACE_THRESHOLD: &str = "myelin.disk-space-threshold";
 }
 
 /// Every property Myelin reads. The README's configuration table mirrors this list (a test
@@ -68,6 +72,10 @@ pub const PROPERTIES: &[&str] = &[
     key::SEQUENCE_CACHE_ENTRIES,
     key::INDEX_CACHE_BYTES,
     key::BIND_ADDRESS,
+    key::ACCESS_CONTROL_ENABLED,
+    key::ACCESS_CONTROL_TOKEN,
+    key::ACCESS_CONTROL_ADMIN_TOKEN,
+    key::DISK_SPACE_THRESHOLD,
 ];
 
 /// The file name Axon Server reads (it sets `spring.config.name=axonserver`).
@@ -75,6 +83,8 @@ pub const PROPERTIES_FILE_NAME: &str = "axonserver.properties";
 
 /// Axon Server's storage default for events, snapshots and the control database.
 const DEFAULT_DATA_DIR: &str = "./data";
+/// Free disk space below which health reports WARN.
+const DEFAULT_DISK_SPACE_THRESHOLD_BYTES: u64 = 1024 * 1024 * 1024;
 /// Axon Server's `StorageProperties.segmentSize`.
 const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 256 * 1024 * 1024;
 /// Axon Server's `StorageProperties.forceInterval`.
@@ -205,6 +215,14 @@ pub struct Config {
     pub index_cache_bytes: usize,
     /// Address both listeners bind to (`0.0.0.0`: every interface, as Axon Server does).
     pub bind_address: std::net::IpAddr,
+    /// Whether every call needs credentials (`axoniq.axonserver.accesscontrol.enabled`).
+    pub access_control: bool,
+    /// Token with read and write rights on every context.
+    pub access_token: Option<String>,
+    /// Token with admin rights.
+    pub admin_token: Option<String>,
+    /// Free space below which the health endpoint's disk-space detail turns WARN.
+    pub disk_space_threshold_bytes: u64,
     /// The properties files that were read, in the order applied.
     pub files_read: Vec<PathBuf>,
 }
@@ -265,6 +283,34 @@ impl Config {
     /// The directory holding one context's files of one kind: `<storage>/<context>`.
     pub fn context_dir(&self, kind: StoreKind, context: &str) -> PathBuf {
         self.storage(kind).storage_dir.join(context)
+    }
+
+    /// Resolves every relative directory against `cwd` (dropping `.` components), so paths the
+    /// server logs and reports (backup listings above all) are absolute.
+    pub fn make_paths_absolute(&mut self, cwd: &Path) {
+        for path in [
+            &mut self.events.storage_dir,
+            &mut self.snapshots.storage_dir,
+            &mut self.controldb_path,
+            &mut self.controldb_backup_location,
+        ] {
+            let relative: PathBuf = path
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            *path = cwd.join(relative);
+        }
+    }
+
+    /// The directories whose free space matters: event and snapshot storage, control database.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![
+            self.events.storage_dir.clone(),
+            self.snapshots.storage_dir.clone(),
+            self.controldb_path.clone(),
+        ];
+        dirs.dedup();
+        dirs
     }
 
     /// One line for the startup log.
@@ -512,6 +558,14 @@ impl Settings {
             sequence_cache_entries: self.count(key::SEQUENCE_CACHE_ENTRIES, defaults.sequence_cache_entries, 1)?,
             index_cache_bytes: self.usize_size(key::INDEX_CACHE_BYTES, defaults.index_cache_bytes, 0)?,
             bind_address: self.ip_address(key::BIND_ADDRESS)?,
+            access_control: self.flag(key::ACCESS_CONTROL_ENABLED, false)?,
+            access_token: self.optional_text(key::ACCESS_CONTROL_TOKEN),
+            admin_token: self.optional_text(key::ACCESS_CONTROL_ADMIN_TOKEN),
+            disk_space_threshold_bytes: self.size(
+                key::DISK_SPACE_THRESHOLD,
+                DEFAULT_DISK_SPACE_THRESHOLD_BYTES,
+                0..=u64::MAX,
+            )?,
             files_read: Vec::new(),
         })
     }
@@ -582,6 +636,17 @@ impl Settings {
             .trim()
             .parse::<u16>()
             .map_err(|_| self.bad_value(key, setting, "a port number from 0 to 65535 (0: any free port)"))
+    }
+
+    fn flag(&self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+        let Some(setting) = self.get(key) else {
+            return Ok(default);
+        };
+        match setting.value.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.bad_value(key, setting, "true or false")),
+        }
     }
 
     fn ip_address(&self, key: &'static str) -> Result<std::net::IpAddr, ConfigError> {
@@ -854,6 +919,44 @@ mod tests {
         assert_eq!(config.events.segment_size_bytes, 8 << 20);
         assert_eq!(config.snapshots.segment_size_bytes, 4 << 20);
         assert_eq!(config.max_transaction_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn access_control_is_off_by_default_and_configured_like_axon() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = load_ok(&Overrides::default(), &[], dir.path());
+        assert!(!config.access_control);
+        assert_eq!((config.access_token, config.admin_token), (None, None));
+        assert_eq!(config.disk_space_threshold_bytes, 1 << 30);
+
+        let dir = dir_with_properties(
+            "axoniq.axonserver.accesscontrol.enabled=true\naxoniq.axonserver.accesscontrol.token=app-token\n",
+        );
+        let vars = [("AXONIQ_AXONSERVER_ACCESSCONTROL_ADMINTOKEN", "admin-token")];
+        let config = load_ok(&sets(&[("myelin.disk-space-threshold", "5GB")]), &vars, dir.path());
+        assert!(config.access_control);
+        assert_eq!(config.access_token.as_deref(), Some("app-token"));
+        assert_eq!(config.admin_token.as_deref(), Some("admin-token"));
+        assert_eq!(config.disk_space_threshold_bytes, 5 << 30);
+
+        let bad = load(
+            &sets(&[("axoniq.axonserver.accesscontrol.enabled", "yes")]),
+            &[],
+            dir.path(),
+        )
+        .expect_err("not a boolean");
+        assert!(bad.to_string().contains("true or false"), "{bad}");
+    }
+
+    #[test]
+    fn paths_are_made_absolute_against_the_working_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = load_ok(&Overrides::default(), &[], dir.path());
+        config.make_paths_absolute(Path::new("/srv/run"));
+        assert_eq!(config.events.storage_dir, PathBuf::from("/srv/run/data"));
+        assert_eq!(config.controldb_path, PathBuf::from("/srv/run/data"));
+        assert_eq!(config.controldb_backup_location, PathBuf::from("/srv/run"));
+        assert_eq!(config.data_dirs(), vec![PathBuf::from("/srv/run/data")]);
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! Axon gRPC API and the HTTP listener until SIGTERM or SIGINT, then stop the listeners and shut
 //! every store down (flush, sync, stop its threads).
 
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use myelin_api::{Contexts, EventStoreLimits, GrpcConfig, NodeInfoConfig};
+use myelin_control::{AccessControl, ControlDb};
+use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState};
 use myelin_store::ContextStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,7 +17,9 @@ use crate::config::{Config, Overrides, StoreKind};
 
 pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot determine the working directory")?;
-    let config = Config::load(&overrides, process_env(), &cwd)?;
+    let mut config = Config::load(&overrides, process_env(), &cwd)?;
+    // Every path the server reports (backup listings above all) is absolute.
+    config.make_paths_absolute(&cwd);
     info!("myelin {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,13 +33,45 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
         ShutdownSignals::install()?
     };
 
-    let stores = open_all(&config, &cwd)?;
-    let served = runtime.block_on(serve_api(&config, &stores, &mut signals));
+    let control = Arc::new(ControlDb::open(&config.controldb_path).with_context(|| {
+        format!(
+            "cannot open the control database in {}",
+            config.controldb_path.display()
+        )
+    })?);
+    info!("control database {}", control.path().display());
+    // The configured contexts, and those created through the REST API since.
+    let mut names = config.contexts.clone();
+    for context in &config.contexts {
+        control
+            .ensure_context(context)
+            .with_context(|| format!("cannot record context {context} in the control database"))?;
+    }
+    for record in control
+        .contexts()
+        .context("cannot read contexts from the control database")?
+    {
+        if !names.contains(&record.name) {
+            names.push(record.name);
+        }
+    }
+    let stores = open_all(&config, &names)?;
+    let contexts = Arc::new(Contexts::new());
+    for (_, store) in stores {
+        contexts.insert(store);
+    }
+    let served = runtime.block_on(serve_api(&config, contexts.clone(), control, &mut signals));
     if let Err(err) = &served {
         error!("{err:#}");
     }
-    // Stores close off the async threads, after the listeners stopped taking calls.
-    shut_down_all(stores)?;
+    // Stores close off the async threads, after the listeners stopped taking calls; this
+    // includes contexts created through the REST API while serving.
+    let open: OpenStores = contexts
+        .names()
+        .into_iter()
+        .filter_map(|name| contexts.remove(&name).map(|store| (name, store)))
+        .collect();
+    shut_down_all(open)?;
     served?;
     info!("stopped cleanly");
     Ok(())
@@ -45,11 +80,12 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
 /// Runs the gRPC (Axon API) and HTTP listeners until a shutdown signal, then stops them.
 /// The bound addresses are logged as `gRPC listening on ADDR` / `HTTP listening on ADDR`, so
 /// with port 0 a supervisor (or test) learns the ports from the log.
-async fn serve_api(config: &Config, stores: &OpenStores, signals: &mut ShutdownSignals) -> anyhow::Result<()> {
-    let contexts = Arc::new(Contexts::new());
-    for (_, store) in stores {
-        contexts.insert(store.clone());
-    }
+async fn serve_api(
+    config: &Config,
+    contexts: Arc<Contexts>,
+    control: Arc<ControlDb>,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<()> {
     let bind = |port| (config.bind_address, port);
     let grpc = TcpListener::bind(bind(config.grpc_port))
         .await
@@ -69,13 +105,40 @@ async fn serve_api(config: &Config, stores: &OpenStores, signals: &mut ShutdownS
         http_port: http_address.port(),
         version: 0,
     };
+    let access = Arc::new(AccessControl::new(
+        config.access_control,
+        config.access_token.clone(),
+        config.admin_token.clone(),
+        control.clone(),
+    ));
+    if access.enabled() {
+        info!("access control enabled: every call needs credentials");
+    }
     let limits = EventStoreLimits {
         max_message_bytes: usize::try_from(config.max_message_size_bytes).unwrap_or(usize::MAX),
         max_transaction_bytes: config.max_transaction_bytes,
     };
+    let rest = Arc::new(RestState {
+        contexts: contexts.clone(),
+        control,
+        access: access.clone(),
+        provisioner: Arc::new(StoreProvisioner { config: config.clone() }),
+        config: RestConfig {
+            node: NodeDescription {
+                name: node.node_name.clone(),
+                host_name: node.host_name.clone(),
+                grpc_port: node.grpc_port,
+                http_port: node.http_port,
+            },
+            controldb_backup_location: config.controldb_backup_location.clone(),
+            data_dirs: config.data_dirs(),
+            disk_space_threshold: config.disk_space_threshold_bytes,
+        },
+    });
     let grpc_config = GrpcConfig {
         node,
         limits,
+        access: Some(access),
         ..GrpcConfig::default()
     };
 
@@ -89,7 +152,7 @@ async fn serve_api(config: &Config, stores: &OpenStores, signals: &mut ShutdownS
         grpc_config,
         stopped(stopping.clone()),
     ));
-    let mut http_task = tokio::spawn(myelin_api::serve_http(http, stopped(stopping)));
+    let mut http_task = tokio::spawn(myelin_rest::serve(http, rest, stopped(stopping)));
     tokio::select! {
         signal = signals.recv() => info!("received {signal}, shutting down"),
         ended = &mut grpc_task => return Err(anyhow!("gRPC listener stopped unexpectedly: {}", describe(ended))),
@@ -105,6 +168,30 @@ async fn serve_api(config: &Config, stores: &OpenStores, signals: &mut ShutdownS
         .context("HTTP listener task failed")?
         .context("HTTP listener failed")?;
     Ok(())
+}
+
+/// Opens and deletes the stores of contexts created and deleted through the REST API, in the
+/// configured storage directories.
+struct StoreProvisioner {
+    config: Config,
+}
+
+impl Provisioner for StoreProvisioner {
+    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
+        open_context(&self.config, name).map_err(|e| format!("{e:#}"))
+    }
+
+    fn delete_context_data(&self, name: &str) -> Result<(), String> {
+        for kind in [StoreKind::Events, StoreKind::Snapshots] {
+            let dir = self.config.context_dir(kind, name);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => info!("context {name}: deleted {}", dir.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot delete {}: {e}", dir.display())),
+            }
+        }
+        Ok(())
+    }
 }
 
 fn describe<E: std::fmt::Display>(ended: Result<Result<(), E>, tokio::task::JoinError>) -> String {
@@ -132,39 +219,42 @@ fn process_env() -> impl Iterator<Item = (String, String)> {
 
 type OpenStores = Vec<(String, Arc<ContextStore>)>;
 
+/// Opens the stores of one context in the configured directories.
+fn open_context(config: &Config, context: &str) -> anyhow::Result<Arc<ContextStore>> {
+    let events_dir = config.context_dir(StoreKind::Events, context);
+    let snapshots_dir = config.context_dir(StoreKind::Snapshots, context);
+    let store = ContextStore::open(
+        context,
+        events_dir.clone(),
+        snapshots_dir.clone(),
+        config.store_config(StoreKind::Events),
+        config.store_config(StoreKind::Snapshots),
+    )
+    .with_context(|| {
+        format!(
+            "cannot open context {context} (events in {}, snapshots in {})",
+            events_dir.display(),
+            snapshots_dir.display()
+        )
+    })?;
+    let last_token = store.last_token();
+    info!(
+        "context {context}: events in {}, snapshots in {}, last token {last_token}{}",
+        events_dir.display(),
+        snapshots_dir.display(),
+        if last_token < 0 { " (empty)" } else { "" },
+    );
+    Ok(store)
+}
+
 /// Opens each context in turn. If one fails, the ones already open are shut down before the
 /// error is returned, so their last appends are synced either way.
-fn open_all(config: &Config, cwd: &Path) -> anyhow::Result<OpenStores> {
-    let events = config.store_config(StoreKind::Events);
-    let snapshots = config.store_config(StoreKind::Snapshots);
-    let mut stores = OpenStores::with_capacity(config.contexts.len());
-    for context in &config.contexts {
-        let events_dir = config.context_dir(StoreKind::Events, context);
-        let snapshots_dir = config.context_dir(StoreKind::Snapshots, context);
-        let opened = ContextStore::open(
-            context,
-            events_dir.clone(),
-            snapshots_dir.clone(),
-            events.clone(),
-            snapshots.clone(),
-        );
-        match opened {
-            Ok(store) => {
-                let last_token = store.last_token();
-                info!(
-                    "context {context}: events in {}, snapshots in {}, last token {last_token}{}",
-                    absolute(cwd, &events_dir),
-                    absolute(cwd, &snapshots_dir),
-                    if last_token < 0 { " (empty)" } else { "" },
-                );
-                stores.push((context.clone(), store));
-            }
-            Err(err) => {
-                let failure = anyhow!(
-                    "cannot open context {context} (events in {}, snapshots in {}): {err}",
-                    absolute(cwd, &events_dir),
-                    absolute(cwd, &snapshots_dir),
-                );
+fn open_all(config: &Config, contexts: &[String]) -> anyhow::Result<OpenStores> {
+    let mut stores = OpenStores::with_capacity(contexts.len());
+    for context in contexts {
+        match open_context(config, context) {
+            Ok(store) => stores.push((context.clone(), store)),
+            Err(failure) => {
                 if let Err(shutdown) = shut_down_all(stores) {
                     error!("{shutdown:#}");
                 }
@@ -192,13 +282,6 @@ fn shut_down_all(stores: OpenStores) -> anyhow::Result<()> {
     } else {
         Err(anyhow!("shutdown failed for context(s) {}", failed.join(", ")))
     }
-}
-
-/// For log lines: relative paths are resolved against the working directory (dropping `.`
-/// components), so an operator reading the log knows exactly where the files are.
-fn absolute(cwd: &Path, path: &Path) -> String {
-    let relative: PathBuf = path.components().filter(|c| !matches!(c, Component::CurDir)).collect();
-    cwd.join(relative).display().to_string()
 }
 
 #[cfg(unix)]

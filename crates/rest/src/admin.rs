@@ -1,0 +1,548 @@
+//! Administration: contexts, users and applications, with Axon Server's paths and JSON shapes,
+//! and `/v1/public/me`.
+//!
+//! Contexts live in the control database and in the registry the gRPC API serves from. Creating
+//! one opens its stores before it becomes visible; deleting one refuses while clients use it
+//! (open tracking streams or platform connections) unless `force=true`, shuts its stores down
+//! (flushing and syncing what was acknowledged) and, unless `preserveEventStore=true`, deletes
+//! its files, as Axon's `DELETE /v1/context/{name}` does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use myelin_control::{ApplicationRecord, Grant, Principal, Role, UserRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::SharedState;
+use crate::error::{ErrorBody, RestError, blocking};
+
+/// One context as `GET /v1/public/context` describes it (Axon EE's shape).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextJson {
+    pub context: String,
+    pub meta_data: BTreeMap<String, String>,
+    pub nodes: Vec<String>,
+    pub leader: String,
+    pub roles: Vec<NodeRoleJson>,
+    pub pending_since: i64,
+    pub change_pending: bool,
+    /// When the context was created (epoch ms), if the control database knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeRoleJson {
+    pub role: String,
+    pub node: String,
+}
+
+/// A context with what the store says about it (`GET /v1/context`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextDetailJson {
+    #[serde(flatten)]
+    pub context: ContextJson,
+    pub first_token: i64,
+    pub last_token: i64,
+    pub tracking_streams: usize,
+    pub connected_clients: usize,
+    /// Why appends are refused, if they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poisoned: Option<String>,
+}
+
+async fn context_records(state: &SharedState) -> Result<HashMap<String, myelin_control::ContextRecord>, RestError> {
+    let control = state.control.clone();
+    let records = blocking(move || Ok(control.contexts()?)).await?;
+    Ok(records.into_iter().map(|r| (r.name.clone(), r)).collect())
+}
+
+fn context_json(state: &SharedState, name: &str, record: Option<&myelin_control::ContextRecord>) -> ContextJson {
+    let node = state.config.node.name.clone();
+    ContextJson {
+        context: name.to_string(),
+        meta_data: record.map(|r| r.metadata.clone()).unwrap_or_default(),
+        nodes: vec![node.clone()],
+        leader: node.clone(),
+        roles: vec![NodeRoleJson {
+            role: "PRIMARY".to_string(),
+            node,
+        }],
+        pending_since: 0,
+        change_pending: false,
+        created_at: record.map(|r| r.created_at_ms),
+    }
+}
+
+/// The contexts this node serves.
+#[utoipa::path(get, path = "/v1/public/context", tag = "admin", responses((status = OK, body = Vec<ContextJson>)))]
+pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextJson>>, RestError> {
+    let records = context_records(&state).await?;
+    let names = state.contexts.names();
+    Ok(Json(
+        names
+            .iter()
+            .map(|name| context_json(&state, name, records.get(name)))
+            .collect(),
+    ))
+}
+
+/// The contexts with their store's state.
+#[utoipa::path(get, path = "/v1/context", tag = "admin", responses((status = OK, body = Vec<ContextDetailJson>)))]
+pub async fn list_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextDetailJson>>, RestError> {
+    let records = context_records(&state).await?;
+    let details = state
+        .contexts
+        .names()
+        .iter()
+        .filter_map(|name| {
+            let context = state.contexts.get(name)?;
+            let store = context.store();
+            Some(ContextDetailJson {
+                context: context_json(&state, name, records.get(name)),
+                first_token: store.first_token(),
+                last_token: store.last_token(),
+                tracking_streams: context.tracking_streams(),
+                connected_clients: state.contexts.connected_clients(name),
+                poisoned: store.poisoned(),
+            })
+        })
+        .collect();
+    Ok(Json(details))
+}
+
+/// Body of `POST /v1/context`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateContextJson {
+    pub context: String,
+    #[serde(default)]
+    pub meta_data: BTreeMap<String, String>,
+}
+
+/// Creates a context and opens its stores.
+#[utoipa::path(
+    post,
+    path = "/v1/context",
+    tag = "admin",
+    request_body = CreateContextJson,
+    responses(
+        (status = OK, description = "Created; its stores are open"),
+        (status = BAD_REQUEST, description = "Invalid name", body = ErrorBody),
+        (status = CONFLICT, description = "The context exists", body = ErrorBody),
+    )
+)]
+pub async fn create_context(
+    State(state): State<SharedState>,
+    Json(body): Json<CreateContextJson>,
+) -> Result<StatusCode, RestError> {
+    let name = body.context;
+    if state.contexts.get(&name).is_some() {
+        return Err(RestError::Conflict(format!("Context {name} already exists")));
+    }
+    let worker = state.clone();
+    let store = blocking(move || {
+        worker.control.create_context(&name, &body.meta_data)?;
+        match worker.provisioner.open_context(&name) {
+            Ok(store) => Ok(store),
+            Err(reason) => {
+                // Leave no record of a context whose stores could not be opened.
+                if let Err(e) = worker.control.delete_context(&name) {
+                    tracing::error!(context = %name, "cannot roll back the context record: {e}");
+                }
+                Err(RestError::Internal(format!(
+                    "cannot open the stores of context {name}: {reason}"
+                )))
+            }
+        }
+    })
+    .await?;
+    tracing::info!(context = store.name(), "context created");
+    state.contexts.insert(store);
+    Ok(StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteContextParams {
+    #[serde(default)]
+    pub preserve_event_store: bool,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Deletes a context.
+#[utoipa::path(
+    delete,
+    path = "/v1/context/{name}",
+    tag = "admin",
+    params(
+        ("name" = String, Path, description = "The context"),
+        ("preserveEventStore" = Option<bool>, Query, description = "Keep the event and snapshot files (default false)"),
+        ("force" = Option<bool>, Query, description = "Delete even while clients use it (default false)"),
+    ),
+    responses(
+        (status = OK, description = "Deleted"),
+        (status = NOT_FOUND, body = ErrorBody),
+        (status = CONFLICT, description = "Clients use the context", body = ErrorBody),
+    )
+)]
+pub async fn delete_context(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    Query(params): Query<DeleteContextParams>,
+) -> Result<StatusCode, RestError> {
+    let context = state
+        .contexts
+        .get(&name)
+        .ok_or_else(|| RestError::NotFound(format!("Context {name} not found")))?;
+    let (streams, clients) = (context.tracking_streams(), state.contexts.connected_clients(&name));
+    if (streams > 0 || clients > 0) && !params.force {
+        return Err(RestError::Conflict(format!(
+            "Context {name} is in use ({streams} tracking streams, {clients} connected clients); \
+             pass force=true to delete it anyway"
+        )));
+    }
+    let Some(store) = state.contexts.remove(&name) else {
+        return Err(RestError::NotFound(format!("Context {name} not found")));
+    };
+    drop(context);
+    let worker = state.clone();
+    let preserve = params.preserve_event_store;
+    blocking(move || {
+        store
+            .shutdown()
+            .map_err(|e| RestError::Internal(format!("cannot shut down the stores of {name}: {e}")))?;
+        drop(store);
+        worker.control.delete_context(&name)?;
+        if !preserve {
+            worker
+                .provisioner
+                .delete_context_data(&name)
+                .map_err(|e| RestError::Internal(format!("cannot delete the files of {name}: {e}")))?;
+        }
+        tracing::info!(context = %name, preserve_event_store = preserve, "context deleted");
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+/// A role on a context: `{"context": "default", "role": "READ"}`. `"*"` is every context.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct RoleJson {
+    pub context: String,
+    pub role: String,
+}
+
+/// A role as Axon SE wrote it (`"ADMIN"`, every context) or EE writes it (an object); also
+/// `"ROLE@context"`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RoleSpec {
+    Text(String),
+    Object(RoleJson),
+}
+
+fn grant(spec: RoleSpec) -> Result<Grant, RestError> {
+    let (role, context) = match spec {
+        RoleSpec::Text(text) => match text.split_once('@') {
+            Some((role, context)) => (role.to_string(), context.to_string()),
+            None => (text, "*".to_string()),
+        },
+        RoleSpec::Object(json) => (json.role, json.context),
+    };
+    let role: Role = role.parse().map_err(|_| {
+        RestError::BadRequest(format!(
+            "Unknown role '{role}'; accepted: ADMIN, READ, WRITE, USE_CONTEXT"
+        ))
+    })?;
+    Ok(Grant { context, role })
+}
+
+fn role_json(grant: &Grant) -> RoleJson {
+    RoleJson {
+        context: grant.context.clone(),
+        role: grant.role.to_string(),
+    }
+}
+
+/// A user as listed (never with its password).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserJson {
+    pub user_name: String,
+    pub roles: Vec<RoleJson>,
+}
+
+fn user_json(user: &UserRecord) -> UserJson {
+    UserJson {
+        user_name: user.name.clone(),
+        roles: user.roles.iter().map(role_json).collect(),
+    }
+}
+
+/// Body of `POST /v1/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUserJson {
+    pub user_name: String,
+    pub password: String,
+    #[serde(default)]
+    pub roles: Vec<RoleSpec>,
+}
+
+async fn users(state: &SharedState) -> Result<Json<Vec<UserJson>>, RestError> {
+    let control = state.control.clone();
+    let users = blocking(move || Ok(control.users()?)).await?;
+    Ok(Json(users.iter().map(user_json).collect()))
+}
+
+/// The users.
+#[utoipa::path(get, path = "/v1/users", tag = "admin", responses((status = OK, body = Vec<UserJson>)))]
+pub async fn list_users(State(state): State<SharedState>) -> Result<Json<Vec<UserJson>>, RestError> {
+    users(&state).await
+}
+
+/// The users (Axon's public path).
+#[utoipa::path(get, path = "/v1/public/users", tag = "admin", responses((status = OK, body = Vec<UserJson>)))]
+pub async fn public_users(State(state): State<SharedState>) -> Result<Json<Vec<UserJson>>, RestError> {
+    users(&state).await
+}
+
+/// Creates a user, or replaces its password and roles.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "admin",
+    request_body = CreateUserJson,
+    responses((status = OK, description = "Stored"), (status = BAD_REQUEST, body = ErrorBody))
+)]
+pub async fn upsert_user(
+    State(state): State<SharedState>,
+    Json(body): Json<CreateUserJson>,
+) -> Result<StatusCode, RestError> {
+    let grants = body.roles.into_iter().map(grant).collect::<Result<Vec<_>, _>>()?;
+    let control = state.control.clone();
+    blocking(move || Ok(control.upsert_user(&body.user_name, &body.password, &grants)?)).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Deletes a user.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "The user")),
+    responses((status = OK, description = "Deleted"), (status = NOT_FOUND, body = ErrorBody))
+)]
+pub async fn delete_user(State(state): State<SharedState>, Path(name): Path<String>) -> Result<StatusCode, RestError> {
+    let control = state.control.clone();
+    let deleted = blocking(move || Ok(control.delete_user(&name).map(|deleted| (deleted, name))?)).await?;
+    match deleted {
+        (true, _) => Ok(StatusCode::OK),
+        (false, name) => Err(RestError::NotFound(format!("User {name} not found"))),
+    }
+}
+
+/// An application's roles on one context (Axon EE's shape).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ApplicationRolesJson {
+    pub context: String,
+    pub roles: Vec<String>,
+}
+
+/// An application as listed (never with its token).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationJson {
+    pub name: String,
+    pub description: String,
+    pub roles: Vec<ApplicationRolesJson>,
+    pub created_at: i64,
+}
+
+fn application_json(application: &ApplicationRecord) -> ApplicationJson {
+    let mut by_context: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for grant in &application.roles {
+        by_context
+            .entry(&grant.context)
+            .or_default()
+            .push(grant.role.to_string());
+    }
+    ApplicationJson {
+        name: application.name.clone(),
+        description: application.description.clone(),
+        roles: by_context
+            .into_iter()
+            .map(|(context, roles)| ApplicationRolesJson {
+                context: context.to_string(),
+                roles,
+            })
+            .collect(),
+        created_at: application.created_at_ms,
+    }
+}
+
+/// Body of `POST /v1/applications`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateApplicationJson {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub roles: Vec<ApplicationRolesJson>,
+    /// Not accepted: Myelin generates every token, so that each is long and random.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+async fn applications(state: &SharedState) -> Result<Json<Vec<ApplicationJson>>, RestError> {
+    let control = state.control.clone();
+    let applications = blocking(move || Ok(control.applications()?)).await?;
+    Ok(Json(applications.iter().map(application_json).collect()))
+}
+
+/// The applications.
+#[utoipa::path(get, path = "/v1/applications", tag = "admin", responses((status = OK, body = Vec<ApplicationJson>)))]
+pub async fn list_applications(State(state): State<SharedState>) -> Result<Json<Vec<ApplicationJson>>, RestError> {
+    applications(&state).await
+}
+
+/// The applications (Axon's public path).
+#[utoipa::path(get, path = "/v1/public/applications", tag = "admin", responses((status = OK, body = Vec<ApplicationJson>)))]
+pub async fn public_applications(State(state): State<SharedState>) -> Result<Json<Vec<ApplicationJson>>, RestError> {
+    applications(&state).await
+}
+
+fn token_response(token: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token)
+}
+
+/// Registers an application and answers its token (shown once; only a hash is kept).
+#[utoipa::path(
+    post,
+    path = "/v1/applications",
+    tag = "admin",
+    request_body = CreateApplicationJson,
+    responses(
+        (status = OK, description = "The new token", body = String, content_type = "text/plain"),
+        (status = BAD_REQUEST, body = ErrorBody),
+        (status = CONFLICT, description = "The application exists", body = ErrorBody),
+    )
+)]
+pub async fn create_application(
+    State(state): State<SharedState>,
+    Json(body): Json<CreateApplicationJson>,
+) -> Result<impl IntoResponse, RestError> {
+    if body.token.is_some() {
+        return Err(RestError::BadRequest(
+            "Myelin generates application tokens; leave 'token' out and use the answer".to_string(),
+        ));
+    }
+    let mut grants = Vec::new();
+    for roles in body.roles {
+        for role in roles.roles {
+            grants.push(grant(RoleSpec::Object(RoleJson {
+                context: roles.context.clone(),
+                role,
+            }))?);
+        }
+    }
+    let control = state.control.clone();
+    let token = blocking(move || Ok(control.create_application(&body.name, &body.description, &grants)?)).await?;
+    Ok(token_response(token))
+}
+
+/// Deletes an application; its token stops working.
+#[utoipa::path(
+    delete,
+    path = "/v1/applications/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "The application")),
+    responses((status = OK, description = "Deleted"), (status = NOT_FOUND, body = ErrorBody))
+)]
+pub async fn delete_application(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, RestError> {
+    let control = state.control.clone();
+    let deleted = blocking(move || Ok(control.delete_application(&name).map(|deleted| (deleted, name))?)).await?;
+    match deleted {
+        (true, _) => Ok(StatusCode::OK),
+        (false, name) => Err(RestError::NotFound(format!("Application {name} not found"))),
+    }
+}
+
+/// Gives an application a new token (Axon's "renew token"); the old one stops working.
+#[utoipa::path(
+    patch,
+    path = "/v1/applications/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "The application")),
+    responses((status = OK, description = "The new token", body = String, content_type = "text/plain"), (status = NOT_FOUND, body = ErrorBody))
+)]
+pub async fn rotate_application_token(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, RestError> {
+    let control = state.control.clone();
+    let token = blocking(move || Ok(control.rotate_token(&name)?)).await?;
+    Ok(token_response(token))
+}
+
+/// This node (Axon's `/v1/public/me`), plus who is asking.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeJson {
+    pub authentication: bool,
+    pub clustered: bool,
+    pub ssl: bool,
+    pub admin_node: bool,
+    pub development_mode: bool,
+    pub storage_context_names: Vec<String>,
+    pub context_names: Vec<String>,
+    pub name: String,
+    pub host_name: String,
+    pub internal_host_name: String,
+    pub grpc_internal_port: u16,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub version: String,
+    /// The caller's name and roles.
+    pub user: UserJson,
+}
+
+/// This node and the caller.
+#[utoipa::path(get, path = "/v1/public/me", tag = "status", responses((status = OK, body = MeJson)))]
+pub async fn me(State(state): State<SharedState>, Extension(principal): Extension<Principal>) -> Json<MeJson> {
+    let names = state.contexts.names();
+    let node = &state.config.node;
+    Json(MeJson {
+        authentication: state.access.enabled(),
+        clustered: false,
+        ssl: false,
+        admin_node: true,
+        development_mode: false,
+        storage_context_names: names.clone(),
+        context_names: names,
+        name: node.name.clone(),
+        host_name: node.host_name.clone(),
+        internal_host_name: node.host_name.clone(),
+        grpc_internal_port: 8224,
+        grpc_port: node.grpc_port,
+        http_port: node.http_port,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        user: UserJson {
+            user_name: principal.name.clone(),
+            roles: principal.grants.iter().map(role_json).collect(),
+        },
+    })
+}

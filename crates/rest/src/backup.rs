@@ -1,0 +1,307 @@
+//! Axon Server's backup endpoints, with upstream's paths, parameter names and answers.
+//!
+//! A consistent backup takes, in this order: the control database (`createControlDbBackup`),
+//! the replication-log segments (`/v1/backup/log/filenames`; a single node has none), then per
+//! context and type the closed segments past the last one already copied, plus the active
+//! segment, copied afresh every time and never used as the incremental marker.
+//!
+//! Listings come from the store, which includes a closed segment only once its data, index and
+//! bloom files are complete and synced; a segment being rolled is never listed half-written.
+//! Every request is written to the control database's backup history.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use myelin_control::BackupRecord;
+use myelin_store::{ContextStore, SegmentKind};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::SharedState;
+use crate::error::{ErrorBody, RestError, blocking};
+
+/// The values `type` accepts (case-insensitive).
+pub const SEGMENT_TYPES: &[&str] = &["EVENT", "SNAPSHOT"];
+
+type Params = Query<HashMap<String, String>>;
+
+/// The `type` parameter: EVENT or SNAPSHOT, any case; required.
+pub fn segment_type(params: &HashMap<String, String>) -> Result<SegmentKind, RestError> {
+    let value = params
+        .get("type")
+        .ok_or_else(|| RestError::bad_parameter("type", "Missing required parameter 'type'", SEGMENT_TYPES))?;
+    match value.to_ascii_uppercase().as_str() {
+        "EVENT" => Ok(SegmentKind::Events),
+        "SNAPSHOT" => Ok(SegmentKind::Snapshots),
+        _ => Err(RestError::bad_parameter(
+            "type",
+            format!("Invalid value '{value}' for parameter 'type'"),
+            SEGMENT_TYPES,
+        )),
+    }
+}
+
+/// An integer parameter with a default.
+fn integer(params: &HashMap<String, String>, name: &'static str, default: i64) -> Result<i64, RestError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|_| {
+            RestError::bad_parameter(
+                name,
+                format!("Invalid value '{value}' for parameter '{name}': expected an integer"),
+                &["an integer"],
+            )
+        }),
+    }
+}
+
+fn context_param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(myelin_api::contexts::DEFAULT_CONTEXT)
+}
+
+fn type_name(kind: SegmentKind) -> &'static str {
+    match kind {
+        SegmentKind::Events => "EVENT",
+        SegmentKind::Snapshots => "SNAPSHOT",
+    }
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Closed segments with a segment number (first token) above `marker`: each data file followed
+/// by its index and bloom files, oldest first. Also returns the newest closed segment's number.
+fn closed_after(store: &ContextStore, kind: SegmentKind, marker: i64) -> (Vec<String>, i64, String) {
+    let (closed, active) = store.segment_files(kind);
+    let last_closed = closed
+        .last()
+        .map(|(first, _)| i64::try_from(*first).unwrap_or(i64::MAX))
+        .unwrap_or(-1);
+    let files = closed
+        .into_iter()
+        .filter(|(first, _)| i64::try_from(*first).map_or(true, |first| first > marker))
+        .flat_map(|(_, files)| files)
+        .map(|path| path_text(&path))
+        .collect();
+    (files, last_closed, path_text(&active))
+}
+
+async fn record(state: &SharedState, record: BackupRecord) -> Result<(), RestError> {
+    let control = state.control.clone();
+    blocking(move || Ok(control.record_backup(&record)?)).await
+}
+
+fn last_event_token(store: &ContextStore, kind: SegmentKind) -> Option<i64> {
+    (kind == SegmentKind::Events).then(|| store.last_token())
+}
+
+/// Closed segment files past a marker (deprecated upstream, kept for existing scripts).
+#[utoipa::path(
+    get,
+    path = "/v1/backup/filenames",
+    tag = "backup",
+    params(
+        ("context" = Option<String>, Query, description = "Context, default `default`"),
+        ("type" = String, Query, description = "EVENT or SNAPSHOT, case-insensitive"),
+        ("lastSegmentBackedUp" = Option<i64>, Query, description = "Segment number already backed up, default -1"),
+        ("lastVersionBackedUp" = Option<i32>, Query, description = "Version of that segment, default 0"),
+    ),
+    responses(
+        (status = OK, description = "Absolute paths of the closed segment files (data, index, bloom) past the marker; [] for an unknown context", body = Vec<String>),
+        (status = BAD_REQUEST, description = "Bad or missing parameter", body = ErrorBody),
+    )
+)]
+pub async fn filenames(
+    State(state): State<SharedState>,
+    Query(params): Params,
+) -> Result<Json<Vec<String>>, RestError> {
+    let kind = segment_type(&params)?;
+    let marker = integer(&params, "lastSegmentBackedUp", -1)?;
+    integer(&params, "lastVersionBackedUp", 0)?;
+    let name = context_param(&params, "context");
+    let Some(context) = state.contexts.get(name) else {
+        return Ok(Json(Vec::new()));
+    };
+    let store = context.store();
+    let (files, last_closed, _) = closed_after(store, kind, marker);
+    record(
+        &state,
+        BackupRecord {
+            time_ms: now_ms(),
+            kind: "filenames".to_string(),
+            context: Some(name.to_string()),
+            segment_type: Some(type_name(kind).to_string()),
+            last_closed_segment: Some(last_closed),
+            last_token: last_event_token(store, kind),
+            detail: Some(format!("lastSegmentBackedUp={marker}, {} files", files.len())),
+        },
+    )
+    .await?;
+    Ok(Json(files))
+}
+
+/// The answer of `/v1/backup/eventstore`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStoreBackup {
+    /// Segment number (first token) of the newest closed segment, or -1. Use it as the next
+    /// run's `lastClosedSegmentBackedUp`.
+    pub last_closed_segment: i64,
+    /// The active segment first (copy it every time, overwriting the previous copy), then the
+    /// closed segment files past the marker.
+    pub filenames: Vec<String>,
+}
+
+/// The files to back up for one context and type.
+#[utoipa::path(
+    get,
+    path = "/v1/backup/eventstore",
+    tag = "backup",
+    params(
+        ("targetContext" = Option<String>, Query, description = "Context, default `default`"),
+        ("type" = String, Query, description = "EVENT or SNAPSHOT, case-insensitive"),
+        ("lastClosedSegmentBackedUp" = Option<i64>, Query, description = "lastClosedSegment of the previous backup, default -1"),
+        ("lastClosedVersionBackedUp" = Option<i32>, Query, description = "Version of that segment, default 0"),
+    ),
+    responses(
+        (status = OK, body = EventStoreBackup),
+        (status = BAD_REQUEST, description = "Bad or missing parameter", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Unknown context (AxonIQ-ErrorCode AXONIQ-6000)", body = ErrorBody),
+    )
+)]
+pub async fn eventstore(
+    State(state): State<SharedState>,
+    Query(params): Params,
+) -> Result<Json<EventStoreBackup>, RestError> {
+    let kind = segment_type(&params)?;
+    let marker = integer(&params, "lastClosedSegmentBackedUp", -1)?;
+    integer(&params, "lastClosedVersionBackedUp", 0)?;
+    let name = context_param(&params, "targetContext");
+    let context = state
+        .contexts
+        .get(name)
+        .ok_or_else(|| RestError::NoEventStore(name.to_string()))?;
+    let store = context.store();
+    let (closed, last_closed, active) = closed_after(store, kind, marker);
+    let mut filenames = Vec::with_capacity(closed.len() + 1);
+    filenames.push(active);
+    filenames.extend(closed);
+    record(
+        &state,
+        BackupRecord {
+            time_ms: now_ms(),
+            kind: "eventstore".to_string(),
+            context: Some(name.to_string()),
+            segment_type: Some(type_name(kind).to_string()),
+            last_closed_segment: Some(last_closed),
+            last_token: last_event_token(store, kind),
+            detail: Some(format!("lastClosedSegmentBackedUp={marker}, {} files", filenames.len())),
+        },
+    )
+    .await?;
+    Ok(Json(EventStoreBackup {
+        last_closed_segment: last_closed,
+        filenames,
+    }))
+}
+
+/// Closed replication-log segments. A single node keeps no replication log, so this is `[]`.
+#[utoipa::path(
+    get,
+    path = "/v1/backup/log/filenames",
+    tag = "backup",
+    params(("context" = Option<String>, Query, description = "Context (replication group), default `default`")),
+    responses((status = OK, description = "Absolute paths of closed replication-log segments; always [] on a single node", body = Vec<String>))
+)]
+pub async fn log_filenames(
+    State(state): State<SharedState>,
+    Query(params): Params,
+) -> Result<Json<Vec<String>>, RestError> {
+    let name = context_param(&params, "context").to_string();
+    record(
+        &state,
+        BackupRecord {
+            time_ms: now_ms(),
+            kind: "log".to_string(),
+            context: Some(name),
+            segment_type: None,
+            last_closed_segment: None,
+            last_token: None,
+            detail: Some("single node: no replication log".to_string()),
+        },
+    )
+    .await?;
+    Ok(Json(Vec::new()))
+}
+
+/// Axon Server SE's path for the control-database backup.
+#[utoipa::path(
+    post,
+    path = "/createControlDbBackup",
+    tag = "backup",
+    responses((status = OK, description = "Absolute path of the new controldb<epochMillis>.zip", body = String, content_type = "text/plain"))
+)]
+pub async fn create_control_db_backup(State(state): State<SharedState>) -> Result<impl IntoResponse, RestError> {
+    control_db_backup(state).await
+}
+
+/// Axon Server EE's path for the control-database backup.
+#[utoipa::path(
+    post,
+    path = "/v1/backup/createControlDbBackup",
+    tag = "backup",
+    responses((status = OK, description = "Absolute path of the new controldb<epochMillis>.zip", body = String, content_type = "text/plain"))
+)]
+pub async fn create_control_db_backup_v1(State(state): State<SharedState>) -> Result<impl IntoResponse, RestError> {
+    control_db_backup(state).await
+}
+
+/// Takes the control-database backup: an online copy (consistent while the server keeps
+/// writing) zipped with a descriptor of what the event stores held at that moment.
+async fn control_db_backup(state: SharedState) -> Result<impl IntoResponse, RestError> {
+    let last_tokens: BTreeMap<String, i64> = state
+        .contexts
+        .names()
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), state.contexts.get(&name)?.store().last_token())))
+        .collect();
+    let descriptor = serde_json::json!({
+        "serverVersion": env!("CARGO_PKG_VERSION"),
+        "node": state.config.node.name,
+        "lastTokens": last_tokens,
+    });
+    let control = state.control.clone();
+    let location = state.config.controldb_backup_location.clone();
+    let path = blocking(move || Ok(control.backup_zip(&location, descriptor)?)).await?;
+    let path = path_text(&path);
+    record(
+        &state,
+        BackupRecord {
+            time_ms: now_ms(),
+            kind: "controldb".to_string(),
+            context: None,
+            segment_type: None,
+            last_closed_segment: None,
+            last_token: None,
+            detail: Some(path.clone()),
+        },
+    )
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], path))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,154 @@
+//! How the REST API reports errors: an HTTP status, a JSON body saying what was wrong (and, for
+//! a bad parameter, which one and what it accepts), and Axon's `AxonIQ-ErrorCode` header where
+//! Axon Server sends one.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use myelin_control::ControlError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Header naming the Axon error code of a failed request.
+pub const ERROR_CODE_HEADER: &str = "AxonIQ-ErrorCode";
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// Axon's error code, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// The request parameter that was wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<&'static str>,
+    /// What that parameter accepts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Vec<&'static str>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// A query parameter is missing or malformed.
+    #[error("{message}")]
+    BadParameter {
+        parameter: &'static str,
+        message: String,
+        accepted: Vec<&'static str>,
+    },
+    /// The request body or path is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No credentials.
+    #[error("{0}")]
+    MissingCredentials(String),
+    /// Credentials that match nothing.
+    #[error("{0}")]
+    InvalidCredentials(String),
+    /// Valid credentials without the right.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The context does not exist (Axon's NO_EVENTSTORE, answered 503 upstream).
+    #[error("No event store found for context {0}")]
+    NoEventStore(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RestError {
+    pub fn bad_parameter(parameter: &'static str, message: impl Into<String>, accepted: &[&'static str]) -> Self {
+        RestError::BadParameter {
+            parameter,
+            message: message.into(),
+            accepted: accepted.to_vec(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RestError::BadParameter { .. } | RestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RestError::MissingCredentials(_) | RestError::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
+            RestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RestError::NoEventStore(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RestError::Conflict(_) => StatusCode::CONFLICT,
+            RestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Axon's code for the error (`ErrorCode.java` upstream).
+    pub fn axon_code(&self) -> Option<&'static str> {
+        match self {
+            // AUTHENTICATION_TOKEN_MISSING, AUTHENTICATION_INVALID_TOKEN (upstream also uses
+            // the latter for a valid token without the right).
+            RestError::MissingCredentials(_) => Some("AXONIQ-1000"),
+            RestError::InvalidCredentials(_) | RestError::Forbidden(_) => Some("AXONIQ-1001"),
+            RestError::NoEventStore(_) => Some("AXONIQ-6000"),
+            RestError::Internal(_) => Some("AXONIQ-0001"),
+            _ => None,
+        }
+    }
+}
+
+impl From<ControlError> for RestError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::AlreadyExists { .. } => RestError::Conflict(error.to_string()),
+            ControlError::NotFound { .. } => RestError::NotFound(error.to_string()),
+            ControlError::Invalid(message) => RestError::BadRequest(message),
+            other => RestError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.axon_code();
+        if status.is_server_error() && !matches!(self, RestError::NoEventStore(_)) {
+            tracing::error!(%status, "REST request failed: {self}");
+        } else {
+            tracing::debug!(%status, "REST request refused: {self}");
+        }
+        let (parameter, accepted) = match &self {
+            RestError::BadParameter {
+                parameter, accepted, ..
+            } => (Some(*parameter), Some(accepted.clone())),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            code,
+            parameter,
+            accepted,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(code) = code {
+            response
+                .headers_mut()
+                .insert(ERROR_CODE_HEADER, HeaderValue::from_static(code));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Myelin\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}
+
+/// Runs blocking work (the control database, argon2, file system) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RestError> + Send + 'static,
+) -> Result<T, RestError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RestError::Internal(format!("a background task failed: {e}")))?
+}

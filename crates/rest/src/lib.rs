@@ -1,0 +1,182 @@
+//! Axon Server's REST API on the HTTP port (8024): the backup endpoints with upstream's exact
+//! shapes, context/user/application administration, health, Prometheus metrics, the OpenAPI
+//! document and Swagger UI, all behind the same access control as the gRPC API.
+//!
+//! * Every route is registered once, through [`utoipa_axum`], so the OpenAPI document at
+//!   `/v3/api-docs` is generated from the handlers and cannot list a route the router does not
+//!   serve (or miss one it does).
+//! * Every route belongs to exactly one access class ([`auth::Access`]): `Open` (only the
+//!   liveness probe), `Authenticated` (any valid credential) or `Admin`. The class is applied
+//!   as a route layer per group in [`router`], so a new route cannot be added without one.
+//! * Handlers never touch files themselves beyond listing names: the store says which segment
+//!   files are complete and durable, the control database makes its own backups.
+
+pub mod admin;
+pub mod auth;
+pub mod backup;
+pub mod error;
+pub mod health;
+pub mod metrics;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::response::{Html, IntoResponse, Redirect};
+use axum::{Router, middleware};
+use myelin_api::Contexts;
+use myelin_control::{AccessControl, ControlDb};
+use myelin_store::ContextStore;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use auth::Access;
+pub use error::RestError;
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/v3/api-docs";
+
+/// Opens and removes the stores behind contexts created and deleted through the API. The
+/// server's configuration knows where a context's files live; this crate does not.
+pub trait Provisioner: Send + Sync + 'static {
+    /// Opens (creating if needed) the stores of context `name`.
+    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String>;
+    /// Deletes the files of context `name`, whose stores are already shut down.
+    fn delete_context_data(&self, name: &str) -> Result<(), String>;
+}
+
+/// This node, as `/v1/public/me` and `/v1/public/context` describe it.
+#[derive(Debug, Clone)]
+pub struct NodeDescription {
+    pub name: String,
+    pub host_name: String,
+    pub grpc_port: u16,
+    pub http_port: u16,
+}
+
+/// Settings of the REST API.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    pub node: NodeDescription,
+    /// Absolute directory for control-database backups
+    /// (`axoniq.axonserver.controldb-backup-location`).
+    pub controldb_backup_location: PathBuf,
+    /// Directories whose free space the health endpoint reports.
+    pub data_dirs: Vec<PathBuf>,
+    /// Below this many free bytes the disk-space health detail turns WARN.
+    pub disk_space_threshold: u64,
+}
+
+/// Everything a handler can reach.
+pub struct RestState {
+    pub contexts: Arc<Contexts>,
+    pub control: Arc<ControlDb>,
+    pub access: Arc<AccessControl>,
+    pub provisioner: Arc<dyn Provisioner>,
+    pub config: RestConfig,
+}
+
+pub type SharedState = Arc<RestState>;
+
+/// Serves the REST API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "HTTP listener serving the REST API");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The whole HTTP API: every route with its access class, Swagger UI and the OpenAPI document.
+pub fn router(state: SharedState) -> Router {
+    let (router, openapi) = api_router(state.clone()).split_for_parts();
+    let docs: Router = SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, openapi).into();
+    let docs = docs
+        .route("/swagger-ui.html", axum::routing::get(swagger_ui_redirect))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Access::Authenticated),
+            auth::enforce,
+        ));
+    router.merge(docs).with_state(())
+}
+
+/// The routes that the OpenAPI document describes (all but the documentation itself).
+pub fn api_router(state: SharedState) -> OpenApiRouter {
+    let open = OpenApiRouter::new().routes(routes!(health::liveness));
+    let authenticated = OpenApiRouter::new()
+        .routes(routes!(landing_page))
+        .routes(routes!(health::health))
+        .routes(routes!(health::readiness))
+        .routes(routes!(metrics::prometheus))
+        .routes(routes!(admin::public_contexts))
+        .routes(routes!(admin::me))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Access::Authenticated),
+            auth::enforce,
+        ));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(backup::filenames))
+        .routes(routes!(backup::eventstore))
+        .routes(routes!(backup::log_filenames))
+        .routes(routes!(backup::create_control_db_backup))
+        .routes(routes!(backup::create_control_db_backup_v1))
+        .routes(routes!(admin::list_contexts, admin::create_context))
+        .routes(routes!(admin::delete_context))
+        .routes(routes!(admin::list_users, admin::upsert_user))
+        .routes(routes!(admin::public_users))
+        .routes(routes!(admin::delete_user))
+        .routes(routes!(admin::list_applications, admin::create_application))
+        .routes(routes!(admin::public_applications))
+        .routes(routes!(admin::delete_application, admin::rotate_application_token))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Access::Admin),
+            auth::enforce,
+        ));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(open)
+        .merge(authenticated)
+        .merge(admin)
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Myelin REST API",
+        description = "Axon Server's REST API: backups, administration, health and metrics."
+    ),
+    modifiers(&SecurityModifier),
+    security(("AxonIQ-Access-Token" = []), ("basic" = [])),
+    tags(
+        (name = "backup", description = "Axon Server's backup endpoints"),
+        (name = "admin", description = "Contexts, users and applications"),
+        (name = "status", description = "Health, metrics and this node")
+    )
+)]
+struct ApiDoc;
+
+use auth::SecuritySchemes as SecurityModifier;
+
+/// The landing page.
+#[utoipa::path(get, path = "/", tag = "status", responses((status = OK, description = "A small HTML page", content_type = "text/html")))]
+async fn landing_page() -> Html<String> {
+    let version = env!("CARGO_PKG_VERSION");
+    Html(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Myelin {version}</title></head>\n\
+         <body><h1>Myelin</h1><p>A drop-in Axon Server, version {version}.</p>\n\
+         <ul><li><a href=\"/swagger-ui/index.html\">REST API (Swagger UI)</a></li>\n\
+         <li><a href=\"/actuator/health\">Health</a></li>\n\
+         <li><a href=\"/actuator/prometheus\">Metrics</a></li></ul></body></html>\n"
+    ))
+}
+
+/// Axon's Swagger UI address.
+async fn swagger_ui_redirect() -> impl IntoResponse {
+    Redirect::permanent("/swagger-ui/index.html")
+}

@@ -1,0 +1,224 @@
+//! `/actuator/prometheus`: the Prometheus text format (version 0.0.4) of every context's store
+//! counters, plus the seconds since each context's last backup request.
+//!
+//! Names follow Prometheus conventions (`_total` counters, base units: seconds and bytes) and
+//! carry `context` and `family` (`events` / `snapshots`) labels. A context never backed up
+//! reports `+Inf` seconds since its last backup, so `> 86400` alerts fire for it too.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use myelin_store::{FamilyMetrics, HistogramSnapshot};
+
+use crate::SharedState;
+use crate::backup::now_ms;
+use crate::error::{RestError, blocking};
+
+/// Content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Metrics in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/actuator/prometheus",
+    tag = "status",
+    responses((status = OK, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"))
+)]
+pub async fn prometheus(State(state): State<SharedState>) -> Result<impl IntoResponse, RestError> {
+    let names = state.contexts.names();
+    let control = state.control.clone();
+    let lookup = names.clone();
+    let last_backups = blocking(move || {
+        lookup
+            .iter()
+            .map(|name| Ok(control.last_backup_ms(name)?))
+            .collect::<Result<Vec<_>, RestError>>()
+    })
+    .await?;
+    let mut families = Vec::new();
+    let mut streams = Vec::new();
+    for name in &names {
+        if let Some(context) = state.contexts.get(name) {
+            let metrics = context.store().metrics();
+            families.push((name.clone(), "events", metrics.events));
+            families.push((name.clone(), "snapshots", metrics.snapshots));
+            streams.push((name.clone(), context.tracking_streams()));
+        }
+    }
+    let now = now_ms();
+    let backups: Vec<(String, f64)> = names
+        .iter()
+        .zip(last_backups)
+        .map(|(name, last)| {
+            let age = last.map_or(f64::INFINITY, |ms| (now.saturating_sub(ms)).max(0) as f64 / 1000.0);
+            (name.clone(), age)
+        })
+        .collect();
+    let body = render(&families, &streams, &backups);
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body))
+}
+
+/// A metric's name, help text, and how to read it from a family's metrics.
+type Metric<T> = (&'static str, &'static str, fn(&FamilyMetrics) -> T);
+
+/// A histogram's name, help text, and how to find it in a family's metrics.
+type HistogramMetric = (&'static str, &'static str, fn(&FamilyMetrics) -> &HistogramSnapshot);
+
+type Labelled<'a> = &'a [(String, &'static str, FamilyMetrics)];
+
+/// Renders the exposition text.
+pub fn render(families: Labelled<'_>, streams: &[(String, usize)], backups: &[(String, f64)]) -> String {
+    let mut out = String::with_capacity(4096);
+    let counters: [Metric<u64>; 5] = [
+        (
+            "myelin_appended_transactions_total",
+            "Transactions committed (acknowledged) since start",
+            |m| m.appended_transactions,
+        ),
+        ("myelin_appended_events_total", "Events committed since start", |m| {
+            m.appended_events
+        }),
+        (
+            "myelin_appended_bytes_total",
+            "Serialized event bytes committed since start",
+            |m| m.appended_bytes,
+        ),
+        (
+            "myelin_failed_appends_total",
+            "Transactions answered with an error since start",
+            |m| m.failed_appends,
+        ),
+        (
+            "myelin_read_events_total",
+            "Events served to readers since start",
+            |m| m.read_events,
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(&mut out, name, help, "counter");
+        for (context, family, metrics) in families {
+            let _ = writeln!(
+                out,
+                "{name}{{context=\"{}\",family=\"{family}\"}} {}",
+                escape(context),
+                value(metrics)
+            );
+        }
+    }
+    let gauges: [Metric<f64>; 4] = [
+        ("myelin_segments", "Segment files (closed and active)", |m| {
+            m.segments as f64
+        }),
+        (
+            "myelin_disk_bytes",
+            "Bytes on disk in segment, index and bloom files",
+            |m| m.bytes_on_disk as f64,
+        ),
+        (
+            "myelin_last_token",
+            "Token of the newest committed entry, -1 when empty",
+            |m| m.last_token as f64,
+        ),
+        (
+            "myelin_poisoned",
+            "1 while the store refuses appends after a failed write or sync",
+            |m| {
+                if m.poisoned { 1.0 } else { 0.0 }
+            },
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(&mut out, name, help, "gauge");
+        for (context, family, metrics) in families {
+            let _ = writeln!(
+                out,
+                "{name}{{context=\"{}\",family=\"{family}\"}} {}",
+                escape(context),
+                number(value(metrics))
+            );
+        }
+    }
+    let histograms: [HistogramMetric; 3] = [
+        (
+            "myelin_fsync_seconds",
+            "Latency of each data sync on the write path",
+            |m| &m.fsync_seconds,
+        ),
+        (
+            "myelin_batch_transactions",
+            "Transactions per committed batch (one sync each)",
+            |m| &m.batch_transactions,
+        ),
+        ("myelin_batch_bytes", "Bytes written per committed batch", |m| {
+            &m.batch_bytes
+        }),
+    ];
+    for (name, help, value) in histograms {
+        header(&mut out, name, help, "histogram");
+        for (context, family, metrics) in families {
+            histogram(
+                &mut out,
+                name,
+                &format!("context=\"{}\",family=\"{family}\"", escape(context)),
+                value(metrics),
+            );
+        }
+    }
+    header(&mut out, "myelin_tracking_streams", "Open ListEvents streams", "gauge");
+    for (context, count) in streams {
+        let _ = writeln!(
+            out,
+            "myelin_tracking_streams{{context=\"{}\"}} {count}",
+            escape(context)
+        );
+    }
+    header(
+        &mut out,
+        "myelin_seconds_since_last_backup",
+        "Seconds since the last backup request naming the context (+Inf: never)",
+        "gauge",
+    );
+    for (context, age) in backups {
+        let _ = writeln!(
+            out,
+            "myelin_seconds_since_last_backup{{context=\"{}\"}} {}",
+            escape(context),
+            number(*age)
+        );
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
+    let mut cumulative = 0u64;
+    for (bound, count) in snapshot.bounds.iter().zip(&snapshot.counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}", number(*bound));
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", snapshot.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", number(snapshot.sum));
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", snapshot.count);
+}
+
+/// A sample value as Prometheus writes it.
+fn number(value: f64) -> String {
+    if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else if value.is_nan() {
+        "NaN".to_string()
+    } else {
+        format!("{value}")
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

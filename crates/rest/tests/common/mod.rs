@@ -1,0 +1,261 @@
+//! The REST router over real stores and a real control database in a temporary directory,
+//! called in-process (no socket needed), and event helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use bytes::Bytes;
+use myelin_api::Contexts;
+use myelin_control::{AccessControl, ControlDb};
+use myelin_proto::grpc::SerializedObject;
+use myelin_proto::grpc::event::Event;
+use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState, SharedState};
+use myelin_store::{ContextStore, StoreConfig};
+use prost::Message;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// Segments this small roll every few dozen events.
+pub const SEGMENT_BYTES: u64 = 8 * 1024;
+
+pub const ADMIN_TOKEN: &str = "admin-secret-token";
+pub const TOKEN: &str = "read-write-secret-token";
+
+pub fn store_config() -> StoreConfig {
+    StoreConfig {
+        segment_size_bytes: SEGMENT_BYTES,
+        ..StoreConfig::default()
+    }
+}
+
+/// Opens stores under `<root>/<kind>/<context>` like the server does.
+pub struct DirProvisioner {
+    pub root: PathBuf,
+}
+
+impl DirProvisioner {
+    pub fn dirs(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.root.join("events").join(name),
+            self.root.join("snapshots").join(name),
+        )
+    }
+}
+
+impl Provisioner for DirProvisioner {
+    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
+        let (events, snapshots) = self.dirs(name);
+        ContextStore::open(name, events, snapshots, store_config(), store_config()).map_err(|e| e.to_string())
+    }
+
+    fn delete_context_data(&self, name: &str) -> Result<(), String> {
+        let (events, snapshots) = self.dirs(name);
+        for dir in [events, snapshots] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct Rest {
+    pub state: SharedState,
+    pub router: Router,
+    pub provisioner: Arc<DirProvisioner>,
+    pub dir: TempDir,
+}
+
+pub struct Options {
+    pub access_control: bool,
+    pub disk_space_threshold: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_control: false,
+            disk_space_threshold: 1,
+        }
+    }
+}
+
+pub fn rest() -> Rest {
+    rest_with(Options::default())
+}
+
+pub fn rest_with(options: Options) -> Rest {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().canonicalize().expect("absolute temp dir");
+    let control = Arc::new(ControlDb::open(&root.join("control")).expect("control db"));
+    let provisioner = Arc::new(DirProvisioner { root: root.clone() });
+    let contexts = Arc::new(Contexts::new());
+    control.ensure_context("default").expect("context recorded");
+    contexts.insert(provisioner.open_context("default").expect("default opens"));
+    let access = Arc::new(AccessControl::new(
+        options.access_control,
+        Some(TOKEN.to_string()),
+        Some(ADMIN_TOKEN.to_string()),
+        control.clone(),
+    ));
+    let state = Arc::new(RestState {
+        contexts,
+        control,
+        access,
+        provisioner: provisioner.clone(),
+        config: RestConfig {
+            node: NodeDescription {
+                name: "node-1".to_string(),
+                host_name: "localhost".to_string(),
+                grpc_port: 8124,
+                http_port: 8024,
+            },
+            controldb_backup_location: root.join("backups"),
+            data_dirs: vec![root.clone()],
+            disk_space_threshold: options.disk_space_threshold,
+        },
+    });
+    Rest {
+        router: myelin_rest::router(state.clone()),
+        state,
+        provisioner,
+        dir,
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("UTF-8 body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Rest {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).expect("request"))
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+            .await
+            .expect("body");
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str) -> Answer {
+        self.call(Method::GET, uri, &[], None).await
+    }
+
+    pub async fn post(&self, uri: &str, body: Option<serde_json::Value>) -> Answer {
+        self.call(Method::POST, uri, &[], body).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> Answer {
+        self.call(Method::DELETE, uri, &[], None).await
+    }
+
+    pub fn store(&self, name: &str) -> Arc<ContextStore> {
+        self.state.contexts.get(name).expect("context").store().clone()
+    }
+
+    /// Shuts every store down (on a plain thread: shutdown blocks).
+    pub fn shutdown(&self) {
+        let contexts = self.state.contexts.clone();
+        std::thread::spawn(move || {
+            for name in contexts.names() {
+                if let Some(store) = contexts.remove(&name) {
+                    store.shutdown().expect("store shuts down");
+                }
+            }
+        })
+        .join()
+        .expect("shutdown thread");
+    }
+}
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        let contexts = self.state.contexts.clone();
+        let _ = std::thread::spawn(move || {
+            for name in contexts.names() {
+                if let Some(context) = contexts.get(&name) {
+                    let _ = context.store().shutdown();
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// One serialized event of `aggregate` at `sequence` with a payload of about `size` bytes.
+pub fn event(aggregate: &str, sequence: i64, size: usize) -> Bytes {
+    Event {
+        message_identifier: format!("{aggregate}-{sequence}"),
+        aggregate_identifier: aggregate.to_string(),
+        aggregate_sequence_number: sequence,
+        aggregate_type: "Test".to_string(),
+        timestamp: 1_700_000_000_000 + sequence,
+        payload: Some(SerializedObject {
+            r#type: "Payload".to_string(),
+            revision: String::new(),
+            data: vec![b'x'; size],
+        }),
+        ..Event::default()
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// Appends `count` one-event transactions to `aggregate` starting at `first` (blocking).
+pub fn append(store: &ContextStore, aggregate: &str, first: i64, count: i64, size: usize) {
+    for sequence in first..first + count {
+        store
+            .append(vec![event(aggregate, sequence, size)])
+            .expect("append queued")
+            .wait()
+            .expect("append committed");
+    }
+}
+
+pub fn exists(path: &str) -> bool {
+    Path::new(path).exists()
+}
