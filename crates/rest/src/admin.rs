@@ -81,7 +81,7 @@ fn context_json(state: &SharedState, name: &str, record: Option<&myelin_control:
 }
 
 /// The contexts this node serves.
-#[utoipa::path(get, path = "/v1/public/context", tag = "admin", responses((status = OK, body = Vec<ContextJson>)))]
+#[utoipa::path(get, path = "/v1/public/context", tag = "admin", responses((status = OK, description = "Success", body = Vec<ContextJson>)))]
 pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextJson>>, RestError> {
     let records = context_records(&state).await?;
     let names = state.contexts.names();
@@ -94,7 +94,7 @@ pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Ve
 }
 
 /// The contexts with their store's state.
-#[utoipa::path(get, path = "/v1/context", tag = "admin", responses((status = OK, body = Vec<ContextDetailJson>)))]
+#[utoipa::path(get, path = "/v1/context", tag = "admin", responses((status = OK, description = "Success", body = Vec<ContextDetailJson>)))]
 pub async fn list_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextDetailJson>>, RestError> {
     let records = context_records(&state).await?;
     let details = state
@@ -189,7 +189,7 @@ pub struct DeleteContextParams {
     ),
     responses(
         (status = OK, description = "Deleted"),
-        (status = NOT_FOUND, body = ErrorBody),
+        (status = NOT_FOUND, description = "No such resource", body = ErrorBody),
         (status = CONFLICT, description = "Clients use the context", body = ErrorBody),
     )
 )]
@@ -305,13 +305,13 @@ async fn users(state: &SharedState) -> Result<Json<Vec<UserJson>>, RestError> {
 }
 
 /// The users.
-#[utoipa::path(get, path = "/v1/users", tag = "admin", responses((status = OK, body = Vec<UserJson>)))]
+#[utoipa::path(get, path = "/v1/users", tag = "admin", responses((status = OK, description = "Success", body = Vec<UserJson>)))]
 pub async fn list_users(State(state): State<SharedState>) -> Result<Json<Vec<UserJson>>, RestError> {
     users(&state).await
 }
 
 /// The users (Axon's public path).
-#[utoipa::path(get, path = "/v1/public/users", tag = "admin", responses((status = OK, body = Vec<UserJson>)))]
+#[utoipa::path(get, path = "/v1/public/users", tag = "admin", responses((status = OK, description = "Success", body = Vec<UserJson>)))]
 pub async fn public_users(State(state): State<SharedState>) -> Result<Json<Vec<UserJson>>, RestError> {
     users(&state).await
 }
@@ -322,7 +322,7 @@ pub async fn public_users(State(state): State<SharedState>) -> Result<Json<Vec<U
     path = "/v1/users",
     tag = "admin",
     request_body = CreateUserJson,
-    responses((status = OK, description = "Stored"), (status = BAD_REQUEST, body = ErrorBody))
+    responses((status = OK, description = "Stored"), (status = BAD_REQUEST, description = "Bad or missing parameter", body = ErrorBody))
 )]
 pub async fn upsert_user(
     State(state): State<SharedState>,
@@ -340,7 +340,7 @@ pub async fn upsert_user(
     path = "/v1/users/{name}",
     tag = "admin",
     params(("name" = String, Path, description = "The user")),
-    responses((status = OK, description = "Deleted"), (status = NOT_FOUND, body = ErrorBody))
+    responses((status = OK, description = "Deleted"), (status = NOT_FOUND, description = "No such resource", body = ErrorBody))
 )]
 pub async fn delete_user(State(state): State<SharedState>, Path(name): Path<String>) -> Result<StatusCode, RestError> {
     let control = state.control.clone();
@@ -411,13 +411,13 @@ async fn applications(state: &SharedState) -> Result<Json<Vec<ApplicationJson>>,
 }
 
 /// The applications.
-#[utoipa::path(get, path = "/v1/applications", tag = "admin", responses((status = OK, body = Vec<ApplicationJson>)))]
+#[utoipa::path(get, path = "/v1/applications", tag = "admin", responses((status = OK, description = "Success", body = Vec<ApplicationJson>)))]
 pub async fn list_applications(State(state): State<SharedState>) -> Result<Json<Vec<ApplicationJson>>, RestError> {
     applications(&state).await
 }
 
 /// The applications (Axon's public path).
-#[utoipa::path(get, path = "/v1/public/applications", tag = "admin", responses((status = OK, body = Vec<ApplicationJson>)))]
+#[utoipa::path(get, path = "/v1/public/applications", tag = "admin", responses((status = OK, description = "Success", body = Vec<ApplicationJson>)))]
 pub async fn public_applications(State(state): State<SharedState>) -> Result<Json<Vec<ApplicationJson>>, RestError> {
     applications(&state).await
 }
@@ -434,7 +434,7 @@ fn token_response(token: String) -> impl IntoResponse {
     request_body = CreateApplicationJson,
     responses(
         (status = OK, description = "The new token", body = String, content_type = "text/plain"),
-        (status = BAD_REQUEST, body = ErrorBody),
+        (status = BAD_REQUEST, description = "Bad or missing parameter", body = ErrorBody),
         (status = CONFLICT, description = "The application exists", body = ErrorBody),
     )
 )]
@@ -467,7 +467,7 @@ pub async fn create_application(
     path = "/v1/applications/{name}",
     tag = "admin",
     params(("name" = String, Path, description = "The application")),
-    responses((status = OK, description = "Deleted"), (status = NOT_FOUND, body = ErrorBody))
+    responses((status = OK, description = "Deleted"), (status = NOT_FOUND, description = "No such resource", body = ErrorBody))
 )]
 pub async fn delete_application(
     State(state): State<SharedState>,
@@ -487,7 +487,7 @@ pub async fn delete_application(
     path = "/v1/applications/{name}",
     tag = "admin",
     params(("name" = String, Path, description = "The application")),
-    responses((status = OK, description = "The new token", body = String, content_type = "text/plain"), (status = NOT_FOUND, body = ErrorBody))
+    responses((status = OK, description = "The new token", body = String, content_type = "text/plain"), (status = NOT_FOUND, description = "No such resource", body = ErrorBody))
 )]
 pub async fn rotate_application_token(
     State(state): State<SharedState>,
@@ -521,7 +521,7 @@ pub struct MeJson {
 }
 
 /// This node and the caller.
-#[utoipa::path(get, path = "/v1/public/me", tag = "status", responses((status = OK, body = MeJson)))]
+#[utoipa::path(get, path = "/v1/public/me", tag = "status", responses((status = OK, description = "Success", body = MeJson)))]
 pub async fn me(State(state): State<SharedState>, Extension(principal): Extension<Principal>) -> Json<MeJson> {
     let names = state.contexts.names();
     let node = &state.config.node;

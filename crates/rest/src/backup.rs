@@ -173,7 +173,7 @@ pub struct EventStoreBackup {
         ("lastClosedVersionBackedUp" = Option<i32>, Query, description = "Version of that segment, default 0"),
     ),
     responses(
-        (status = OK, body = EventStoreBackup),
+        (status = OK, description = "Success", body = EventStoreBackup),
         (status = BAD_REQUEST, description = "Bad or missing parameter", body = ErrorBody),
         (status = SERVICE_UNAVAILABLE, description = "Unknown context (AxonIQ-ErrorCode AXONIQ-6000)", body = ErrorBody),
     )

@@ -59,7 +59,7 @@ pub struct Health {
     path = "/actuator/health/liveness",
     tag = "status",
     security(()),
-    responses((status = OK, body = Health))
+    responses((status = OK, description = "Success", body = Health))
 )]
 pub async fn liveness() -> Json<Health> {
     Json(Health {
@@ -73,7 +73,7 @@ pub async fn liveness() -> Json<Health> {
     get,
     path = "/actuator/health/readiness",
     tag = "status",
-    responses((status = OK, body = Health), (status = SERVICE_UNAVAILABLE, body = Health))
+    responses((status = OK, description = "Success", body = Health), (status = SERVICE_UNAVAILABLE, description = "A component is DOWN", body = Health))
 )]
 pub async fn readiness(State(state): State<SharedState>) -> (StatusCode, Json<Health>) {
     let store = event_stores(&state);
@@ -90,7 +90,7 @@ pub async fn readiness(State(state): State<SharedState>) -> (StatusCode, Json<He
     get,
     path = "/actuator/health",
     tag = "status",
-    responses((status = OK, body = Health), (status = SERVICE_UNAVAILABLE, body = Health))
+    responses((status = OK, description = "Success", body = Health), (status = SERVICE_UNAVAILABLE, description = "A component is DOWN", body = Health))
 )]
 pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Health>) {
     let stores = event_stores(&state);
