@@ -338,12 +338,20 @@ impl SegmentLog {
     /// The aggregate's positions segment by segment, newest segment first, until `enough`
     /// says the positions found so far reach back far enough.
     fn find(&self, aggregate: &str, min_token: u64, enough: impl Fn(&[IndexPosition]) -> bool) -> Result<Vec<Found>> {
-        let (closed, active) = {
+        // The active segment's positions are read under the segments lock: a roll (which takes
+        // that lock to move the active index into the closed list) must not happen between
+        // taking the segment lists and reading the active index, or the positions of the
+        // segment that just rolled would be in neither (and a just-acknowledged event missed).
+        let (closed, active, active_positions) = {
             let segments = self.segments.read();
-            (segments.closed.clone(), segments.active.clone())
+            let positions = segments.active.view.read().index.get(aggregate).cloned();
+            (
+                segments.closed.clone(),
+                segments.active.clone(),
+                positions.unwrap_or_default(),
+            )
         };
         let mut found = Vec::new();
-        let active_positions = active.view.read().index.get(aggregate).cloned().unwrap_or_default();
         if !active_positions.is_empty() {
             let done = enough(&active_positions);
             found.push(Found {
