@@ -8,7 +8,7 @@ use anyhow::{Context as _, anyhow};
 use myelin_api::{Contexts, EventStoreLimits, GrpcConfig, NodeInfoConfig};
 use myelin_control::{AccessControl, ControlDb};
 use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState};
-use myelin_store::ContextStore;
+use myelin_store::{ContextStore, DeletionHolds};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -123,6 +123,8 @@ async fn serve_api(
         control,
         access: access.clone(),
         provisioner: Arc::new(StoreProvisioner { config: config.clone() }),
+        // Every store checks the process-wide holds before deleting or rewriting a file.
+        deletion_holds: DeletionHolds::global(),
         config: RestConfig {
             node: NodeDescription {
                 name: node.node_name.clone(),

@@ -5,7 +5,7 @@
 //! one opens its stores before it becomes visible; deleting one refuses while clients use it
 //! (open tracking streams or platform connections) unless `force=true`, shuts its stores down
 //! (flushing and syncing what was acknowledged) and, unless `preserveEventStore=true`, deletes
-//! its files, as Axon's `DELETE /v1/context/{name}` does.
+//! its files, as Axon's `DELETE /v1/context/{name}` does — but not while a backup lease is live.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -190,7 +190,7 @@ pub struct DeleteContextParams {
     responses(
         (status = OK, description = "Deleted"),
         (status = NOT_FOUND, description = "No such resource", body = ErrorBody),
-        (status = CONFLICT, description = "Clients use the context", body = ErrorBody),
+        (status = CONFLICT, description = "Clients use the context, or a backup lease is live and the files would be deleted", body = ErrorBody),
     )
 )]
 pub async fn delete_context(
@@ -207,6 +207,14 @@ pub async fn delete_context(
         return Err(RestError::Conflict(format!(
             "Context {name} is in use ({streams} tracking streams, {clients} connected clients); \
              pass force=true to delete it anyway"
+        )));
+    }
+    // Deleting the files deletes listed files: not while a backup may be copying them (not
+    // even with force, which is about clients, not backups).
+    if !params.preserve_event_store && context.store().deletions_held() {
+        return Err(RestError::Conflict(format!(
+            "A backup lease is live: the files of context {name} cannot be deleted until it is \
+             released or expires (or pass preserveEventStore=true)"
         )));
     }
     let Some(store) = state.contexts.remove(&name) else {

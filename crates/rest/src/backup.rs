@@ -34,6 +34,11 @@ pub fn segment_type(params: &HashMap<String, String>) -> Result<SegmentKind, Res
     let value = params
         .get("type")
         .ok_or_else(|| RestError::bad_parameter("type", "Missing required parameter 'type'", SEGMENT_TYPES))?;
+    parse_segment_type(value)
+}
+
+/// A `type` value: EVENT or SNAPSHOT, any case.
+pub fn parse_segment_type(value: &str) -> Result<SegmentKind, RestError> {
     match value.to_ascii_uppercase().as_str() {
         "EVENT" => Ok(SegmentKind::Events),
         "SNAPSHOT" => Ok(SegmentKind::Snapshots),
@@ -67,7 +72,7 @@ fn context_param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str
         .unwrap_or(myelin_api::contexts::DEFAULT_CONTEXT)
 }
 
-fn type_name(kind: SegmentKind) -> &'static str {
+pub(crate) fn type_name(kind: SegmentKind) -> &'static str {
     match kind {
         SegmentKind::Events => "EVENT",
         SegmentKind::Snapshots => "SNAPSHOT",

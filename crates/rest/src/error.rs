@@ -57,6 +57,9 @@ pub enum RestError {
     NoEventStore(String),
     #[error("{0}")]
     Conflict(String),
+    /// A `Range` no byte of the file satisfies; `len` is the file's length.
+    #[error("The requested range is outside the file ({len} bytes)")]
+    RangeNotSatisfiable { len: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -78,6 +81,7 @@ impl RestError {
             RestError::NotFound(_) => StatusCode::NOT_FOUND,
             RestError::NoEventStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             RestError::Conflict(_) => StatusCode::CONFLICT,
+            RestError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             RestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +120,10 @@ impl IntoResponse for RestError {
         } else {
             tracing::debug!(%status, "REST request refused: {self}");
         }
+        let content_range = match &self {
+            RestError::RangeNotSatisfiable { len } => HeaderValue::from_str(&format!("bytes */{len}")).ok(),
+            _ => None,
+        };
         let (parameter, accepted) = match &self {
             RestError::BadParameter {
                 parameter, accepted, ..
@@ -133,6 +141,9 @@ impl IntoResponse for RestError {
             response
                 .headers_mut()
                 .insert(ERROR_CODE_HEADER, HeaderValue::from_static(code));
+        }
+        if let Some(content_range) = content_range {
+            response.headers_mut().insert(header::CONTENT_RANGE, content_range);
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -1,7 +1,7 @@
 //! `/actuator/health` in Spring Boot's shape (what Axon Server answers), with Axon's extra
 //! `WARN` level: the liveness and readiness probes, free disk space per data directory (WARN
-//! below the configured threshold), and each context's event store (DOWN when it refuses
-//! appends after a failed write or sync).
+//! below the configured threshold), each context's event store (DOWN when it refuses
+//! appends after a failed write or sync), and the live backup leases.
 //!
 //! The overall status is the worst component's; DOWN answers 503 so that load balancers and
 //! Kubernetes probes act on the status code alone.
@@ -109,6 +109,7 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
         ("readinessState".to_string(), readiness),
         ("eventStore".to_string(), stores),
         ("diskSpace".to_string(), disk_space(&state)),
+        ("backupLease".to_string(), backup_leases(&state)),
     ]);
     let status = components.values().map(|c| c.status).max().unwrap_or(Status::Up);
     (status.http(), Json(Health { status, components }))
@@ -139,6 +140,24 @@ fn event_stores(state: &SharedState) -> Component {
     Component {
         status,
         details: Some(Value::Object(details)),
+    }
+}
+
+/// The live backup leases (always UP: a lease only holds back deletions).
+fn backup_leases(state: &SharedState) -> Component {
+    let leases: Vec<Value> = state
+        .deletion_holds
+        .live(std::time::Instant::now())
+        .into_iter()
+        .map(|(id, remaining)| {
+            // Rounded up: a live lease never shows 0 seconds left.
+            let seconds = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+            json!({ "id": id, "remainingSeconds": seconds })
+        })
+        .collect();
+    Component {
+        status: Status::Up,
+        details: Some(json!({ "count": leases.len(), "leases": leases })),
     }
 }
 

@@ -8,14 +8,17 @@
 //! * Every route belongs to exactly one access class ([`auth::Access`]): `Open` (only the
 //!   liveness probe), `Authenticated` (any valid credential) or `Admin`. The class is applied
 //!   as a route layer per group in [`router`], so a new route cannot be added without one.
-//! * Handlers never touch files themselves beyond listing names: the store says which segment
-//!   files are complete and durable, the control database makes its own backups.
+//! * Handlers never touch files beyond what the store lists: the store says which segment
+//!   files are complete and durable (and how much of the active one is committed), the file
+//!   endpoint serves only those, the control database makes its own backups.
 
 pub mod admin;
 pub mod auth;
 pub mod backup;
+pub mod backup_files;
 pub mod error;
 pub mod health;
+pub mod lease;
 pub mod metrics;
 
 use std::future::Future;
@@ -26,7 +29,7 @@ use axum::response::{Html, IntoResponse, Redirect};
 use axum::{Router, middleware};
 use myelin_api::Contexts;
 use myelin_control::{AccessControl, ControlDb};
-use myelin_store::ContextStore;
+use myelin_store::{ContextStore, DeletionHolds};
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -76,6 +79,10 @@ pub struct RestState {
     pub control: Arc<ControlDb>,
     pub access: Arc<AccessControl>,
     pub provisioner: Arc<dyn Provisioner>,
+    /// Where backup leases are kept: the registry the stores check before deleting or
+    /// rewriting a listed file. The server passes [`DeletionHolds::global`], which every store
+    /// obeys by default.
+    pub deletion_holds: Arc<DeletionHolds>,
     pub config: RestConfig,
 }
 
@@ -126,6 +133,10 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
         .routes(routes!(backup::log_filenames))
         .routes(routes!(backup::create_control_db_backup))
         .routes(routes!(backup::create_control_db_backup_v1))
+        .routes(routes!(backup_files::download))
+        .routes(routes!(backup_files::control_db_zip))
+        .routes(routes!(lease::create_lease))
+        .routes(routes!(lease::renew_lease, lease::release_lease))
         .routes(routes!(admin::list_contexts, admin::create_context))
         .routes(routes!(admin::delete_context))
         .routes(routes!(admin::list_users, admin::upsert_user))

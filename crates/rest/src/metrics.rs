@@ -1,5 +1,6 @@
 //! `/actuator/prometheus`: the Prometheus text format (version 0.0.4) of every context's store
-//! counters, plus the seconds since each context's last backup request.
+//! counters, plus the seconds since each context's last backup request and the live backup
+//! leases.
 //!
 //! Names follow Prometheus conventions (`_total` counters, base units: seconds and bytes) and
 //! carry `context` and `family` (`events` / `snapshots`) labels. A context never backed up
@@ -56,7 +57,8 @@ pub async fn prometheus(State(state): State<SharedState>) -> Result<impl IntoRes
             (name.clone(), age)
         })
         .collect();
-    let body = render(&families, &streams, &backups);
+    let leases = state.deletion_holds.live(std::time::Instant::now()).len();
+    let body = render(&families, &streams, &backups, leases);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body))
 }
 
@@ -69,7 +71,12 @@ type HistogramMetric = (&'static str, &'static str, fn(&FamilyMetrics) -> &Histo
 type Labelled<'a> = &'a [(String, &'static str, FamilyMetrics)];
 
 /// Renders the exposition text.
-pub fn render(families: Labelled<'_>, streams: &[(String, usize)], backups: &[(String, f64)]) -> String {
+pub fn render(
+    families: Labelled<'_>,
+    streams: &[(String, usize)],
+    backups: &[(String, f64)],
+    backup_leases: usize,
+) -> String {
     let mut out = String::with_capacity(4096);
     let counters: [Metric<u64>; 5] = [
         (
@@ -188,6 +195,13 @@ pub fn render(families: Labelled<'_>, streams: &[(String, usize)], backups: &[(S
             number(*age)
         );
     }
+    header(
+        &mut out,
+        "myelin_backup_leases",
+        "Live backup leases (while any is, nothing deletes or rewrites a listed file)",
+        "gauge",
+    );
+    let _ = writeln!(out, "myelin_backup_leases {backup_leases}");
     out
 }
 

@@ -100,7 +100,7 @@ async fn access_matrix() {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("item").keys() {
             let method: Method = method.to_ascii_uppercase().parse().expect("method");
-            routes.push((method, path.replace("{name}", "missing-name")));
+            routes.push((method, fill_placeholders(path)));
         }
     }
     assert!(routes.len() >= 20, "{routes:?}");

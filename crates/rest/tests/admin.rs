@@ -312,7 +312,7 @@ pub fn documented_routes(doc: &serde_json::Value) -> Vec<(Method, String)> {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("path item").keys() {
             let method: Method = method.to_ascii_uppercase().parse().expect("method");
-            routes.push((method, path.replace("{name}", "missing-name")));
+            routes.push((method, fill_placeholders(path)));
         }
     }
     routes
@@ -336,6 +336,11 @@ async fn openapi_document_matches_the_router() {
         ("GET", "/v1/backup/log/filenames"),
         ("POST", "/createControlDbBackup"),
         ("POST", "/v1/backup/createControlDbBackup"),
+        ("GET", "/v1/backup/files/default/EVENT/missing-name"),
+        ("GET", "/v1/backup/controldb/missing-name"),
+        ("POST", "/v1/backup/lease"),
+        ("POST", "/v1/backup/lease/missing-name"),
+        ("DELETE", "/v1/backup/lease/missing-name"),
         ("GET", "/v1/context"),
         ("POST", "/v1/context"),
         ("DELETE", "/v1/context/missing-name"),

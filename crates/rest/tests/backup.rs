@@ -175,12 +175,14 @@ async fn listings_follow_axons_rules() {
     rest.shutdown();
 }
 
-/// Waits until at least `count` closed segments are listed (their index is written after the
-/// roll, off the write path), and returns their numbers.
+/// Waits until at least `count` closed segments are listed, and every segment rolled so far
+/// (their index is written after the roll, off the write path, so the listing may otherwise
+/// still grow), and returns their numbers.
 async fn wait_for_closed(rest: &Rest, count: usize) -> Vec<u64> {
+    let store = rest.store("default");
     for _ in 0..200 {
-        let (closed, _) = rest.store("default").segment_files(myelin_store::SegmentKind::Events);
-        if closed.len() >= count {
+        let (closed, _) = store.segment_files(myelin_store::SegmentKind::Events);
+        if closed.len() >= count && closed.len() == store.closed_segment_count(myelin_store::SegmentKind::Events) {
             return closed.iter().map(|(first, _)| *first).collect();
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -12,11 +12,12 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use myelin_format::event::EventFields;
 use myelin_format::segment::SegmentKind;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
+use crate::holds::DeletionHolds;
 use crate::log::{Cursor, SegmentLog, is_indexed};
 use crate::metrics::StoreMetrics;
 use crate::recovery::open_log;
@@ -143,10 +144,22 @@ impl Family {
     }
 }
 
+/// The active segment of a family as a backup may copy it right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSegmentFile {
+    pub path: PathBuf,
+    /// Bytes from the start of the file (header included) up to the end of the last
+    /// transaction known to be on disk. Everything below is whole transactions and never
+    /// changes again; what follows may be a batch being written.
+    pub committed_bytes: u64,
+}
+
 pub struct ContextStore {
     name: String,
     events: Family,
     snapshots: Family,
+    /// Which registry of deletion holds this store obeys; see [`ContextStore::deletions_held`].
+    deletion_holds: RwLock<Arc<DeletionHolds>>,
 }
 
 impl ContextStore {
@@ -171,6 +184,7 @@ impl ContextStore {
             name: name.to_string(),
             events,
             snapshots,
+            deletion_holds: RwLock::new(DeletionHolds::global()),
         }))
     }
 
@@ -289,6 +303,42 @@ impl ContextStore {
     pub fn segment_files(&self, kind: SegmentKind) -> (Vec<(u64, Vec<PathBuf>)>, PathBuf) {
         let log = self.log(kind);
         (log.closed_files(), log.active_path())
+    }
+
+    /// The active segment of `kind` and how much of it is committed and synced, read at once.
+    pub fn active_segment(&self, kind: SegmentKind) -> ActiveSegmentFile {
+        let (path, committed_bytes) = self.log(kind).active_synced();
+        ActiveSegmentFile { path, committed_bytes }
+    }
+
+    /// Bytes of the active segment file of `kind` up to its last committed, synced transaction
+    /// (see [`ActiveSegmentFile::committed_bytes`]).
+    pub fn active_committed_len(&self, kind: SegmentKind) -> u64 {
+        self.active_segment(kind).committed_bytes
+    }
+
+    /// Whether a deletion hold (a backup lease) is live: every operation that deletes or
+    /// rewrites a file the backup listing answers (compaction, retention, the cluster's log
+    /// cleaning) must call this first and leave the files alone while it says true.
+    ///
+    /// The registry is [`DeletionHolds::global`] unless [`ContextStore::set_deletion_holds`]
+    /// chose another. A process-wide default rather than a parameter of `open`: a store opened
+    /// anywhere in the server (configuration, `POST /v1/context`, tests, tools) obeys the
+    /// server's leases without being wired to them, and forgetting to wire one cannot make it
+    /// delete under a running backup.
+    pub fn deletions_held(&self) -> bool {
+        self.deletion_holds.read().is_held(std::time::Instant::now())
+    }
+
+    /// Makes this store obey `holds` instead of the process-wide registry (tests run several
+    /// servers in one process, each with its own leases).
+    pub fn set_deletion_holds(&self, holds: Arc<DeletionHolds>) {
+        *self.deletion_holds.write() = holds;
+    }
+
+    /// The registry of deletion holds this store obeys.
+    pub fn deletion_holds(&self) -> Arc<DeletionHolds> {
+        self.deletion_holds.read().clone()
     }
 
     /// Closed segments of `kind`, whether or not their index files are written yet.

@@ -16,6 +16,7 @@ mod closed_index;
 mod config;
 mod context;
 mod error;
+mod holds;
 mod indexer;
 mod io;
 mod log;
@@ -27,8 +28,9 @@ mod validate;
 mod writer;
 
 pub use config::{Durability, StoreConfig};
-pub use context::{AppendTicket, ContextStore};
+pub use context::{ActiveSegmentFile, AppendTicket, ContextStore};
 pub use error::{Result, StoreError};
+pub use holds::{DeletionHolds, HOLDS_MAX};
 pub use log::Cursor;
 pub use metrics::{
     BATCH_BYTES_BOUNDS, BATCH_TRANSACTIONS_BOUNDS, FSYNC_SECONDS_BOUNDS, FamilyMetrics, Histogram, HistogramSnapshot,

@@ -585,6 +585,15 @@ impl SegmentLog {
         self.segments.read().active.path.to_path_buf()
     }
 
+    /// The active segment's path with the offset just past its last synced transaction, read
+    /// together: a segment rolled in between cannot pair one file with another's length.
+    pub fn active_synced(&self) -> (PathBuf, u64) {
+        let segments = self.segments.read();
+        let active = &segments.active;
+        let synced_end = active.view.read().synced_end;
+        (active.path.to_path_buf(), synced_end)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -164,6 +164,9 @@ fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &S
         index: Default::default(),
         seek: Vec::new(),
         end: scan.end,
+        // What recovery found in the file (after an unclean stop in interval mode, possibly
+        // only in the page cache: as durable as anything this process will ever serve of it).
+        synced_end: scan.end,
         count: scan.count,
         first_timestamp: scan.first_timestamp,
     };

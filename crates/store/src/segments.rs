@@ -28,6 +28,9 @@ pub(crate) struct ActiveView {
     pub seek: Vec<SeekEntry>,
     /// File offset just past the last published block.
     pub end: u64,
+    /// File offset just past the last block known to be on disk (synced): `end` in fsync
+    /// mode; in interval mode it trails `end` until the next sync. Backups copy up to here.
+    pub synced_end: u64,
     /// Events published in this segment.
     pub count: u64,
     /// Timestamp of the first event (`i64::MIN` while empty).

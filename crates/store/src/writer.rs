@@ -468,10 +468,13 @@ impl Writer {
     }
 
     fn sync_interval_data(&mut self) {
-        if self.unsynced_since.take().is_some()
-            && let Err(e) = self.sync_active()
-        {
-            self.log.poison(format!("fsync of {} failed: {e}", self.path.display()));
+        if self.unsynced_since.take().is_none() {
+            return;
+        }
+        match self.sync_active() {
+            // Everything published so far is in the active file below `self.end`.
+            Ok(()) => self.log.segments.read().active.view.write().synced_end = self.end,
+            Err(e) => self.log.poison(format!("fsync of {} failed: {e}", self.path.display())),
         }
     }
 
@@ -546,6 +549,10 @@ impl Writer {
                 );
             }
             view.end = start + self.buf.len() as u64;
+            if self.log.config.durability == Durability::Fsync {
+                // write_batch synced it.
+                view.synced_end = view.end;
+            }
             self.end = view.end;
         }
         self.log.set_head(self.next_token);
@@ -580,7 +587,10 @@ fn event_bytes(encoded: &EncodedTransaction, events: usize) -> u64 {
 
 /// A freshly created, empty active segment of `file_bytes` (pre-allocated).
 fn empty_active(first_token: u64, path: Arc<Path>, file: Arc<File>, file_bytes: u64) -> Arc<ActiveSegment> {
+    // `create_preallocated` synced the header.
     let view = ActiveView {
+        end: FILE_HEADER_BYTES as u64,
+        synced_end: FILE_HEADER_BYTES as u64,
         first_timestamp: i64::MIN,
         ..ActiveView::default()
     };

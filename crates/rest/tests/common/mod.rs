@@ -14,7 +14,7 @@ use myelin_control::{AccessControl, ControlDb};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::Event;
 use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState, SharedState};
-use myelin_store::{ContextStore, StoreConfig};
+use myelin_store::{ContextStore, DeletionHolds, StoreConfig};
 use prost::Message;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -32,9 +32,11 @@ pub fn store_config() -> StoreConfig {
     }
 }
 
-/// Opens stores under `<root>/<kind>/<context>` like the server does.
+/// Opens stores under `<root>/<kind>/<context>` like the server does, obeying this test
+/// server's own deletion holds (not the process-wide ones other tests may hold).
 pub struct DirProvisioner {
     pub root: PathBuf,
+    pub holds: Arc<DeletionHolds>,
 }
 
 impl DirProvisioner {
@@ -49,7 +51,10 @@ impl DirProvisioner {
 impl Provisioner for DirProvisioner {
     fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
         let (events, snapshots) = self.dirs(name);
-        ContextStore::open(name, events, snapshots, store_config(), store_config()).map_err(|e| e.to_string())
+        let store =
+            ContextStore::open(name, events, snapshots, store_config(), store_config()).map_err(|e| e.to_string())?;
+        store.set_deletion_holds(self.holds.clone());
+        Ok(store)
     }
 
     fn delete_context_data(&self, name: &str) -> Result<(), String> {
@@ -92,7 +97,11 @@ pub fn rest_with(options: Options) -> Rest {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().canonicalize().expect("absolute temp dir");
     let control = Arc::new(ControlDb::open(&root.join("control")).expect("control db"));
-    let provisioner = Arc::new(DirProvisioner { root: root.clone() });
+    let holds = Arc::new(DeletionHolds::new());
+    let provisioner = Arc::new(DirProvisioner {
+        root: root.clone(),
+        holds: holds.clone(),
+    });
     let contexts = Arc::new(Contexts::new());
     control.ensure_context("default").expect("context recorded");
     contexts.insert(provisioner.open_context("default").expect("default opens"));
@@ -107,6 +116,7 @@ pub fn rest_with(options: Options) -> Rest {
         control,
         access,
         provisioner: provisioner.clone(),
+        deletion_holds: holds,
         config: RestConfig {
             node: NodeDescription {
                 name: "node-1".to_string(),
@@ -258,4 +268,21 @@ pub fn append(store: &ContextStore, aggregate: &str, first: i64, count: i64, siz
 
 pub fn exists(path: &str) -> bool {
     Path::new(path).exists()
+}
+
+/// A documented path with its parameters filled in: names that exist nowhere for `{name}`,
+/// `{id}` and `{file}`, a real context and type, so that the file endpoint gets as far as
+/// looking the file up. A parameter without a value here fails loudly.
+pub fn fill_placeholders(path: &str) -> String {
+    let filled = path
+        .replace("{name}", "missing-name")
+        .replace("{id}", "missing-name")
+        .replace("{context}", "default")
+        .replace("{type}", "EVENT")
+        .replace("{file}", "missing-name");
+    assert!(
+        !filled.contains('{'),
+        "{path}: give the new path parameter a value in fill_placeholders"
+    );
+    filled
 }
