@@ -23,7 +23,8 @@ pub struct BackupRecord {
 }
 
 impl BackupRecord {
-    pub const KINDS: [&'static str; 4] = ["filenames", "eventstore", "controldb", "log"];
+    /// The REST backup requests, and `restore`: a backup laid down by `myelin restore`.
+    pub const KINDS: [&'static str; 5] = ["filenames", "eventstore", "controldb", "log", "restore"];
     pub const SEGMENT_TYPES: [&'static str; 2] = ["EVENT", "SNAPSHOT"];
 
     fn validate(&self) -> Result<()> {

@@ -1,0 +1,16 @@
+//! `myelin backup`, `myelin verify`, `myelin restore`: Axon Server's backup procedure done in
+//! one command, checked end to end, and laid back down — to its end or to a token. The design,
+//! the target layout and the manifest are in docs/BACKUP.md.
+//!
+//! * [`source`]: the server (Axon's backup endpoints, Myelin's lease and file endpoints).
+//! * [`target`]: where backups go (a directory or S3-compatible storage).
+//! * [`scan`]: reads a segment block by block, every CRC checked.
+//! * [`manifest`], [`run`], [`verify`], [`restore`].
+
+pub mod manifest;
+pub mod restore;
+pub mod run;
+pub mod scan;
+pub mod source;
+pub mod target;
+pub mod verify;

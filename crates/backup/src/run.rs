@@ -1,0 +1,569 @@
+//! `myelin backup`: one run of Axon's backup procedure, in its order, into a target, ending
+//! with a manifest (docs/BACKUP.md).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use myelin_format::segment::SegmentKind;
+use tokio::sync::oneshot;
+
+use crate::manifest::{
+    FORMAT, FamilyEntry, FileEntry, MANIFEST_PREFIX, Manifest, PreviousEntry, SegmentEntry, ServerEntry, hex,
+    manifest_key, parse_manifest_key,
+};
+use crate::scan::{Ending, scan_file};
+use crate::source::{Fetched, Server, SourceError, type_name};
+use crate::target::{Target, TargetError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("target: {0}")]
+    Target(#[from] TargetError),
+    #[error("the previous backup's manifest {key} cannot be used: {reason} (run `myelin verify` on the target)")]
+    PreviousManifest { key: String, reason: String },
+    #[error("{file}: {reason}")]
+    Segment { file: String, reason: String },
+    #[error("local staging: {0}")]
+    Staging(#[from] std::io::Error),
+    /// The listing skips a segment that is closed but whose index is not written yet; listing
+    /// again shortly includes it.
+    #[error("{0}")]
+    ListingGap(String),
+    #[error("cannot write the manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, BackupError>;
+
+/// What to back up.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Contexts; `None`: every context the server lists.
+    pub contexts: Option<Vec<String>>,
+    pub kinds: Vec<SegmentKind>,
+    /// Lease time to live, renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Only print what would be copied.
+    pub dry_run: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            contexts: None,
+            kinds: vec![SegmentKind::Events, SegmentKind::Snapshots],
+            lease_ttl: Duration::from_secs(300),
+            dry_run: false,
+        }
+    }
+}
+
+/// What one run did, per context and type.
+#[derive(Debug, Clone, Default)]
+pub struct FamilyReport {
+    pub new_closed_segments: usize,
+    pub active_bytes: u64,
+    pub bytes: u64,
+    /// Planned file copies (dry run) or copies made.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupReport {
+    pub run: u64,
+    pub manifest: String,
+    pub lease: bool,
+    pub control_db: Option<String>,
+    pub contexts: BTreeMap<String, (i64, BTreeMap<&'static str, FamilyReport>)>,
+    pub elapsed: Duration,
+    pub dry_run: bool,
+}
+
+/// Progress callbacks (a progress bar in the CLI, nothing in tests).
+pub trait Progress: Send + Sync {
+    fn file_started(&self, _name: &str, _size_hint: Option<u64>) {}
+    fn file_done(&self, _name: &str, _bytes: u64) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// The newest manifest in `target`, checked, with its key and raw bytes.
+pub async fn latest_manifest(target: &dyn Target) -> Result<Option<(String, Manifest, Vec<u8>)>> {
+    let mut runs: Vec<(u64, String)> = target
+        .list(MANIFEST_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| parse_manifest_key(&o.key).map(|run| (run, o.key)))
+        .collect();
+    runs.sort();
+    let Some((_, key)) = runs.pop() else {
+        return Ok(None);
+    };
+    let bytes = target
+        .get_bytes(&key)
+        .await?
+        .ok_or_else(|| BackupError::PreviousManifest {
+            key: key.clone(),
+            reason: "listed but not readable".to_string(),
+        })?;
+    let manifest = Manifest::open(&bytes).map_err(|e| BackupError::PreviousManifest {
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((key, manifest, bytes.to_vec())))
+}
+
+fn family_dir(kind: SegmentKind) -> &'static str {
+    match kind {
+        SegmentKind::Events => "events",
+        SegmentKind::Snapshots => "snapshots",
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Groups a listing's closed files by segment number: data file first, then its companions.
+fn group_closed(kind: SegmentKind, files: &[String]) -> Result<BTreeMap<u64, Vec<String>>> {
+    let mut segments: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for path in files {
+        let name = file_name(path);
+        let number = kind
+            .parse_file_name(name)
+            .or_else(|| kind.parse_index_file_name(name))
+            .or_else(|| kind.parse_bloom_file_name(name))
+            .or_else(|| {
+                // Axon Server's own index and bloom files: <segment>.index / .bloom etc.
+                let (stem, _) = name.split_once('.')?;
+                (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| stem.parse().ok())
+                    .flatten()
+            })
+            .ok_or_else(|| BackupError::Segment {
+                file: path.clone(),
+                reason: "the listing named a file that is not a segment file".to_string(),
+            })?;
+        let entry = segments.entry(number).or_default();
+        if kind.parse_file_name(name).is_some() {
+            entry.insert(0, path.clone());
+        } else {
+            entry.push(path.clone());
+        }
+    }
+    Ok(segments)
+}
+
+/// One backup run of `server` into `target`.
+pub async fn backup(
+    server: &Server,
+    target: &dyn Target,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let created_at = now_ms();
+    let previous = latest_manifest(target).await?;
+    let run = previous.as_ref().map_or(1, |(_, m, _)| m.run + 1);
+    let mut report = BackupReport {
+        run,
+        manifest: manifest_key(run),
+        dry_run: options.dry_run,
+        ..BackupReport::default()
+    };
+
+    // The lease keeps the server from deleting what it lists until this run is over.
+    let ttl = options.lease_ttl.as_secs().max(1);
+    let lease = if options.dry_run {
+        None
+    } else {
+        server.lease(ttl).await?
+    };
+    report.lease = lease.is_some();
+    let (stop_renewing, mut renewing) = oneshot::channel::<()>();
+    let renewer = lease.clone().map(|lease| {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs((ttl / 3).max(1));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {
+                        match server.renew(&lease.id, ttl).await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::warn!("the backup lease expired on the server"),
+                            Err(e) => tracing::warn!("cannot renew the backup lease: {e}"),
+                        }
+                    }
+                    _ = &mut renewing => return,
+                }
+            }
+        })
+    });
+
+    let result = copy_all(server, target, options, progress, previous.as_ref(), &mut report).await;
+
+    let _ = stop_renewing.send(());
+    if let Some(task) = renewer {
+        let _ = task.await;
+    }
+    if let Some(lease) = &lease
+        && let Err(e) = server.release(&lease.id).await
+    {
+        tracing::warn!("cannot release the backup lease (it expires by itself): {e}");
+    }
+    let mut manifest = result?;
+    if !options.dry_run {
+        manifest.created_at = created_at;
+        manifest.previous = previous.map(|(key, _, bytes)| PreviousEntry {
+            path: key,
+            sha256: hex(&sha2_digest(&bytes)),
+        });
+        let bytes = manifest.seal()?;
+        target.put_bytes(&report.manifest, bytes.into()).await?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// Steps 2–4 of the procedure; returns the new (unsealed) manifest.
+async fn copy_all(
+    server: &Server,
+    target: &dyn Target,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+    previous: Option<&(String, Manifest, Vec<u8>)>,
+    report: &mut BackupReport,
+) -> Result<Manifest> {
+    let staging = tempfile::Builder::new().prefix("myelin-backup-").tempdir()?;
+    let previous = previous.map(|(_, m, _)| m);
+    let (version, node) = server.identity().await?;
+    let mut manifest = Manifest {
+        format: FORMAT,
+        run: report.run,
+        created_at: 0,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        server: ServerEntry {
+            url: server.url().to_string(),
+            version,
+            node,
+        },
+        previous: None,
+        control_db: previous.and_then(|p| p.control_db.clone()),
+        log: previous.map(|p| p.log.clone()).unwrap_or_default(),
+        contexts: previous.map(|p| p.contexts.clone()).unwrap_or_default(),
+        sha256: None,
+    };
+
+    // 1. The control database first: it holds what the rest must agree with.
+    if !options.dry_run {
+        let listed = server.control_db_backup().await?;
+        let name = file_name(&listed).to_string();
+        let key = format!("controldb/{name}");
+        let stream = format!("/v1/backup/controldb/{name}");
+        let entry = copy_file(server, target, &listed, &stream, &key, staging.path(), progress).await?;
+        report.control_db = Some(key);
+        manifest.control_db = Some(entry.0);
+    }
+
+    let contexts = match &options.contexts {
+        Some(contexts) => contexts.clone(),
+        None => server.contexts().await?,
+    };
+
+    // 2. Replication-log segments (none from a single node).
+    for context in &contexts {
+        for listed in server.log_filenames(context).await? {
+            let name = file_name(&listed).to_string();
+            let key = format!("log/{context}/{name}");
+            if options.dry_run {
+                continue;
+            }
+            let stream = format!("/v1/backup/log/files/{context}/{name}");
+            let (entry, _) = copy_file(server, target, &listed, &stream, &key, staging.path(), progress).await?;
+            manifest.log.retain(|f| f.path != entry.path);
+            manifest.log.push(entry);
+        }
+    }
+
+    // 3. Event and snapshot segments, per context and type.
+    for context in &contexts {
+        let mut context_entry = manifest.contexts.remove(context).unwrap_or_default();
+        let mut families = BTreeMap::new();
+        for &kind in &options.kinds {
+            let family = match kind {
+                SegmentKind::Events => &mut context_entry.events,
+                SegmentKind::Snapshots => &mut context_entry.snapshots,
+            };
+            let family_report = backup_family(
+                server,
+                target,
+                context,
+                kind,
+                family,
+                options.dry_run,
+                staging.path(),
+                progress,
+            )
+            .await?;
+            families.insert(family_dir(kind), family_report);
+        }
+        context_entry.last_token = context_entry.events.last_token().map_or(-1, |t| t as i64);
+        report
+            .contexts
+            .insert(context.clone(), (context_entry.last_token, families));
+        manifest.contexts.insert(context.clone(), context_entry);
+    }
+    Ok(manifest)
+}
+
+/// Attempts at one type of one context when the active segment rolls between its listing and
+/// its download (streaming only: the rolled segment is listed again once its index is written).
+const ROLLED_RETRIES: usize = 20;
+/// Listings after which an empty backup accepts a store whose first segment is not 0.
+const FIRST_SEGMENT_RETRIES: usize = 5;
+
+#[allow(clippy::too_many_arguments)]
+async fn backup_family(
+    server: &Server,
+    target: &dyn Target,
+    context: &str,
+    kind: SegmentKind,
+    family: &mut FamilyEntry,
+    dry_run: bool,
+    staging: &Path,
+    progress: &dyn Progress,
+) -> Result<FamilyReport> {
+    let mut total = FamilyReport::default();
+    for attempt in 1.. {
+        match backup_family_once(
+            server, target, context, kind, family, dry_run, staging, progress, &mut total, attempt,
+        )
+        .await
+        {
+            Err(BackupError::Source(SourceError::NotServed { url })) if attempt < ROLLED_RETRIES => {
+                tracing::debug!(%url, attempt, "listed file no longer served; listing again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(BackupError::ListingGap(reason)) if attempt < ROLLED_RETRIES => {
+                tracing::debug!(attempt, "{reason}; listing again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result.map(|()| total),
+        }
+    }
+    Ok(total)
+}
+
+/// One listing and copy; closed segments copied are recorded in `family` (and `report`) as
+/// they complete, so a retry lists from past them.
+#[allow(clippy::too_many_arguments)]
+async fn backup_family_once(
+    server: &Server,
+    target: &dyn Target,
+    context: &str,
+    kind: SegmentKind,
+    family: &mut FamilyEntry,
+    dry_run: bool,
+    staging: &Path,
+    progress: &dyn Progress,
+    report: &mut FamilyReport,
+    attempt: usize,
+) -> Result<()> {
+    // Never the active segment: only closed segments recorded by earlier runs.
+    let marker = family.closed.last().map_or(-1, |s| s.segment as i64);
+    let listing = server.eventstore(context, kind, marker).await?;
+    report.files.clear();
+    let Some((active, closed)) = listing.filenames.split_first() else {
+        return Err(BackupError::Segment {
+            file: format!("{context}/{}", type_name(kind)),
+            reason: "the server listed no active segment".to_string(),
+        });
+    };
+    let dir = format!("contexts/{context}/{}", family_dir(kind));
+    let stream_base = format!("/v1/backup/files/{context}/{}", type_name(kind));
+
+    for (number, files) in group_closed(kind, closed)? {
+        if (number as i64) <= marker {
+            continue;
+        }
+        let mut segment = SegmentEntry {
+            segment: number,
+            first_token: number,
+            last_token: None,
+            files: Vec::new(),
+        };
+        for listed in &files {
+            let name = file_name(listed);
+            let key = format!("{dir}/{name}");
+            report.files.push(key.clone());
+            if dry_run {
+                continue;
+            }
+            let stream = format!("{stream_base}/{name}");
+            let is_data = kind.parse_file_name(name).is_some();
+            let (entry, local) = copy_file_keep(server, listed, &stream, &key, staging, progress).await?;
+            if is_data {
+                let scan = scan_file(&local, number)?;
+                if scan.ending != Ending::Rolled {
+                    return Err(BackupError::Segment {
+                        file: listed.clone(),
+                        reason: format!("closed segment is not complete: {:?}", scan.ending),
+                    });
+                }
+                segment.last_token = scan.last_token();
+            }
+            target.put_file(&key, &local).await?;
+            let _ = std::fs::remove_file(&local);
+            report.bytes += entry.size;
+            segment.files.push(entry);
+        }
+        if !dry_run {
+            report.new_closed_segments += 1;
+            family.closed.push(segment);
+        }
+    }
+    if let Some(newest) = family.closed.last() {
+        family.last_closed_segment = newest.segment as i64;
+    } else {
+        family.last_closed_segment = -1;
+    }
+
+    // The active segment, copied afresh under a name every run overwrites.
+    let name = file_name(active);
+    let number = kind.parse_file_name(name).ok_or_else(|| BackupError::Segment {
+        file: active.clone(),
+        reason: "the listed active segment is not a segment file".to_string(),
+    })?;
+    // A segment that rolled moments ago is listed only once its index is durable: until then
+    // the listing skips it, and the active segment does not continue the closed ones.
+    // With nothing closed in the backup yet, a store normally starts at token 0; one that
+    // starts later (Axon Server after retention) is accepted after a few listings.
+    let expected = match family.closed.last() {
+        Some(segment) => segment.last_token.map(|t| t + 1),
+        None if attempt <= FIRST_SEGMENT_RETRIES => Some(0),
+        None => None,
+    };
+    if let Some(expected) = expected
+        && number != expected
+        && !dry_run
+    {
+        return Err(BackupError::ListingGap(format!(
+            "{context}/{}: the active segment starts at {number}, the closed segments end before {expected}",
+            type_name(kind)
+        )));
+    }
+    let key = format!("{dir}/active.{}", kind.data_suffix());
+    report.files.push(key.clone());
+    if !dry_run {
+        let stream = format!("{stream_base}/{name}");
+        let (_, local) = copy_file_keep(server, active, &stream, &key, staging, progress).await?;
+        // Keep exactly the complete transactions (a local copy of a file being written may end
+        // in a torn block; the pre-allocated zeros after the end are not worth storing), then
+        // an end marker.
+        let scan = scan_file(&local, number)?;
+        if let Ending::Damaged { offset, reason } = &scan.ending {
+            tracing::debug!(file = %active, offset, "active segment copy ends in an incomplete block: {reason}");
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&local)?;
+        file.set_len(scan.valid_len + 4)?;
+        {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&[0u8; 4], scan.valid_len)?;
+        }
+        file.sync_all()?;
+        drop(file);
+        let (size, sha256) = hash_file(&local)?;
+        target.put_file(&key, &local).await?;
+        let _ = std::fs::remove_file(&local);
+        report.active_bytes = size;
+        report.bytes += size;
+        family.active = Some(SegmentEntry {
+            segment: number,
+            first_token: number,
+            last_token: scan.last_token(),
+            files: vec![FileEntry {
+                path: key,
+                size,
+                sha256,
+            }],
+        });
+    }
+    Ok(())
+}
+
+/// Fetches a listed file to staging and stores it in the target.
+async fn copy_file(
+    server: &Server,
+    target: &dyn Target,
+    listed: &str,
+    stream: &str,
+    key: &str,
+    staging: &Path,
+    progress: &dyn Progress,
+) -> Result<(FileEntry, u64)> {
+    let (entry, local) = copy_file_keep(server, listed, stream, key, staging, progress).await?;
+    target.put_file(key, &local).await?;
+    let _ = std::fs::remove_file(&local);
+    let size = entry.size;
+    Ok((entry, size))
+}
+
+/// Fetches a listed file to staging; returns its entry and the staging path.
+async fn copy_file_keep(
+    server: &Server,
+    listed: &str,
+    stream: &str,
+    key: &str,
+    staging: &Path,
+    progress: &dyn Progress,
+) -> Result<(FileEntry, PathBuf)> {
+    let local = staging.join(key.replace('/', "__"));
+    let size_hint = std::fs::metadata(listed).ok().map(|m| m.len());
+    progress.file_started(key, size_hint);
+    let Fetched { size, sha256 } = server.fetch(listed, stream, &local).await?;
+    progress.file_done(key, size);
+    Ok((
+        FileEntry {
+            path: key.to_string(),
+            size,
+            sha256,
+        },
+        local,
+    ))
+}
+
+/// Size and SHA-256 of a local file.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,651 @@
+//! The restore drill, on the real binary: writers append over gRPC while segments roll and
+//! incremental backups run; the backup is verified, restored into a fresh directory, served,
+//! and compared with the live history — to the end and to a token. Then `verify` must catch
+//! each injected defect.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use myelin_proto::grpc::SerializedObject;
+use myelin_proto::grpc::event::event_store_client::EventStoreClient;
+use myelin_proto::grpc::event::{Event, GetEventsRequest, GetLastTokenRequest};
+use parking_lot::Mutex;
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_myelin");
+
+#[allow(dead_code)]
+#[path = "../../backup/tests/common/mod.rs"]
+mod s3common;
+
+/// A `myelin serve` process on 127.0.0.1 with ports chosen by the OS; killed when dropped.
+struct Server {
+    child: Child,
+    grpc: String,
+    http: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, log: &Path) -> Server {
+        Server::start_with(data, log, "16KB")
+    }
+
+    fn start_with(data: &Path, log: &Path, segment_size: &str) -> Server {
+        let log_file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args([
+                "--set",
+                "myelin.bind-address=127.0.0.1",
+                "--set",
+                "axoniq.axonserver.port=0",
+                "--set",
+                "server.port=0",
+            ])
+            .arg(format!("--set=axoniq.axonserver.event.segment-size={segment_size}"))
+            .arg(format!("--set=axoniq.axonserver.snapshot.segment-size={segment_size}"))
+            .current_dir(data.parent().expect("parent"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("myelin starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut grpc, mut http) = (None, None);
+        while Instant::now() < deadline && (grpc.is_none() || http.is_none()) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            for line in text.lines() {
+                if let Some(address) = line.split("gRPC listening on ").nth(1) {
+                    grpc = Some(address.trim().to_string());
+                }
+                if let Some(address) = line.split("HTTP listening on ").nth(1) {
+                    http = Some(address.trim().to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut server = Server {
+            child,
+            grpc: grpc.unwrap_or_default(),
+            http: http.unwrap_or_default(),
+            log: log.to_path_buf(),
+        };
+        if server.grpc.is_empty() || server.http.is_empty() {
+            let _ = server.child.kill();
+            panic!(
+                "server did not start:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        server
+    }
+
+    fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    async fn client(&self) -> EventStoreClient<Channel> {
+        EventStoreClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("gRPC connects")
+    }
+
+    /// SIGTERM and wait: the server must stop cleanly.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "server exit {status}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(args: &[&str]) -> Output {
+    tool_with(args, &[])
+}
+
+fn tool_with(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("myelin tool runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn event(aggregate: &str, sequence: i64, snapshot: bool) -> Event {
+    Event {
+        message_identifier: format!("{aggregate}/{sequence}/{snapshot}"),
+        aggregate_identifier: aggregate.to_string(),
+        aggregate_sequence_number: sequence,
+        aggregate_type: "Drill".to_string(),
+        timestamp: 1_700_000_000_000 + sequence,
+        payload: Some(SerializedObject {
+            r#type: "DrillEvent".to_string(),
+            revision: String::new(),
+            data: vec![b'p'; 150 + (sequence as usize % 7) * 40],
+        }),
+        snapshot,
+        ..Event::default()
+    }
+}
+
+/// Every event of the store, in token order, as (token, event).
+async fn history(client: &mut EventStoreClient<Channel>) -> Vec<(i64, Event)> {
+    let last = client
+        .get_last_token(GetLastTokenRequest {})
+        .await
+        .expect("last token")
+        .into_inner()
+        .token;
+    if last < 0 {
+        return Vec::new();
+    }
+    let request = GetEventsRequest {
+        tracking_token: 0,
+        number_of_permits: last + 1,
+        ..GetEventsRequest::default()
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender.send(request).await.expect("request");
+    let mut stream = client
+        .list_events(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("list")
+        .into_inner();
+    let mut events = Vec::new();
+    while (events.len() as i64) <= last {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("events arrive")
+            .expect("stream ok")
+            .expect("not ended");
+        events.push((next.token, next.event.expect("event")));
+    }
+    drop(sender);
+    events
+}
+
+/// Writers append 1–3 event transactions to their own aggregates and record what was
+/// acknowledged.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, i64)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start_load(server: &Server, writers: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut client = server.client().await;
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let aggregate = format!("writer-{w}");
+            let mut sequence = 0i64;
+            let mut round = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let count = 1 + (round % 3) as i64;
+                let events: Vec<Event> = (sequence..sequence + count)
+                    .map(|s| event(&aggregate, s, false))
+                    .collect();
+                client.append_event(tokio_stream::iter(events)).await.expect("append");
+                acked
+                    .lock()
+                    .extend((sequence..sequence + count).map(|s| (aggregate.clone(), s)));
+                if round % 10 == 9 {
+                    client
+                        .append_snapshot(event(&aggregate, sequence + count - 1, true))
+                        .await
+                        .expect("snapshot");
+                }
+                sequence += count;
+                round += 1;
+            }
+        }));
+    }
+    Load { stop, acked, tasks }
+}
+
+impl Load {
+    async fn finish(self) -> Vec<(String, i64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("writer");
+        }
+        self.acked.lock().clone()
+    }
+}
+
+fn verify(target: &str) -> Output {
+    tool(&["verify", target])
+}
+
+/// Where a drill's backups go, and how the tool reaches it and the server.
+struct Drill {
+    target: String,
+    env: Vec<(String, String)>,
+    fetch: &'static str,
+    /// Small enough that segments roll during the drill, large enough for the target to keep
+    /// up (every closed segment is three objects; moto takes milliseconds per request).
+    segment_size: &'static str,
+}
+
+impl Drill {
+    /// The target as the test itself reads it (without touching this process's environment).
+    fn open(&self) -> Box<dyn myelin_backup::target::Target> {
+        let setting = |name: &str| {
+            self.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        match self.target.strip_prefix("s3://") {
+            Some(location) => {
+                let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+                myelin_backup::target::s3_target(
+                    bucket,
+                    prefix,
+                    Some(&setting("AWS_ENDPOINT_URL")),
+                    &setting("AWS_REGION"),
+                    &setting("AWS_ACCESS_KEY_ID"),
+                    &setting("AWS_SECRET_ACCESS_KEY"),
+                )
+                .expect("S3 target")
+            }
+            None => myelin_backup::target::dir_target(Path::new(&self.target)).expect("directory target"),
+        }
+    }
+}
+
+fn same(restored: &[(i64, Event)], live: &[(i64, Event)]) {
+    assert!(
+        restored.len() <= live.len(),
+        "restored {} events, live has {}",
+        restored.len(),
+        live.len()
+    );
+    for (i, (token, event)) in restored.iter().enumerate() {
+        assert_eq!(*token, i as i64, "restored tokens are contiguous from 0");
+        assert_eq!(
+            (token, event),
+            (&live[i].0, &live[i].1),
+            "restored token {token} differs from the live history"
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            found.extend(files_under(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A named way to damage a copy of a backup.
+type Defect = (&'static str, fn(&Path));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_drill() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let target_dir = root.path().join("backup");
+    let drill = Drill {
+        target: target_dir.to_string_lossy().to_string(),
+        env: Vec::new(),
+        fetch: "auto",
+        segment_size: "16KB",
+    };
+    run_drill(root.path(), &drill).await;
+
+    // verify catches each injected defect.
+    let defects: [Defect; 4] = DEFECTS;
+    for (i, (name, inject)) in defects.iter().enumerate() {
+        let copy = root.path().join(format!("defect-{i}"));
+        copy_dir(&target_dir, &copy);
+        inject(&copy);
+        let output = verify(&copy.to_string_lossy());
+        assert!(!output.status.success(), "verify missed the {name}: {}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("PROBLEM"),
+            "{name}: {}",
+            text(&output)
+        );
+    }
+}
+
+/// The drill with S3-compatible storage (moto, on 127.0.0.1) as the target, every file
+/// streamed from the server over HTTP rather than read by path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_drill_s3_streaming() {
+    let s3 = s3common::S3TestServer::start().await;
+    s3.create_bucket("drill").await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), s3common::S3_ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), s3common::S3_SECRET_KEY.to_string()),
+        ("AWS_REGION".to_string(), s3common::S3_REGION.to_string()),
+        ("AWS_ENDPOINT_URL".to_string(), s3.endpoint.clone()),
+    ];
+    let drill = Drill {
+        target: "s3://drill/backups/prod".to_string(),
+        env,
+        fetch: "stream",
+        segment_size: "128KB",
+    };
+    run_drill(root.path(), &drill).await;
+}
+
+/// Writers append while segments roll and three incremental backups run; then verify,
+/// restore (to the end and to a token), serve the restored data and compare.
+async fn run_drill(root: &Path, drill: &Drill) {
+    let live_dir = root.join("live");
+    let target = drill.target.clone();
+    let server = Server::start_with(&live_dir, &root.join("live.log"), drill.segment_size);
+
+    // Several incremental backups while writers append and segments roll.
+    let load = start_load(&server, 4).await;
+    let mut acked_before_last_backup = Vec::new();
+    for run in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        acked_before_last_backup = load.acked.lock().clone();
+        let summary = tokio::task::spawn_blocking({
+            let (http, target, env, fetch) = (server.http_url(), target.clone(), drill.env.clone(), drill.fetch);
+            move || {
+                let output = tool_with(&["backup", "--server", &http, "--to", &target, "--fetch", fetch], &env);
+                assert!(output.status.success(), "backup {run} failed: {}", text(&output));
+                text(&output)
+            }
+        })
+        .await
+        .expect("backup task");
+        assert!(summary.contains(&format!("backup run {run}")), "{summary}");
+    }
+    let acked = load.finish().await;
+    assert!(
+        acked.len() > acked_before_last_backup.len(),
+        "writers kept writing during the backups"
+    );
+    let mut client = server.client().await;
+    let live = history(&mut client).await;
+    assert_eq!(
+        live.len(),
+        acked.len(),
+        "the live server holds every acknowledged event"
+    );
+    let verified = tool_with(&["verify", &target], &drill.env);
+    assert!(verified.status.success(), "verify: {}", text(&verified));
+    assert!(text(&verified).contains("OK: backup run 3"), "{}", text(&verified));
+
+    // Restore to the end of the backup and serve it.
+    let restored_dir = root.join("restored");
+    let output = tool_with(
+        &["restore", &target, "--data", &restored_dir.to_string_lossy()],
+        &drill.env,
+    );
+    assert!(output.status.success(), "restore: {}", text(&output));
+    let refused = tool_with(
+        &["restore", &target, "--data", &restored_dir.to_string_lossy()],
+        &drill.env,
+    );
+    assert!(!refused.status.success(), "a non-empty directory needs --force");
+    // The restore holds exactly what the newest manifest says the backup covers.
+    let backed_up_last = {
+        let target = drill.open();
+        let (_, manifest, _) = myelin_backup::run::latest_manifest(target.as_ref())
+            .await
+            .expect("manifest")
+            .expect("a manifest");
+        assert_eq!(manifest.run, 3);
+        let events = &manifest.contexts["default"].events;
+        assert!(
+            events.closed.len() > 3,
+            "segments rolled and were copied: {}",
+            events.closed.len()
+        );
+        manifest.contexts["default"].last_token
+    };
+    assert!(
+        text(&output).contains(&format!("context default: last token {backed_up_last}")),
+        "restore reports the manifest's last token {backed_up_last}: {}",
+        text(&output)
+    );
+    let restored_server = Server::start(&restored_dir, &root.join("restored.log"));
+    let mut restored_client = restored_server.client().await;
+    let restored = history(&mut restored_client).await;
+    same(&restored, &live);
+    let present: HashSet<(String, i64)> = restored
+        .iter()
+        .map(|(_, e)| (e.aggregate_identifier.clone(), e.aggregate_sequence_number))
+        .collect();
+    for event in &acked_before_last_backup {
+        assert!(
+            present.contains(event),
+            "{event:?} was acknowledged before the last backup began but is missing"
+        );
+    }
+    let log = std::fs::read_to_string(root.join("restored.log")).expect("log");
+    let last = restored.len() as i64 - 1;
+    assert_eq!(last, backed_up_last, "the restored store ends where the backup does");
+    assert!(
+        log.contains(&format!("last token {last}")),
+        "the restored server logs its last token {last}:\n{log}"
+    );
+    // New appends work, continuing an aggregate and starting one.
+    let (_, newest) = restored.last().expect("events").clone();
+    let next = event(
+        &newest.aggregate_identifier,
+        newest.aggregate_sequence_number + 1,
+        false,
+    );
+    restored_client
+        .append_event(tokio_stream::iter(vec![next, event("fresh", 0, false)]))
+        .await
+        .expect("appends after restore");
+    restored_server.stop();
+
+    // Point in time: to a token in the middle.
+    let token = live.len() as u64 / 2;
+    let pit_dir = root.join("pit");
+    let output = tool_with(
+        &[
+            "restore",
+            &target,
+            "--data",
+            &pit_dir.to_string_lossy(),
+            "--to-token",
+            &token.to_string(),
+        ],
+        &drill.env,
+    );
+    assert!(output.status.success(), "restore --to-token: {}", text(&output));
+    assert!(
+        text(&output).contains(&format!("asked for token {token}")),
+        "{}",
+        text(&output)
+    );
+    let pit_server = Server::start(&pit_dir, &root.join("pit.log"));
+    let mut pit_client = pit_server.client().await;
+    let pit = history(&mut pit_client).await;
+    same(&pit, &live);
+    let pit_last = pit.len() as i64 - 1;
+    assert!(pit_last <= token as i64, "restored up to {pit_last}, asked for {token}");
+    assert!(
+        pit_last > token as i64 - 4,
+        "stops at the last transaction boundary (3 events at most) before {token}: {pit_last}"
+    );
+    pit_client
+        .append_event(tokio_stream::iter(vec![event("after-pit", 0, false)]))
+        .await
+        .expect("appends after a point-in-time restore");
+    pit_server.stop();
+    drop(client);
+    server.stop();
+}
+
+/// The defects `verify` must catch, each applied to a copy of a good backup.
+const DEFECTS: [Defect; 4] = [
+    ("flipped bit", |dir| {
+        let segment = &files_under(&dir.join("contexts/default/events"), ".events")[1];
+        let mut bytes = std::fs::read(segment).expect("read");
+        bytes[200] ^= 0x04;
+        std::fs::write(segment, bytes).expect("write");
+    }),
+    ("truncated segment", |dir| {
+        let segment = &files_under(&dir.join("contexts/default/events"), ".events")[1];
+        let file = std::fs::OpenOptions::new().write(true).open(segment).expect("open");
+        let len = file.metadata().expect("meta").len();
+        file.set_len(len / 2).expect("truncate");
+    }),
+    ("missing middle segment", |dir| {
+        let segments = files_under(&dir.join("contexts/default/events"), ".events");
+        std::fs::remove_file(&segments[segments.len() / 2]).expect("remove");
+    }),
+    ("edited manifest", |dir| {
+        let manifest = files_under(&dir.join("manifests"), ".json").pop().expect("manifest");
+        let text = std::fs::read_to_string(&manifest).expect("read");
+        let edited = text.replacen("\"lastToken\": ", "\"lastToken\": 1", 1);
+        assert_ne!(text, edited);
+        std::fs::write(&manifest, edited).expect("write");
+    }),
+];
+
+/// Files written by the real Axon Server (AXON_COMPAT §6), in the repository's sibling
+/// `shared/` directory.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/axon-server-se")
+        .join(name)
+}
+
+/// Axon Server's own data, served by Myelin, backed up by local copies (Axon's model),
+/// restored into a fresh directory: it reads with upstream's expectations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axon_fixture_backup_restores_into_myelin() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let live_dir = root.path().join("live");
+    // The fixture holds one context's files; Axon's layout is <storage>/<context>/.
+    copy_dir(&fixture("token-at"), &live_dir.join("default"));
+    for file in files_under(&live_dir, ".events") {
+        let mut permissions = std::fs::metadata(&file).expect("meta").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        permissions.set_readonly(false);
+        std::fs::set_permissions(&file, permissions).expect("writable copy");
+    }
+    let target = root.path().join("backup").to_string_lossy().to_string();
+    let server = Server::start(&live_dir, &root.path().join("live.log"));
+
+    // A dry run prints the plan and writes nothing.
+    let plan = tool(&["backup", "--server", &server.http_url(), "--to", &target, "--dry-run"]);
+    assert!(plan.status.success(), "dry run: {}", text(&plan));
+    let plan_text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(plan_text.contains("00000000000000000830.events"), "{plan_text}");
+    assert!(plan_text.contains("active.events"), "{plan_text}");
+    assert!(
+        !root.path().join("backup/manifests").exists(),
+        "a dry run stores nothing"
+    );
+    // An unreachable server is one clear line and exit code 1.
+    let unreachable = tool(&["backup", "--server", "http://127.0.0.1:9", "--to", &target]);
+    assert_eq!(unreachable.status.code(), Some(1), "{}", text(&unreachable));
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the server at http://127.0.0.1:9"),
+        "{}",
+        text(&unreachable)
+    );
+
+    let output = tool(&[
+        "backup",
+        "--server",
+        &server.http_url(),
+        "--to",
+        &target,
+        "--fetch",
+        "local",
+    ]);
+    assert!(output.status.success(), "backup: {}", text(&output));
+    server.stop();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("backup/manifests/000001.json")).expect("manifest"))
+            .expect("manifest JSON");
+    assert_eq!(manifest["server"]["version"], env!("CARGO_PKG_VERSION"), "{manifest}");
+    assert_eq!(manifest["contexts"]["default"]["lastToken"], 2485, "{manifest}");
+    let verified = verify(&target);
+    assert!(verified.status.success(), "verify: {}", text(&verified));
+
+    let restored_dir = root.path().join("restored");
+    let output = tool(&["restore", &target, "--data", &restored_dir.to_string_lossy()]);
+    assert!(output.status.success(), "restore: {}", text(&output));
+    assert!(
+        text(&output).contains("context default: last token 2485"),
+        "{}",
+        text(&output)
+    );
+    let restored = Server::start(&restored_dir, &root.path().join("restored.log"));
+    let mut client = restored.client().await;
+    let token_at = |instant| myelin_proto::grpc::event::GetTokenAtRequest { instant };
+    for (instant, expected) in [(0, 0), (278, 834), (4062, 2000)] {
+        let token = client
+            .get_token_at(token_at(instant))
+            .await
+            .expect("GetTokenAt")
+            .into_inner()
+            .token;
+        assert_eq!(token, expected, "GetTokenAt({instant})");
+    }
+    let last = client
+        .get_last_token(GetLastTokenRequest {})
+        .await
+        .expect("last token")
+        .into_inner()
+        .token;
+    assert_eq!(last + 1, 2486, "head");
+    drop(client);
+    restored.stop();
+}
