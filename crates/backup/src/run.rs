@@ -71,13 +71,23 @@ pub struct FamilyReport {
     pub files: Vec<String>,
 }
 
+/// What one run did for one context.
+#[derive(Debug, Clone, Default)]
+pub struct ContextReport {
+    /// The last event token the backup covers, -1 when none.
+    pub last_token: i64,
+    /// Per type: "events", "snapshots".
+    pub families: BTreeMap<&'static str, FamilyReport>,
+    pub elapsed: Duration,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BackupReport {
     pub run: u64,
     pub manifest: String,
     pub lease: bool,
     pub control_db: Option<String>,
-    pub contexts: BTreeMap<String, (i64, BTreeMap<&'static str, FamilyReport>)>,
+    pub contexts: BTreeMap<String, ContextReport>,
     pub elapsed: Duration,
     pub dry_run: bool,
 }
@@ -235,6 +245,15 @@ fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(bytes).to_vec()
 }
 
+/// What every copy of one run shares: where bytes come from, where they go, how.
+struct Copier<'a> {
+    server: &'a Server,
+    target: &'a dyn Target,
+    dry_run: bool,
+    staging: &'a Path,
+    progress: &'a dyn Progress,
+}
+
 /// Steps 2–4 of the procedure; returns the new (unsealed) manifest.
 async fn copy_all(
     server: &Server,
@@ -247,6 +266,13 @@ async fn copy_all(
     let staging = tempfile::Builder::new().prefix("myelin-backup-").tempdir()?;
     let previous = previous.map(|(_, m, _)| m);
     let (version, node) = server.identity().await?;
+    let copier = Copier {
+        server,
+        target,
+        dry_run: options.dry_run,
+        staging: staging.path(),
+        progress,
+    };
     let mut manifest = Manifest {
         format: FORMAT,
         run: report.run,
@@ -270,7 +296,7 @@ async fn copy_all(
         let name = file_name(&listed).to_string();
         let key = format!("controldb/{name}");
         let stream = format!("/v1/backup/controldb/{name}");
-        let entry = copy_file(server, target, &listed, &stream, &key, staging.path(), progress).await?;
+        let entry = copier.copy_file(&listed, &stream, &key).await?;
         report.control_db = Some(key);
         manifest.control_db = Some(entry.0);
     }
@@ -289,7 +315,7 @@ async fn copy_all(
                 continue;
             }
             let stream = format!("/v1/backup/log/files/{context}/{name}");
-            let (entry, _) = copy_file(server, target, &listed, &stream, &key, staging.path(), progress).await?;
+            let (entry, _) = copier.copy_file(&listed, &stream, &key).await?;
             manifest.log.retain(|f| f.path != entry.path);
             manifest.log.push(entry);
         }
@@ -297,6 +323,7 @@ async fn copy_all(
 
     // 3. Event and snapshot segments, per context and type.
     for context in &contexts {
+        let context_started = Instant::now();
         let mut context_entry = manifest.contexts.remove(context).unwrap_or_default();
         let mut families = BTreeMap::new();
         for &kind in &options.kinds {
@@ -304,23 +331,18 @@ async fn copy_all(
                 SegmentKind::Events => &mut context_entry.events,
                 SegmentKind::Snapshots => &mut context_entry.snapshots,
             };
-            let family_report = backup_family(
-                server,
-                target,
-                context,
-                kind,
-                family,
-                options.dry_run,
-                staging.path(),
-                progress,
-            )
-            .await?;
+            let family_report = copier.backup_family(context, kind, family).await?;
             families.insert(family_dir(kind), family_report);
         }
         context_entry.last_token = context_entry.events.last_token().map_or(-1, |t| t as i64);
-        report
-            .contexts
-            .insert(context.clone(), (context_entry.last_token, families));
+        report.contexts.insert(
+            context.clone(),
+            ContextReport {
+                last_token: context_entry.last_token,
+                families,
+                elapsed: context_started.elapsed(),
+            },
+        );
         manifest.contexts.insert(context.clone(), context_entry);
     }
     Ok(manifest)
@@ -332,214 +354,189 @@ const ROLLED_RETRIES: usize = 20;
 /// Listings after which an empty backup accepts a store whose first segment is not 0.
 const FIRST_SEGMENT_RETRIES: usize = 5;
 
-#[allow(clippy::too_many_arguments)]
-async fn backup_family(
-    server: &Server,
-    target: &dyn Target,
-    context: &str,
-    kind: SegmentKind,
-    family: &mut FamilyEntry,
-    dry_run: bool,
-    staging: &Path,
-    progress: &dyn Progress,
-) -> Result<FamilyReport> {
-    let mut total = FamilyReport::default();
-    for attempt in 1.. {
-        match backup_family_once(
-            server, target, context, kind, family, dry_run, staging, progress, &mut total, attempt,
-        )
-        .await
-        {
-            Err(BackupError::Source(SourceError::NotServed { url })) if attempt < ROLLED_RETRIES => {
-                tracing::debug!(%url, attempt, "listed file no longer served; listing again");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+impl Copier<'_> {
+    async fn backup_family(&self, context: &str, kind: SegmentKind, family: &mut FamilyEntry) -> Result<FamilyReport> {
+        let mut total = FamilyReport::default();
+        for attempt in 1.. {
+            match self
+                .backup_family_once(context, kind, family, &mut total, attempt)
+                .await
+            {
+                Err(error @ (BackupError::Source(SourceError::NotServed { .. }) | BackupError::ListingGap(_)))
+                    if attempt < ROLLED_RETRIES =>
+                {
+                    tracing::debug!(attempt, "{error}; listing again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                result => return result.map(|()| total),
             }
-            Err(BackupError::ListingGap(reason)) if attempt < ROLLED_RETRIES => {
-                tracing::debug!(attempt, "{reason}; listing again");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            result => return result.map(|()| total),
         }
+        Ok(total)
     }
-    Ok(total)
-}
 
-/// One listing and copy; closed segments copied are recorded in `family` (and `report`) as
-/// they complete, so a retry lists from past them.
-#[allow(clippy::too_many_arguments)]
-async fn backup_family_once(
-    server: &Server,
-    target: &dyn Target,
-    context: &str,
-    kind: SegmentKind,
-    family: &mut FamilyEntry,
-    dry_run: bool,
-    staging: &Path,
-    progress: &dyn Progress,
-    report: &mut FamilyReport,
-    attempt: usize,
-) -> Result<()> {
-    // Never the active segment: only closed segments recorded by earlier runs.
-    let marker = family.closed.last().map_or(-1, |s| s.segment as i64);
-    let listing = server.eventstore(context, kind, marker).await?;
-    report.files.clear();
-    let Some((active, closed)) = listing.filenames.split_first() else {
-        return Err(BackupError::Segment {
-            file: format!("{context}/{}", type_name(kind)),
-            reason: "the server listed no active segment".to_string(),
-        });
-    };
-    let dir = format!("contexts/{context}/{}", family_dir(kind));
-    let stream_base = format!("/v1/backup/files/{context}/{}", type_name(kind));
-
-    for (number, files) in group_closed(kind, closed)? {
-        if (number as i64) <= marker {
-            continue;
-        }
-        let mut segment = SegmentEntry {
-            segment: number,
-            first_token: number,
-            last_token: None,
-            files: Vec::new(),
+    /// One listing and copy; closed segments copied are recorded in `family` (and `report`) as
+    /// they complete, so a retry lists from past them.
+    async fn backup_family_once(
+        &self,
+        context: &str,
+        kind: SegmentKind,
+        family: &mut FamilyEntry,
+        report: &mut FamilyReport,
+        attempt: usize,
+    ) -> Result<()> {
+        let Copier {
+            server,
+            target,
+            dry_run,
+            ..
+        } = *self;
+        // Never the active segment: only closed segments recorded by earlier runs.
+        let marker = family.closed.last().map_or(-1, |s| s.segment as i64);
+        let listing = server.eventstore(context, kind, marker).await?;
+        report.files.clear();
+        let Some((active, closed)) = listing.filenames.split_first() else {
+            return Err(BackupError::Segment {
+                file: format!("{context}/{}", type_name(kind)),
+                reason: "the server listed no active segment".to_string(),
+            });
         };
-        for listed in &files {
-            let name = file_name(listed);
-            let key = format!("{dir}/{name}");
-            report.files.push(key.clone());
-            if dry_run {
+        let dir = format!("contexts/{context}/{}", family_dir(kind));
+        let stream_base = format!("/v1/backup/files/{context}/{}", type_name(kind));
+
+        for (number, files) in group_closed(kind, closed)? {
+            if (number as i64) <= marker {
                 continue;
             }
-            let stream = format!("{stream_base}/{name}");
-            let is_data = kind.parse_file_name(name).is_some();
-            let (entry, local) = copy_file_keep(server, listed, &stream, &key, staging, progress).await?;
-            if is_data {
-                let scan = scan_file(&local, number)?;
-                if scan.ending != Ending::Rolled {
-                    return Err(BackupError::Segment {
-                        file: listed.clone(),
-                        reason: format!("closed segment is not complete: {:?}", scan.ending),
-                    });
+            let mut segment = SegmentEntry {
+                segment: number,
+                first_token: number,
+                last_token: None,
+                files: Vec::new(),
+            };
+            for listed in &files {
+                let name = file_name(listed);
+                let key = format!("{dir}/{name}");
+                report.files.push(key.clone());
+                if dry_run {
+                    continue;
                 }
-                segment.last_token = scan.last_token();
+                let stream = format!("{stream_base}/{name}");
+                let is_data = kind.parse_file_name(name).is_some();
+                let (entry, local) = self.copy_file_keep(listed, &stream, &key).await?;
+                if is_data {
+                    let scan = scan_file(&local, number)?;
+                    if scan.ending != Ending::Rolled {
+                        return Err(BackupError::Segment {
+                            file: listed.clone(),
+                            reason: format!("closed segment is not complete: {:?}", scan.ending),
+                        });
+                    }
+                    segment.last_token = scan.last_token();
+                }
+                target.put_file(&key, &local).await?;
+                let _ = std::fs::remove_file(&local);
+                report.bytes += entry.size;
+                segment.files.push(entry);
             }
+            if !dry_run {
+                report.new_closed_segments += 1;
+                family.closed.push(segment);
+            }
+        }
+        if let Some(newest) = family.closed.last() {
+            family.last_closed_segment = newest.segment as i64;
+        } else {
+            family.last_closed_segment = -1;
+        }
+
+        // The active segment, copied afresh under a name every run overwrites.
+        let name = file_name(active);
+        let number = kind.parse_file_name(name).ok_or_else(|| BackupError::Segment {
+            file: active.clone(),
+            reason: "the listed active segment is not a segment file".to_string(),
+        })?;
+        // A segment that rolled moments ago is listed only once its index is durable: until then
+        // the listing skips it, and the active segment does not continue the closed ones.
+        // With nothing closed in the backup yet, a store normally starts at token 0; one that
+        // starts later (Axon Server after retention) is accepted after a few listings.
+        let expected = match family.closed.last() {
+            Some(segment) => segment.last_token.map(|t| t + 1),
+            None if attempt <= FIRST_SEGMENT_RETRIES => Some(0),
+            None => None,
+        };
+        if let Some(expected) = expected
+            && number != expected
+            && !dry_run
+        {
+            return Err(BackupError::ListingGap(format!(
+                "{context}/{}: the active segment starts at {number}, the closed segments end before {expected}",
+                type_name(kind)
+            )));
+        }
+        let key = format!("{dir}/active.{}", kind.data_suffix());
+        report.files.push(key.clone());
+        if !dry_run {
+            let stream = format!("{stream_base}/{name}");
+            let (_, local) = self.copy_file_keep(active, &stream, &key).await?;
+            // Keep exactly the complete transactions (a local copy of a file being written may end
+            // in a torn block; the pre-allocated zeros after the end are not worth storing), then
+            // an end marker.
+            let scan = scan_file(&local, number)?;
+            if let Ending::Damaged { offset, reason } = &scan.ending {
+                tracing::debug!(file = %active, offset, "active segment copy ends in an incomplete block: {reason}");
+            }
+            let file = std::fs::OpenOptions::new().write(true).open(&local)?;
+            file.set_len(scan.valid_len + 4)?;
+            {
+                use std::os::unix::fs::FileExt;
+                file.write_all_at(&[0u8; 4], scan.valid_len)?;
+            }
+            file.sync_all()?;
+            drop(file);
+            let (size, sha256) = hash_file(&local)?;
             target.put_file(&key, &local).await?;
             let _ = std::fs::remove_file(&local);
-            report.bytes += entry.size;
-            segment.files.push(entry);
+            report.active_bytes = size;
+            report.bytes += size;
+            family.active = Some(SegmentEntry {
+                segment: number,
+                first_token: number,
+                last_token: scan.last_token(),
+                files: vec![FileEntry {
+                    path: key,
+                    size,
+                    sha256,
+                }],
+            });
         }
-        if !dry_run {
-            report.new_closed_segments += 1;
-            family.closed.push(segment);
-        }
-    }
-    if let Some(newest) = family.closed.last() {
-        family.last_closed_segment = newest.segment as i64;
-    } else {
-        family.last_closed_segment = -1;
+        Ok(())
     }
 
-    // The active segment, copied afresh under a name every run overwrites.
-    let name = file_name(active);
-    let number = kind.parse_file_name(name).ok_or_else(|| BackupError::Segment {
-        file: active.clone(),
-        reason: "the listed active segment is not a segment file".to_string(),
-    })?;
-    // A segment that rolled moments ago is listed only once its index is durable: until then
-    // the listing skips it, and the active segment does not continue the closed ones.
-    // With nothing closed in the backup yet, a store normally starts at token 0; one that
-    // starts later (Axon Server after retention) is accepted after a few listings.
-    let expected = match family.closed.last() {
-        Some(segment) => segment.last_token.map(|t| t + 1),
-        None if attempt <= FIRST_SEGMENT_RETRIES => Some(0),
-        None => None,
-    };
-    if let Some(expected) = expected
-        && number != expected
-        && !dry_run
-    {
-        return Err(BackupError::ListingGap(format!(
-            "{context}/{}: the active segment starts at {number}, the closed segments end before {expected}",
-            type_name(kind)
-        )));
-    }
-    let key = format!("{dir}/active.{}", kind.data_suffix());
-    report.files.push(key.clone());
-    if !dry_run {
-        let stream = format!("{stream_base}/{name}");
-        let (_, local) = copy_file_keep(server, active, &stream, &key, staging, progress).await?;
-        // Keep exactly the complete transactions (a local copy of a file being written may end
-        // in a torn block; the pre-allocated zeros after the end are not worth storing), then
-        // an end marker.
-        let scan = scan_file(&local, number)?;
-        if let Ending::Damaged { offset, reason } = &scan.ending {
-            tracing::debug!(file = %active, offset, "active segment copy ends in an incomplete block: {reason}");
-        }
-        let file = std::fs::OpenOptions::new().write(true).open(&local)?;
-        file.set_len(scan.valid_len + 4)?;
-        {
-            use std::os::unix::fs::FileExt;
-            file.write_all_at(&[0u8; 4], scan.valid_len)?;
-        }
-        file.sync_all()?;
-        drop(file);
-        let (size, sha256) = hash_file(&local)?;
-        target.put_file(&key, &local).await?;
+    /// Fetches a listed file to staging and stores it in the target.
+    async fn copy_file(&self, listed: &str, stream: &str, key: &str) -> Result<(FileEntry, u64)> {
+        let (entry, local) = self.copy_file_keep(listed, stream, key).await?;
+        self.target.put_file(key, &local).await?;
         let _ = std::fs::remove_file(&local);
-        report.active_bytes = size;
-        report.bytes += size;
-        family.active = Some(SegmentEntry {
-            segment: number,
-            first_token: number,
-            last_token: scan.last_token(),
-            files: vec![FileEntry {
-                path: key,
+        let size = entry.size;
+        Ok((entry, size))
+    }
+
+    /// Fetches a listed file to staging; returns its entry and the staging path.
+    async fn copy_file_keep(&self, listed: &str, stream: &str, key: &str) -> Result<(FileEntry, PathBuf)> {
+        let local = self.staging.join(key.replace('/', "__"));
+        let size_hint = std::fs::metadata(listed).ok().map(|m| m.len());
+        self.progress.file_started(key, size_hint);
+        let Fetched { size, sha256 } = self.server.fetch(listed, stream, &local).await?;
+        self.progress.file_done(key, size);
+        Ok((
+            FileEntry {
+                path: key.to_string(),
                 size,
                 sha256,
-            }],
-        });
+            },
+            local,
+        ))
     }
-    Ok(())
-}
-
-/// Fetches a listed file to staging and stores it in the target.
-async fn copy_file(
-    server: &Server,
-    target: &dyn Target,
-    listed: &str,
-    stream: &str,
-    key: &str,
-    staging: &Path,
-    progress: &dyn Progress,
-) -> Result<(FileEntry, u64)> {
-    let (entry, local) = copy_file_keep(server, listed, stream, key, staging, progress).await?;
-    target.put_file(key, &local).await?;
-    let _ = std::fs::remove_file(&local);
-    let size = entry.size;
-    Ok((entry, size))
-}
-
-/// Fetches a listed file to staging; returns its entry and the staging path.
-async fn copy_file_keep(
-    server: &Server,
-    listed: &str,
-    stream: &str,
-    key: &str,
-    staging: &Path,
-    progress: &dyn Progress,
-) -> Result<(FileEntry, PathBuf)> {
-    let local = staging.join(key.replace('/', "__"));
-    let size_hint = std::fs::metadata(listed).ok().map(|m| m.len());
-    progress.file_started(key, size_hint);
-    let Fetched { size, sha256 } = server.fetch(listed, stream, &local).await?;
-    progress.file_done(key, size);
-    Ok((
-        FileEntry {
-            path: key.to_string(),
-            size,
-            sha256,
-        },
-        local,
-    ))
 }
 
 /// Size and SHA-256 of a local file.

@@ -88,20 +88,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// A progress bar on a terminal; nothing otherwise.
-struct Bar(Option<ProgressBar>);
+/// A progress bar on a terminal (files and bytes copied, the file being copied); nothing
+/// otherwise.
+struct Bar(Option<ProgressBar>, std::sync::atomic::AtomicU64);
 
 impl Progress for Bar {
     fn file_started(&self, name: &str, _size_hint: Option<u64>) {
         if let Some(bar) = &self.0 {
-            bar.set_message(name.to_string());
+            let done = self.1.load(std::sync::atomic::Ordering::Relaxed);
+            bar.set_message(format!("{done} files; copying {name}"));
         }
     }
 
     fn file_done(&self, _name: &str, bytes: u64) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(bar) = &self.0 {
             bar.inc(bytes);
-            bar.set_length(bar.position());
         }
     }
 }
@@ -142,7 +144,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let progress = Bar(bar);
+    let progress = Bar(bar, std::sync::atomic::AtomicU64::new(0));
     let report = runtime()?.block_on(myelin_backup::run::backup(
         &server,
         target.as_ref(),
@@ -159,8 +161,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
             target.describe()
         );
         println!("  the control database (a new zip)");
-        for (context, (_, families)) in &report.contexts {
-            for (family, plan) in families {
+        for (context, done) in &report.contexts {
+            for (family, plan) in &done.families {
                 for file in &plan.files {
                     println!("  {context} {family}: {file}");
                 }
@@ -181,14 +183,20 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "{:<20} {:>10} {:>14} {:>14} {:>14} {:>12}",
-        "context", "type", "new closed", "active bytes", "bytes copied", "last token"
+        "{:<20} {:>10} {:>11} {:>13} {:>13} {:>11} {:>9}",
+        "context", "type", "new closed", "active bytes", "bytes copied", "last token", "elapsed"
     );
-    for (context, (last_token, families)) in &report.contexts {
-        for (family, done) in families {
+    for (context, done) in &report.contexts {
+        for (family, copied) in &done.families {
             println!(
-                "{:<20} {:>10} {:>14} {:>14} {:>14} {:>12}",
-                context, family, done.new_closed_segments, done.active_bytes, done.bytes, last_token
+                "{:<20} {:>10} {:>11} {:>13} {:>13} {:>11} {:>8.1}s",
+                context,
+                family,
+                copied.new_closed_segments,
+                copied.active_bytes,
+                copied.bytes,
+                done.last_token,
+                done.elapsed.as_secs_f64()
             );
         }
     }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::access::Grant;
-use crate::db::{ControlDb, normalize_grants, now_ms, stored_grant, write_tx};
+use crate::db::{ControlDb, normalize_grants, now_ms, stored_grants, write_tx};
 use crate::error::{ControlError, Result};
 use crate::validate::validate_name;
 
@@ -169,15 +169,11 @@ fn application_by_rowid(conn: &Connection, rowid: i64) -> Result<Option<Applicat
 }
 
 fn roles_of(conn: &Connection, name: &str) -> Result<Vec<Grant>> {
-    let mut statement = conn.prepare("SELECT context, role FROM application_roles WHERE application = ?1")?;
-    let rows = statement.query_map([name], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
-    let mut roles = Vec::new();
-    for row in rows {
-        let (context, role) = row?;
-        roles.push(stored_grant(name, context, &role)?);
-    }
-    roles.sort();
-    Ok(roles)
+    stored_grants(
+        conn,
+        "SELECT context, role FROM application_roles WHERE application = ?1",
+        name,
+    )
 }
 
 /// 32 random bytes as URL-safe base64 without padding (43 characters), and its hash.

@@ -154,6 +154,20 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The grants of `owner`, sorted, read with `query` (one `?1` parameter, selecting context
+/// and role from a grant table).
+pub(crate) fn stored_grants(conn: &Connection, query: &str, owner: &str) -> Result<Vec<Grant>> {
+    let mut statement = conn.prepare(query)?;
+    let rows = statement.query_map([owner], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+    let mut grants = Vec::new();
+    for row in rows {
+        let (context, role) = row?;
+        grants.push(stored_grant(owner, context, &role)?);
+    }
+    grants.sort();
+    Ok(grants)
+}
+
 /// Parses a role read back from a grant table; the CHECK constraint makes failure a corruption.
 pub(crate) fn stored_grant(owner: &str, context: String, role: &str) -> Result<Grant> {
     let role: Role = role

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Grant;
-use crate::db::{ControlDb, normalize_grants, stored_grant, write_tx};
+use crate::db::{ControlDb, normalize_grants, stored_grant, stored_grants, write_tx};
 use crate::error::{ControlError, Result};
 use crate::validate::validate_name;
 
@@ -132,15 +132,7 @@ fn password_hash_of(conn: &Connection, name: &str) -> Result<Option<String>> {
 }
 
 fn roles_of(conn: &Connection, name: &str) -> Result<Vec<Grant>> {
-    let mut statement = conn.prepare("SELECT context, role FROM user_roles WHERE user = ?1")?;
-    let rows = statement.query_map([name], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
-    let mut roles = Vec::new();
-    for row in rows {
-        let (context, role) = row?;
-        roles.push(stored_grant(name, context, &role)?);
-    }
-    roles.sort();
-    Ok(roles)
+    stored_grants(conn, "SELECT context, role FROM user_roles WHERE user = ?1", name)
 }
 
 /// argon2id (the crate's default algorithm and parameters) with a fresh random salt, as a PHC

@@ -105,8 +105,24 @@ async fn record(state: &SharedState, record: BackupRecord) -> Result<(), RestErr
     blocking(move || Ok(control.record_backup(&record)?)).await
 }
 
-fn last_event_token(store: &ContextStore, kind: SegmentKind) -> Option<i64> {
-    (kind == SegmentKind::Events).then(|| store.last_token())
+/// The history row of a segment listing: what was answered, and the last event token then.
+fn listing_record(
+    request: &str,
+    context: &str,
+    store: &ContextStore,
+    kind: SegmentKind,
+    last_closed: i64,
+    detail: String,
+) -> BackupRecord {
+    BackupRecord {
+        time_ms: now_ms(),
+        kind: request.to_string(),
+        context: Some(context.to_string()),
+        segment_type: Some(type_name(kind).to_string()),
+        last_closed_segment: Some(last_closed),
+        last_token: (kind == SegmentKind::Events).then(|| store.last_token()),
+        detail: Some(detail),
+    }
 }
 
 /// Closed segment files past a marker (deprecated upstream, kept for existing scripts).
@@ -138,17 +154,10 @@ pub async fn filenames(
     };
     let store = context.store();
     let (files, last_closed, _) = closed_after(store, kind, marker);
+    let detail = format!("lastSegmentBackedUp={marker}, {} files", files.len());
     record(
         &state,
-        BackupRecord {
-            time_ms: now_ms(),
-            kind: "filenames".to_string(),
-            context: Some(name.to_string()),
-            segment_type: Some(type_name(kind).to_string()),
-            last_closed_segment: Some(last_closed),
-            last_token: last_event_token(store, kind),
-            detail: Some(format!("lastSegmentBackedUp={marker}, {} files", files.len())),
-        },
+        listing_record("filenames", name, store, kind, last_closed, detail),
     )
     .await?;
     Ok(Json(files))
@@ -200,17 +209,10 @@ pub async fn eventstore(
     let mut filenames = Vec::with_capacity(closed.len() + 1);
     filenames.push(active);
     filenames.extend(closed);
+    let detail = format!("lastClosedSegmentBackedUp={marker}, {} files", filenames.len());
     record(
         &state,
-        BackupRecord {
-            time_ms: now_ms(),
-            kind: "eventstore".to_string(),
-            context: Some(name.to_string()),
-            segment_type: Some(type_name(kind).to_string()),
-            last_closed_segment: Some(last_closed),
-            last_token: last_event_token(store, kind),
-            detail: Some(format!("lastClosedSegmentBackedUp={marker}, {} files", filenames.len())),
-        },
+        listing_record("eventstore", name, store, kind, last_closed, detail),
     )
     .await?;
     Ok(Json(EventStoreBackup {
