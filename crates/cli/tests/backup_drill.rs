@@ -36,10 +36,16 @@ impl Server {
     }
 
     fn start_with(data: &Path, log: &Path, segment_size: &str) -> Server {
+        Server::start_with_settings(data, log, segment_size, &[])
+    }
+
+    /// `settings`: extra `KEY=VALUE` properties.
+    fn start_with_settings(data: &Path, log: &Path, segment_size: &str, settings: &[&str]) -> Server {
         let log_file = std::fs::File::create(log).expect("log file");
         let child = Command::new(BIN)
             .args(["serve", "--data"])
             .arg(data)
+            .args(settings.iter().map(|setting| format!("--set={setting}")))
             .args([
                 "--set",
                 "myelin.bind-address=127.0.0.1",
@@ -648,4 +654,49 @@ async fn axon_fixture_backup_restores_into_myelin() {
     assert_eq!(last + 1, 2486, "head");
     drop(client);
     restored.stop();
+}
+
+/// With access control on, a backup without an admin token is refused with one clear line;
+/// with the admin token it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_needs_an_admin_token_when_access_control_is_on() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with_settings(
+        &root.path().join("live"),
+        &root.path().join("live.log"),
+        "16KB",
+        &[
+            "axoniq.axonserver.accesscontrol.enabled=true",
+            "axoniq.axonserver.accesscontrol.admin-token=drill-admin-secret",
+            "axoniq.axonserver.accesscontrol.token=drill-app-secret",
+        ],
+    );
+    let target = root.path().join("backup").to_string_lossy().to_string();
+    let url = server.http_url();
+    for token in [None, Some("drill-app-secret"), Some("wrong")] {
+        let mut args = vec!["backup", "--server", url.as_str(), "--to", target.as_str()];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        let refused = tool(&args);
+        assert_eq!(refused.status.code(), Some(1), "token {token:?}: {}", text(&refused));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("refused the credentials"),
+            "token {token:?}: {}",
+            text(&refused)
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    let allowed = tool(&[
+        "backup",
+        "--server",
+        &url,
+        "--to",
+        &target,
+        "--token",
+        "drill-admin-secret",
+    ]);
+    assert!(allowed.status.success(), "{}", text(&allowed));
+    server.stop();
 }
