@@ -116,3 +116,55 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     name.push(".tmp");
     path.with_file_name(name)
 }
+
+/// The parts of `[from, to)` of `file` that may hold data, in order. Everything outside them is
+/// a hole, which reads as zeros. Uses `SEEK_DATA`/`SEEK_HOLE`: on ext4 and xfs a pre-allocated
+/// (unwritten) extent counts as a hole, so a mostly empty active segment yields one short
+/// region instead of hundreds of megabytes to read. The answer may include zeros (a file
+/// system without hole reporting gives back `[from, to)` whole), never exclude data.
+pub(crate) fn data_regions(file: &File, from: u64, to: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let whole = vec![(from, to)];
+    if from >= to {
+        return Vec::new();
+    }
+    let fd = file.as_raw_fd();
+    let seek = |offset: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
+        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: lseek on a descriptor this File owns for its whole lifetime; it only moves
+        // the file offset, which nothing here relies on (all reads and writes are positioned).
+        let result = unsafe { libc::lseek(fd, offset, whence) };
+        if result >= 0 {
+            return Ok(Some(result as u64));
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(error)
+        }
+    };
+    let mut regions = Vec::new();
+    let mut at = from;
+    while at < to {
+        let start = match seek(at, libc::SEEK_DATA) {
+            Ok(Some(start)) => start,
+            Ok(None) => break,
+            Err(_) => return whole,
+        };
+        if start >= to {
+            break;
+        }
+        let end = match seek(start, libc::SEEK_HOLE) {
+            Ok(Some(end)) => end.min(to),
+            Ok(None) => to,
+            Err(_) => return whole,
+        };
+        if end <= start {
+            return whole;
+        }
+        regions.push((start, end));
+        at = end;
+    }
+    regions
+}

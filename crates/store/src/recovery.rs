@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::indexer::{Scan, Stop, install_index, scan_closed, scan_segment};
-use crate::io::{create_preallocated, read_at_most, sync_data, write_all_at};
+use crate::io::{create_preallocated, data_regions, read_at_most, sync_data, write_all_at};
 use crate::log::SegmentLog;
 use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, Segments, bloom_of};
 
@@ -214,19 +214,23 @@ fn repair_header(file: &File, path: &Path, capacity: u64) -> Result<()> {
     ))
 }
 
-/// Offset of the last non-zero byte in `[from, to)`, reading backwards in chunks.
+/// Offset of the last non-zero byte in `[from, to)`, reading backwards in chunks, and only
+/// where the file system says data may be (holes, including pre-allocated extents never
+/// written, read as zeros): reopening a store does not read its empty pre-allocated tail.
 fn last_nonzero(file: &File, path: &Path, from: u64, to: u64) -> Result<Option<u64>> {
     const CHUNK: u64 = 1024 * 1024;
-    let mut end = to;
     let mut buf = vec![0u8; CHUNK as usize];
-    while end > from {
-        let start = end.saturating_sub(CHUNK).max(from);
-        let len = (end - start) as usize;
-        let n = read_at_most(file, &mut buf[..len], start).map_err(|e| StoreError::io(path, e))?;
-        if let Some(i) = buf[..n].iter().rposition(|b| *b != 0) {
-            return Ok(Some(start + i as u64));
+    for (region_start, region_end) in data_regions(file, from, to).into_iter().rev() {
+        let mut end = region_end;
+        while end > region_start {
+            let start = end.saturating_sub(CHUNK).max(region_start);
+            let len = (end - start) as usize;
+            let n = read_at_most(file, &mut buf[..len], start).map_err(|e| StoreError::io(path, e))?;
+            if let Some(i) = buf[..n].iter().rposition(|b| *b != 0) {
+                return Ok(Some(start + i as u64));
+            }
+            end = start;
         }
-        end = start;
     }
     Ok(None)
 }

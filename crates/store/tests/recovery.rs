@@ -109,6 +109,25 @@ fn garbage_from_an_interrupted_write_is_cut_off() {
     assert_eq!(read_all(&store).len(), 7);
 }
 
+/// Bytes far into the pre-allocated tail (beyond anything one interrupted write could leave)
+/// are found even though reopening reads only where the file system reports data.
+#[test]
+fn stray_bytes_deep_in_the_preallocated_tail_refuse_to_start() {
+    for offset in [200 * 1024, (1 << 20) - 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_transactions(dir.path(), &[2, 1]);
+        let path = active_segment(dir.path());
+        let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(&[0x7f], offset).expect("write");
+        file.sync_all().expect("sync");
+        drop(file);
+        match try_open(dir.path()).err().expect("refuses to start") {
+            StoreError::Corrupt { file, .. } => assert_eq!(file, path),
+            other => panic!("expected corruption at {offset}, got {other}"),
+        }
+    }
+}
+
 #[test]
 fn corruption_before_acknowledged_data_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
