@@ -23,18 +23,17 @@ use crate::error::ApiError;
 /// Metadata key of the access token (`AxonIQ-Access-Token`; HTTP/2 lower-cases it).
 pub const ACCESS_TOKEN_METADATA_KEY: &str = "axoniq-access-token";
 
-/// Puts access control in front of a gRPC service; `None` or a disabled control lets
-/// everything through.
-#[derive(Clone, Default)]
+/// Puts access control in front of a gRPC service.
+#[derive(Clone)]
 pub struct AccessLayer {
-    access: Option<Arc<AccessControl>>,
+    access: Arc<AccessControl>,
 }
 
 impl AccessLayer {
-    pub fn new(access: Option<Arc<AccessControl>>) -> Self {
-        AccessLayer {
-            access: access.filter(|a| a.enabled()),
-        }
+    /// The layer, or `None` when there is nothing to check (no access control, or disabled):
+    /// then requests reach the services without any wrapper at all (`tower::util::option_layer`).
+    pub fn new(access: Option<Arc<AccessControl>>) -> Option<Self> {
+        access.filter(|a| a.enabled()).map(|access| AccessLayer { access })
     }
 }
 
@@ -52,7 +51,7 @@ impl<S> Layer<S> for AccessLayer {
 #[derive(Clone)]
 pub struct AccessService<S> {
     inner: S,
-    access: Option<Arc<AccessControl>>,
+    access: Arc<AccessControl>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -72,9 +71,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(access) = &self.access
-            && let Err(error) = check(access, request.uri().path(), request.headers())
-        {
+        if let Err(error) = check(&self.access, request.uri().path(), request.headers()) {
             return Box::pin(std::future::ready(Ok(error.to_status().into_http())));
         }
         Box::pin(self.inner.call(request))

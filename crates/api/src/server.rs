@@ -100,7 +100,7 @@ pub async fn serve_with_config(
     let server = Server::builder()
         .http2_keepalive_interval(config.keep_alive_time)
         .http2_keepalive_timeout(Some(config.keep_alive_timeout))
-        .layer(AccessLayer::new(config.access.clone()))
+        .layer(tower::util::option_layer(AccessLayer::new(config.access.clone())))
         .add_service(event_store)
         .add_service(platform)
         .serve_with_incoming_shutdown(incoming, async {
