@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use myelin_control::{BackupRecord, ControlDb};
+use myelin_control::{BackupRecord, ControlDb, now_ms};
 use myelin_format::segment::SegmentKind;
 
 use crate::manifest::{FamilyEntry, FileEntry, Manifest};
-use crate::run::{hash_file, latest_manifest, now_ms};
+use crate::run::{hash_file, latest_manifest};
 use crate::scan::scan_file;
 use crate::target::{Target, TargetError};
 

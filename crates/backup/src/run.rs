@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use myelin_control::now_ms;
 use myelin_format::segment::SegmentKind;
 use tokio::sync::oneshot;
 
@@ -556,11 +557,4 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
         size += n as u64;
     }
     Ok((size, hex(&hasher.finalize())))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

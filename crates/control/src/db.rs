@@ -147,7 +147,9 @@ pub(crate) fn user_version(conn: &Connection) -> Result<u32> {
 }
 
 /// Milliseconds since the Unix epoch; 0 for a clock set before 1970 rather than a panic.
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it), the time unit of every
+/// timestamp the control database and the backup tools record.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))

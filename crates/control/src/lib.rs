@@ -39,7 +39,7 @@ pub use access::{AccessControl, Grant, Principal, PrincipalKind, Right, Role};
 pub use applications::ApplicationRecord;
 pub use backups::BackupRecord;
 pub use contexts::ContextRecord;
-pub use db::{ControlDb, DB_FILE_NAME};
+pub use db::{ControlDb, DB_FILE_NAME, now_ms};
 pub use error::{ControlError, Result};
 pub use users::UserRecord;
 pub use validate::validate_context_name;

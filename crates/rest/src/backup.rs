@@ -17,6 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use myelin_control::BackupRecord;
+use myelin_control::now_ms;
 use myelin_store::{ContextStore, SegmentKind};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -304,11 +305,4 @@ async fn control_db_backup(state: SharedState) -> Result<impl IntoResponse, Rest
     )
     .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], path))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -18,8 +18,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::SharedState;
-use crate::backup::now_ms;
 use crate::error::{ErrorBody, RestError};
+use myelin_control::now_ms;
 
 /// Time to live of a lease when the request names none.
 pub const TTL_SECONDS_DEFAULT: u64 = 300;

@@ -14,8 +14,8 @@ use axum::response::IntoResponse;
 use myelin_store::{FamilyMetrics, HistogramSnapshot};
 
 use crate::SharedState;
-use crate::backup::now_ms;
 use crate::error::{RestError, blocking};
+use myelin_control::now_ms;
 
 /// Content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
