@@ -41,6 +41,7 @@ pub mod key {
     pub const MAX_TRANSACTION_BYTES: &str = "myelin.max-transaction-bytes";
     pub const SEQUENCE_CACHE_ENTRIES: &str = "myelin.sequence-cache-entries";
     pub const INDEX_CACHE_BYTES: &str = "myelin.index-cache-bytes";
+    pub const OPEN_SEGMENT_FILES: &str = "myelin.open-segment-files";
     pub const BIND_ADDRESS: &str = "myelin.bind-address";
     pub const ACCESS_CONTROL_ENABLED: &str = "axoniq.axonserver.accesscontrol.enabled";
     pub const ACCESS_CONTROL_TOKEN: &str = "axoniq.axonserver.accesscontrol.token";
@@ -71,6 +72,7 @@ pub const PROPERTIES: &[&str] = &[
     key::MAX_TRANSACTION_BYTES,
     key::SEQUENCE_CACHE_ENTRIES,
     key::INDEX_CACHE_BYTES,
+    key::OPEN_SEGMENT_FILES,
     key::BIND_ADDRESS,
     key::ACCESS_CONTROL_ENABLED,
     key::ACCESS_CONTROL_TOKEN,
@@ -213,6 +215,8 @@ pub struct Config {
     pub max_transaction_bytes: usize,
     pub sequence_cache_entries: usize,
     pub index_cache_bytes: usize,
+    /// Closed segment files (data, and separately index) each store keeps open for reads.
+    pub open_segment_files: usize,
     /// Address both listeners bind to (`0.0.0.0`: every interface, as Axon Server does).
     pub bind_address: std::net::IpAddr,
     /// Whether every call needs credentials (`axoniq.axonserver.accesscontrol.enabled`).
@@ -269,6 +273,7 @@ impl Config {
             max_transaction_bytes: self.max_transaction_bytes,
             sequence_cache_entries: self.sequence_cache_entries,
             index_cache_bytes: self.index_cache_bytes,
+            open_segment_files: self.open_segment_files,
             ..StoreConfig::default()
         }
     }
@@ -557,6 +562,7 @@ impl Settings {
             max_transaction_bytes: self.usize_size(key::MAX_TRANSACTION_BYTES, defaults.max_transaction_bytes, 1)?,
             sequence_cache_entries: self.count(key::SEQUENCE_CACHE_ENTRIES, defaults.sequence_cache_entries, 1)?,
             index_cache_bytes: self.usize_size(key::INDEX_CACHE_BYTES, defaults.index_cache_bytes, 0)?,
+            open_segment_files: self.count(key::OPEN_SEGMENT_FILES, defaults.open_segment_files, 1)?,
             bind_address: self.ip_address(key::BIND_ADDRESS)?,
             access_control: self.flag(key::ACCESS_CONTROL_ENABLED, false)?,
             access_token: self.optional_text(key::ACCESS_CONTROL_TOKEN),
@@ -1039,12 +1045,14 @@ mod tests {
             ("axoniq.axonserver.snapshot.segment-size", "64KB"),
             ("axoniq.axonserver.max-message-size", "16777216"),
             ("myelin.index-cache-bytes", "128mb"),
+            ("myelin.open-segment-files", "8"),
         ]);
         let config = load_ok(&flags, &[], dir.path());
         assert_eq!(config.events.segment_size_bytes, 1 << 30);
         assert_eq!(config.snapshots.segment_size_bytes, 64 << 10);
         assert_eq!(config.max_message_size_bytes, 16 << 20);
         assert_eq!(config.index_cache_bytes, 128 << 20);
+        assert_eq!(config.open_segment_files, 8);
     }
 
     fn bad_value(flags: &[(&str, &str)]) -> String {

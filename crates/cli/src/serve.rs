@@ -11,9 +11,42 @@ use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState};
 use myelin_store::{ContextStore, DeletionHolds};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, Overrides, StoreKind};
+
+/// Raises the soft limit on open file descriptors to the hard limit, as servers that hold many
+/// files and connections do (the default soft limit is often 1,024). Each store holds at most
+/// `myelin.open-segment-files` closed segment files of each kind; connections and streams need
+/// the rest.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!("cannot read the open-file limit: {}", std::io::Error::last_os_error());
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            warn!(
+                "cannot raise the open-file limit from {}: {}",
+                limit.rlim_cur,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    info!("open-file limit {}", limit.rlim_cur);
+}
 
 pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("cannot determine the working directory")?;
@@ -21,6 +54,7 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     // Every path the server reports (backup listings above all) is absolute.
     config.make_paths_absolute(&cwd);
     info!("myelin {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
+    raise_open_file_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -114,10 +114,15 @@ pub fn render(
             );
         }
     }
-    let gauges: [Metric<f64>; 4] = [
+    let gauges: [Metric<f64>; 5] = [
         ("myelin_segments", "Segment files (closed and active)", |m| {
             m.segments as f64
         }),
+        (
+            "myelin_open_segment_files",
+            "Closed segment data and index files held open for reads",
+            |m| m.open_files as f64,
+        ),
         (
             "myelin_disk_bytes",
             "Bytes on disk in segment, index and bloom files",

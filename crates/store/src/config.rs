@@ -32,6 +32,9 @@ pub struct StoreConfig {
     pub sequence_cache_entries: usize,
     /// Bytes of closed-segment index files kept in memory.
     pub index_cache_bytes: usize,
+    /// Closed segment files kept open for reads, per family: at most this many data files and
+    /// this many index files (the rest are reopened when read again).
+    pub open_segment_files: usize,
     /// Bloom filter false-positive rate for closed segments.
     pub bloom_false_positive_rate: f64,
     /// A seek-table entry is recorded at least every this many bytes of segment data.
@@ -49,6 +52,7 @@ impl Default for StoreConfig {
             queue_capacity: 8192,
             sequence_cache_entries: 100_000,
             index_cache_bytes: 64 * 1024 * 1024,
+            open_segment_files: 64,
             bloom_false_positive_rate: 0.01,
             seek_interval_bytes: 64 * 1024,
         }

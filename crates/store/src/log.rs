@@ -19,7 +19,7 @@ use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::metrics::{FamilyCounters, FamilyMetrics};
 use crate::reader::ChunkReader;
-use crate::segments::{ClosedSegment, Located, Segments};
+use crate::segments::{ClosedSegment, Located, OpenFiles, Segments};
 
 type CommitListener = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -32,16 +32,19 @@ pub(crate) struct SegmentLog {
     head: AtomicU64,
     poison: Mutex<Option<String>>,
     index_cache: Mutex<IndexCache>,
+    /// Closed segment data files open for reading.
+    pub(crate) open_files: OpenFiles,
     listeners: Mutex<Vec<CommitListener>>,
     /// Counted by the writer per batch and by `ContextStore` per read; see `metrics`.
     pub counters: FamilyCounters,
 }
 
-/// Loaded index tables, bounded by bytes.
+/// Loaded index tables, bounded by bytes and by count (each holds its file open).
 struct IndexCache {
     entries: LruCache<u64, Arc<LoadedIndex>>,
     bytes: usize,
     limit_bytes: usize,
+    limit_entries: usize,
 }
 
 impl IndexCache {
@@ -54,7 +57,7 @@ impl IndexCache {
         if let Some(old) = self.entries.put(first_token, index) {
             self.bytes -= old.memory_bytes();
         }
-        while self.bytes > self.limit_bytes && self.entries.len() > 1 {
+        while (self.bytes > self.limit_bytes || self.entries.len() > self.limit_entries) && self.entries.len() > 1 {
             match self.entries.pop_lru() {
                 Some((_, evicted)) => self.bytes -= evicted.memory_bytes(),
                 None => break,
@@ -105,6 +108,7 @@ impl SegmentLog {
     pub fn new(kind: SegmentKind, dir: PathBuf, config: StoreConfig, segments: Segments) -> Self {
         let head = segments.active.first_token + segments.active.view.read().count;
         let limit_bytes = config.index_cache_bytes;
+        let open_segment_files = config.open_segment_files;
         SegmentLog {
             kind,
             dir,
@@ -116,7 +120,9 @@ impl SegmentLog {
                 entries: LruCache::unbounded(),
                 bytes: 0,
                 limit_bytes,
+                limit_entries: open_segment_files,
             }),
+            open_files: OpenFiles::new(open_segment_files),
             listeners: Mutex::new(Vec::new()),
             counters: FamilyCounters::new(),
         }
@@ -200,13 +206,10 @@ impl SegmentLog {
                     active.first_token + view.count,
                 )
             }
-            Located::Closed(closed) => (
-                closed.first_token,
-                closed.path.clone(),
-                closed.file()?,
-                closed.file_len()?,
-                closed.end_token(),
-            ),
+            Located::Closed(closed) => {
+                let (file, len) = self.open_files.get(closed)?;
+                (closed.first_token, closed.path.clone(), file, len, closed.end_token())
+            }
         };
         let (mut offset, mut token) = match cursor.resume {
             Some((segment, offset, token)) if segment == segment_first && token <= cursor.next_token => (offset, token),
@@ -451,7 +454,10 @@ impl SegmentLog {
         }
         let (path, file, limit) = match segment {
             Located::Active(active) => (active.path.clone(), active.file.clone(), active.view.read().end),
-            Located::Closed(closed) => (closed.path.clone(), closed.file()?, closed.file_len()?),
+            Located::Closed(closed) => {
+                let (file, len) = self.open_files.get(closed)?;
+                (closed.path.clone(), file, len)
+            }
         };
         let mut reader = ChunkReader::positioned(file, path.clone());
         let mut out = Vec::with_capacity(positions.len());
@@ -577,8 +583,13 @@ impl SegmentLog {
         let segments = closed.len() as u64 + 1;
         let last_token = self.head() as i64 - 1;
         let poisoned = self.poisoned().is_some();
-        self.counters
-            .snapshot(segments, closed_bytes + active_bytes, last_token, poisoned)
+        let open_files = (self.open_files.len() + self.index_cache.lock().entries.len()) as u64;
+        FamilyMetrics {
+            open_files,
+            ..self
+                .counters
+                .snapshot(segments, closed_bytes + active_bytes, last_token, poisoned)
+        }
     }
 
     pub fn active_path(&self) -> PathBuf {

@@ -125,6 +125,9 @@ pub struct FamilyMetrics {
     pub segments: u64,
     /// Data files at their pre-allocated length, plus index and bloom files of closed segments.
     pub bytes_on_disk: u64,
+    /// Closed segment data and index files held open for reads (bounded by the store's
+    /// `open_segment_files`, per kind of file).
+    pub open_files: u64,
     /// Token of the last committed event (or snapshot), -1 when empty.
     pub last_token: i64,
     /// Appends are refused after a failed write or sync, until restart.
@@ -218,6 +221,7 @@ impl FamilyCounters {
             batch_bytes: self.batch_bytes.snapshot(),
             segments,
             bytes_on_disk,
+            open_files: 0,
             last_token,
             poisoned,
         }

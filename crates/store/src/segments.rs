@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+
+use lru::LruCache;
 
 use myelin_format::bloom::Bloom;
 use myelin_format::index::{IndexPosition, SeekEntry};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Result, StoreError};
 
@@ -60,11 +62,9 @@ pub(crate) struct ClosedSegment {
     pub event_count: u64,
     pub first_timestamp: i64,
     pub path: Arc<Path>,
-    /// Opened on first read, with its length: a closed segment never changes size, so one
-    /// `fstat` serves every later read.
-    file: OnceLock<(Arc<File>, u64)>,
     /// Length of the data file, [`UNKNOWN_BYTES`] until the writer closes the segment or the
-    /// metrics (or a read) look it up: recovery does not `stat` every closed segment.
+    /// metrics (or a read) look it up: recovery does not `stat` every closed segment. A closed
+    /// segment never changes size, so one `fstat` serves every later read.
     data_file_bytes: AtomicU64,
     /// Index plus bloom file length, [`UNKNOWN_BYTES`] until written or looked up.
     side_file_bytes: AtomicU64,
@@ -85,7 +85,6 @@ impl ClosedSegment {
             event_count,
             first_timestamp,
             path,
-            file: OnceLock::new(),
             data_file_bytes: AtomicU64::new(UNKNOWN_BYTES),
             side_file_bytes: AtomicU64::new(UNKNOWN_BYTES),
             bloom: RwLock::new(None),
@@ -100,23 +99,19 @@ impl ClosedSegment {
         self.first_token + self.event_count
     }
 
-    fn opened(&self) -> Result<&(Arc<File>, u64)> {
-        if let Some(opened) = self.file.get() {
-            return Ok(opened);
-        }
+    /// Opens the data file for reading, with its length.
+    fn open(&self) -> Result<(File, u64)> {
         let io = |e| StoreError::io(self.path.to_path_buf(), e);
         let file = File::open(&self.path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        self.data_file_bytes.store(len, Ordering::Relaxed);
-        Ok(self.file.get_or_init(|| (Arc::new(file), len)))
-    }
-
-    pub fn file(&self) -> Result<Arc<File>> {
-        Ok(self.opened()?.0.clone())
-    }
-
-    pub fn file_len(&self) -> Result<u64> {
-        Ok(self.opened()?.1)
+        let len = match self.data_file_bytes.load(Ordering::Relaxed) {
+            UNKNOWN_BYTES => {
+                let len = file.metadata().map_err(io)?.len();
+                self.data_file_bytes.store(len, Ordering::Relaxed);
+                len
+            }
+            known => known,
+        };
+        Ok((file, len))
     }
 
     pub fn is_indexed(&self) -> bool {
@@ -146,6 +141,53 @@ impl ClosedSegment {
             Some(index? + bloom?)
         });
         data + side
+    }
+}
+
+/// Closed segment data files open for reading, at most `capacity` at a time (least recently
+/// used closed first). Without a bound a long-lived server reading its whole history keeps one
+/// descriptor per segment and eventually fails every `open` with EMFILE. An evicted file stays
+/// open until the last reader holding it (a tracking stream's cursor) lets go.
+pub(crate) struct OpenFiles {
+    entries: Mutex<LruCache<u64, (Arc<File>, u64)>>,
+    capacity: usize,
+}
+
+impl OpenFiles {
+    pub fn new(capacity: usize) -> Self {
+        OpenFiles {
+            entries: Mutex::new(LruCache::unbounded()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The segment's data file and its length, opened unless it already is.
+    pub fn get(&self, segment: &ClosedSegment) -> Result<(Arc<File>, u64)> {
+        if let Some((file, len)) = self.entries.lock().get(&segment.first_token) {
+            return Ok((file.clone(), *len));
+        }
+        // Opened outside the lock: a concurrent open of the same file is harmless (one wins).
+        let (file, len) = segment.open()?;
+        let file = Arc::new(file);
+        let mut entries = self.entries.lock();
+        entries.put(segment.first_token, (file.clone(), len));
+        while entries.len() > self.capacity {
+            entries.pop_lru();
+        }
+        Ok((file, len))
+    }
+
+    /// Files currently held open by the cache.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+}
+
+impl std::fmt::Debug for OpenFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFiles")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
     }
 }
 
