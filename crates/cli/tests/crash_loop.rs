@@ -11,9 +11,11 @@
 mod common;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -21,6 +23,7 @@ use myelin_format::segment::SegmentKind;
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{Event, ReadHighestSequenceNrRequest};
 use parking_lot::Mutex;
+use prost::Message;
 
 const WRITERS: usize = 4;
 /// More than one block can hold (32767 events): the transaction spans blocks.
@@ -59,9 +62,11 @@ fn tx_event(aggregate: &str, sequence: i64, tx: &str, size: usize, payload: usiz
     }
 }
 
-/// Every acknowledged event, in memory and in an fsynced log file (one line per event).
+/// Acknowledged events: every one in an fsynced log file (one line per event), and in memory
+/// until a check has found it in the store.
 struct Acked {
-    events: Mutex<HashMap<(String, i64), Event>>,
+    pending: Mutex<Vec<Event>>,
+    total: AtomicUsize,
     log: Mutex<std::fs::File>,
 }
 
@@ -79,13 +84,8 @@ impl Acked {
             }
             log.sync_data().expect("ack log fsync");
         }
-        let mut acked = self.events.lock();
-        for event in events {
-            acked.insert(
-                (event.aggregate_identifier.clone(), event.aggregate_sequence_number),
-                event.clone(),
-            );
-        }
+        self.pending.lock().extend_from_slice(events);
+        self.total.fetch_add(events.len(), Ordering::Relaxed);
     }
 }
 
@@ -149,15 +149,77 @@ async fn write_until_killed(server: Server, acked: &Arc<Acked>, round: usize, ra
     total
 }
 
-/// The checks after a restart.
-async fn check(server: &Server, acked: &Acked, round: usize) -> usize {
+/// What the checks so far established about the history: the store must keep exactly these
+/// events at these tokens.
+#[derive(Default)]
+struct Verified {
+    /// A hash of each verified event's bytes, by token.
+    hashes: Vec<u64>,
+    /// Per aggregate, the sequence number its next event must have.
+    next_sequence: HashMap<String, i64>,
+}
+
+fn event_hash(event: &Event) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    event.encode_to_vec().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Events of the verified prefix a check re-reads: events just before the new ones and a few
+/// random windows (`SPOT_WINDOWS` of `SPOT_WINDOW_EVENTS`), or all of it on a full check.
+const SPOT_WINDOWS: usize = 4;
+const SPOT_WINDOW_EVENTS: i64 = 256;
+/// Every this many rounds the whole history is re-read (and after the last round).
+const FULL_CHECK_EVERY: usize = 100;
+
+/// The checks after a restart, incremental so a long run does not re-read an ever longer
+/// history every round: the events added since the last check are checked in full (tokens
+/// contiguous, sequences contiguous, transactions whole, every acknowledgement since the last
+/// check present and identical); the verified prefix is spot-checked against its hashes, and
+/// re-read whole every `FULL_CHECK_EVERY` rounds and at the end.
+async fn check(
+    server: &Server,
+    acked: &Acked,
+    verified: &mut Verified,
+    round: usize,
+    full: bool,
+    random: &mut Random,
+) -> usize {
     let mut client = server.client().await;
-    let history = history(&mut client).await;
-    let mut next_sequence: HashMap<String, i64> = HashMap::new();
+    let last = last_token(&mut client).await;
+    let known = verified.hashes.len() as i64;
+    assert!(
+        last + 1 >= known,
+        "round {round}: the store ends at token {last}, {known} events were verified before"
+    );
+    let mut windows = Vec::new();
+    if full {
+        windows.push((0, known - 1));
+    } else if known > 0 {
+        windows.push(((known - SPOT_WINDOW_EVENTS).max(0), known - 1));
+        for _ in 0..SPOT_WINDOWS {
+            let from = random.below(known as u64) as i64;
+            windows.push((from, (from + SPOT_WINDOW_EVENTS - 1).min(known - 1)));
+        }
+    }
+    for (from, to) in windows {
+        for (token, event) in events_between(&mut client, from, to).await {
+            assert_eq!(
+                event_hash(&event),
+                verified.hashes[token as usize],
+                "round {round}: the event at token {token} changed: {event:?}"
+            );
+        }
+    }
+
+    let new = events_between(&mut client, known, last).await;
     let mut transactions: HashMap<String, (usize, usize)> = HashMap::new();
-    for (index, (token, event)) in history.iter().enumerate() {
-        assert_eq!(*token, index as i64, "round {round}: tokens contiguous");
-        let expected = next_sequence.entry(event.aggregate_identifier.clone()).or_insert(0);
+    for (index, (token, event)) in new.iter().enumerate() {
+        assert_eq!(*token, known + index as i64, "round {round}: tokens contiguous");
+        let expected = verified
+            .next_sequence
+            .entry(event.aggregate_identifier.clone())
+            .or_insert(0);
         assert_eq!(
             event.aggregate_sequence_number, *expected,
             "round {round}: {} sequences contiguous",
@@ -167,27 +229,29 @@ async fn check(server: &Server, acked: &Acked, round: usize) -> usize {
         let mut parts = event.message_identifier.split(':');
         let tx = parts.next().expect("tx").to_string();
         let size: usize = parts.next().expect("size").parse().expect("size");
-        let entry = transactions.entry(tx).or_insert((size, 0));
-        entry.1 += 1;
+        transactions.entry(tx).or_insert((size, 0)).1 += 1;
+        verified.hashes.push(event_hash(event));
     }
+    // Transactions never straddle checks: each commits whole, after the previous check's read.
     for (tx, (size, seen)) in &transactions {
         assert_eq!(
             seen, size,
             "round {round}: transaction {tx} is partly visible ({seen} of {size})"
         );
     }
-    let stored: HashMap<(String, i64), &Event> = history
+    // Acknowledged since the last check, so written after its read: among the new events.
+    let stored: HashMap<(&str, i64), &Event> = new
         .iter()
-        .map(|(_, e)| ((e.aggregate_identifier.clone(), e.aggregate_sequence_number), e))
+        .map(|(_, e)| ((e.aggregate_identifier.as_str(), e.aggregate_sequence_number), e))
         .collect();
-    let acked = acked.events.lock();
-    for (key, event) in acked.iter() {
+    for event in acked.pending.lock().drain(..) {
+        let key = (event.aggregate_identifier.as_str(), event.aggregate_sequence_number);
         let found = stored
-            .get(key)
+            .get(&key)
             .unwrap_or_else(|| panic!("round {round}: acknowledged {key:?} is missing"));
-        assert_eq!(*found, event, "round {round}: acknowledged {key:?} changed");
+        assert_eq!(**found, event, "round {round}: acknowledged {key:?} changed");
     }
-    history.len()
+    verified.hashes.len()
 }
 
 /// Every block of every segment file parses with a valid CRC; closed segments end with their
@@ -237,24 +301,35 @@ async fn crash_loop() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
     let acked = Arc::new(Acked {
-        events: Mutex::new(HashMap::new()),
+        pending: Mutex::new(Vec::new()),
+        total: AtomicUsize::new(0),
         log: Mutex::new(std::fs::File::create(root.path().join("acked.log")).expect("ack log")),
     });
     let mut random = Random(seed);
+    let mut spot = Random(seed ^ 0x5851_f42d_4c95_7f2d);
+    let mut verified = Verified::default();
     let mut total_transactions = 0;
-    let mut stored = 0;
+    let started = std::time::Instant::now();
     for round in 0..rounds {
         let server = Server::start(&data, &root.path().join(format!("round-{round}.log")));
-        stored = check(&server, &acked, round).await;
+        let full = round % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1;
+        let stored = check(&server, &acked, &mut verified, round, full, &mut spot).await;
         total_transactions += write_until_killed(server, &acked, round, &mut random).await;
+        if round % 50 == 49 {
+            println!(
+                "round {}: {stored} events verified, {:.0} s",
+                round + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
-    // A last start: recovery after the last kill, the same checks, then a clean stop.
+    // A last start: recovery after the last kill, the same checks over the whole history, then
+    // a clean stop.
     let server = Server::start(&data, &root.path().join("final.log"));
-    let final_count = check(&server, &acked, rounds).await;
-    assert!(final_count >= stored);
+    let final_count = check(&server, &acked, &mut verified, rounds, true, &mut spot).await;
     server.stop();
     check_segments(&data.join("default"));
-    let acked_events = acked.events.lock().len();
+    let acked_events = acked.total.load(Ordering::Relaxed);
     assert!(
         total_transactions > rounds,
         "writers made progress: {total_transactions} transactions"

@@ -160,18 +160,27 @@ pub fn event(aggregate: &str, sequence: i64, snapshot: bool) -> Event {
 
 /// Every event of the store, in token order, as (token, event).
 pub async fn history(client: &mut EventStoreClient<Channel>) -> Vec<(i64, Event)> {
-    let last = client
+    let last = last_token(client).await;
+    events_between(client, 0, last).await
+}
+
+pub async fn last_token(client: &mut EventStoreClient<Channel>) -> i64 {
+    client
         .get_last_token(GetLastTokenRequest {})
         .await
         .expect("last token")
         .into_inner()
-        .token;
-    if last < 0 {
+        .token
+}
+
+/// The events with tokens `from..=to`, in token order, as (token, event).
+pub async fn events_between(client: &mut EventStoreClient<Channel>, from: i64, to: i64) -> Vec<(i64, Event)> {
+    if to < from {
         return Vec::new();
     }
     let request = GetEventsRequest {
-        tracking_token: 0,
-        number_of_permits: last + 1,
+        tracking_token: from,
+        number_of_permits: to - from + 1,
         ..GetEventsRequest::default()
     };
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
@@ -182,7 +191,7 @@ pub async fn history(client: &mut EventStoreClient<Channel>) -> Vec<(i64, Event)
         .expect("list")
         .into_inner();
     let mut events = Vec::new();
-    while (events.len() as i64) <= last {
+    while (events.len() as i64) <= to - from {
         let next = tokio::time::timeout(Duration::from_secs(30), stream.message())
             .await
             .expect("events arrive")
