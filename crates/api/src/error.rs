@@ -112,6 +112,10 @@ impl ApiError {
                 // UNAVAILABLE is the code client retry/back-off policies act on.
                 StoreError::Poisoned(_) => ("AXONIQ-9100", Unavailable, 503),
                 StoreError::Closed => ("AXONIQ-9500", Unavailable, 503),
+                // DATAFILE_WRITE_ERROR. RESOURCE_EXHAUSTED is gRPC's code for "the entire file
+                // system is out of space"; HTTP 507 Insufficient Storage. Retryable: appends
+                // resume once space is freed.
+                StoreError::NoSpace { .. } => ("AXONIQ-9100", ResourceExhausted, 507),
                 // DATAFILE_READ_ERROR / DATAFILE_WRITE_ERROR. INTERNAL: an unexpected failure
                 // of this node, not something a retry is known to fix.
                 StoreError::Io { .. } => match operation {
@@ -255,6 +259,12 @@ mod tests {
             ApiError::write(StoreError::Poisoned("x".into())).code().grpc,
             Code::Unavailable
         );
+        let full = ApiError::write(StoreError::NoSpace {
+            file: "f".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        })
+        .code();
+        assert_eq!((full.code, full.grpc, full.http_status), ("AXONIQ-9100", Code::ResourceExhausted, 507));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum StoreError {
     Corrupt { file: PathBuf, offset: u64, reason: String },
     #[error("I/O error on {file}: {source}")]
     Io { file: PathBuf, source: std::io::Error },
+    /// The disk (or the user's quota) is full: a new segment file could not be created.
+    /// Nothing was written; appends succeed again once space is freed.
+    #[error("no space left to create {file} ({source}); appends resume once disk space is freed")]
+    NoSpace { file: PathBuf, source: std::io::Error },
     /// Files on disk do not line up (a missing or extra segment, wrong counts).
     #[error("inconsistent store in {dir}: {reason}")]
     Inconsistent { dir: PathBuf, reason: String },
@@ -50,6 +54,18 @@ impl StoreError {
         StoreError::Io {
             file: file.into(),
             source,
+        }
+    }
+
+    /// An I/O error that says the disk or quota is full becomes [`StoreError::NoSpace`].
+    pub(crate) fn into_no_space(self) -> Self {
+        match self {
+            StoreError::Io { file, source }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+            {
+                StoreError::NoSpace { file, source }
+            }
+            other => other,
         }
     }
 

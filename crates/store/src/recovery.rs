@@ -107,8 +107,22 @@ fn empty_scan() -> Scan {
     }
 }
 
+/// A temp file of an interrupted index or bloom write, or of an interrupted replacement of an
+/// empty active segment by a larger one (`<number>.<suffix>.tmp`).
+fn is_leftover_temp(kind: SegmentKind, name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    let Some((number, suffix)) = stem.split_once('.') else {
+        return false;
+    };
+    !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && [kind.data_suffix(), kind.index_suffix(), kind.bloom_suffix()].contains(&suffix)
+}
+
 /// First tokens of the data files of `kind` in `dir`, ascending. Leftover temp files of
-/// interrupted index writes are removed.
+/// interrupted index writes and segment replacements are removed.
 fn list_segments(kind: SegmentKind, dir: &Path) -> Result<Vec<u64>> {
     let mut names = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
@@ -118,7 +132,7 @@ fn list_segments(kind: SegmentKind, dir: &Path) -> Result<Vec<u64>> {
         let Some(name) = name.to_str() else { continue };
         if let Some(first) = kind.parse_file_name(name) {
             names.push(first);
-        } else if name.ends_with(".tmp") && (name.contains(kind.index_suffix()) || name.contains(kind.bloom_suffix())) {
+        } else if is_leftover_temp(kind, name) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

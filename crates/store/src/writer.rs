@@ -17,14 +17,14 @@ use bytes::Bytes;
 use myelin_format::index::{IndexPosition, SeekEntry};
 use myelin_format::segment::{
     BLOCK_HEADER_BYTES, CRC_BYTES, EVENT_LEN_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES,
-    MAX_EVENTS_PER_BLOCK, ROLL_MARKER, encode_transaction, transaction_bytes,
+    MAX_EVENTS_PER_BLOCK, MAX_TRANSACTION_BYTES, ROLL_MARKER, encode_transaction, transaction_bytes,
 };
 use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::Durability;
 use crate::error::{Result, StoreError};
-use crate::io::{create_preallocated, sync_data, write_all_at};
+use crate::io::{create_preallocated, parent, sync_data, sync_dir, temp_path, write_all_at};
 use crate::log::SegmentLog;
 use crate::metrics::BatchCounts;
 use crate::recovery::WriterStart;
@@ -73,6 +73,25 @@ pub(crate) trait Validator: Send {
 }
 
 type Reply = oneshot::Sender<Result<Appended>>;
+/// Why a roll failed: the active file could not be closed (poisons the store), or its
+/// successor could not be created (retried by the next append).
+enum Rolling {
+    Active(StoreError),
+    NewFile(StoreError),
+}
+
+/// Creates a pre-allocated segment file; a partly created file is removed again, so a retry
+/// (or a restart) starts clean. A full disk is reported as [`StoreError::NoSpace`].
+fn create_segment(path: &Path, size: u64) -> Result<Arc<File>, Rolling> {
+    match create_preallocated(path, size, &FileHeader::CURRENT.encode()) {
+        Ok(file) => Ok(Arc::new(file)),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(Rolling::NewFile(e.into_no_space()))
+        }
+    }
+}
+
 /// Batches with at most this many replies are acknowledged by the writer itself.
 const DIRECT_ACKS_MAX: usize = 4;
 /// The replies of one batch, each with its outcome.
@@ -171,6 +190,9 @@ pub(crate) struct Writer {
     /// Transactions the last flushed batch carried.
     last_batch_transactions: usize,
     unsynced_since: Option<Instant>,
+    /// The active file ends in its roll marker but its successor could not be created yet
+    /// (disk full): nothing more goes into it, and the next append tries to create it again.
+    successor_pending: bool,
 }
 
 impl Writer {
@@ -198,6 +220,7 @@ impl Writer {
             completions,
             last_flush: Duration::ZERO,
             last_flush_end: Instant::now(),
+            successor_pending: false,
             batch_started: Instant::now(),
             last_batch_transactions: 0,
             unsynced_since: None,
@@ -315,14 +338,18 @@ impl Writer {
             return Ok(None);
         }
         let bytes = transaction_bytes(events.iter().map(|e| e.bytes.len()));
-        let limit = self.log.config.max_transaction_bytes;
+        // The format's own limit too: encoding must not fail after validation recorded the
+        // transaction's sequence numbers.
+        let limit = self.log.config.max_transaction_bytes.min(MAX_TRANSACTION_BYTES);
         if bytes > limit {
             return Err(StoreError::TransactionTooLarge { bytes, limit });
         }
-        self.validator.validate(&events)?;
-        if self.end + (self.buf.len() + bytes + MARKER_BYTES) as u64 > self.capacity {
+        // Room first: a failed roll must not leave this transaction's sequence numbers
+        // recorded by the validator.
+        if self.successor_pending || self.end + (self.buf.len() + bytes + MARKER_BYTES) as u64 > self.capacity {
             self.make_room(bytes)?;
         }
+        self.validator.validate(&events)?;
         let encoded =
             encode_transaction(&events, &mut self.buf).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         self.multi_block |= encoded.blocks > 1;
@@ -333,33 +360,51 @@ impl Writer {
 
     /// The transaction does not fit in the active segment: flush what is staged, then roll to
     /// a new segment (or, if the active one is still empty, replace it with a larger one).
+    ///
+    /// A failure to write or sync the active file poisons the store. A failure to create the
+    /// new file (a full disk, above all) does not: the active file is left whole, the append
+    /// that needed the room fails with the error, and the next append tries again.
     fn make_room(&mut self, tx_bytes: usize) -> Result<()> {
         self.flush();
         self.log.check_writable()?;
         let needed = (FILE_HEADER_BYTES + tx_bytes + MARKER_BYTES) as u64;
         let size = self.log.config.segment_size_bytes.max(needed);
-        let result = if self.end == FILE_HEADER_BYTES as u64 {
+        let result = if self.end == FILE_HEADER_BYTES as u64 && !self.successor_pending {
             self.replace_empty_active(size)
         } else {
             self.roll(size)
         };
-        if let Err(e) = &result {
-            self.log.poison(format!("segment roll failed: {e}"));
+        match result {
+            Err(Rolling::Active(e)) => {
+                self.log.poison(format!("segment roll failed: {e}"));
+                Err(e)
+            }
+            Err(Rolling::NewFile(e)) => {
+                warn!(file = %self.path.display(), error = %e, "cannot create the next segment; appends fail until it can be");
+                Err(e)
+            }
+            Ok(()) => Ok(()),
         }
-        result
     }
 
-    fn roll(&mut self, size: u64) -> Result<()> {
-        fail::fail_point!("store::roll", |_| Err(StoreError::io(
-            self.path.to_path_buf(),
-            std::io::Error::from_raw_os_error(libc::EIO)
-        )));
-        let io = |e| StoreError::io(self.path.to_path_buf(), e);
-        write_all_at(&self.file, &ROLL_MARKER.to_be_bytes(), self.end).map_err(io)?;
-        self.sync_active().map_err(io)?;
-        self.unsynced_since = None;
+    /// Closes the active segment with its roll marker (once), then creates its successor and
+    /// makes it the active one. Recovery treats a newest file that ends in a roll marker as
+    /// closed and creates the successor itself, so a crash between the two steps is safe.
+    fn roll(&mut self, size: u64) -> Result<(), Rolling> {
+        if !self.successor_pending {
+            fail::fail_point!("store::roll", |_| Err(Rolling::Active(StoreError::io(
+                self.path.to_path_buf(),
+                std::io::Error::from_raw_os_error(libc::EIO)
+            ))));
+            let io = |e| Rolling::Active(StoreError::io(self.path.to_path_buf(), e));
+            write_all_at(&self.file, &ROLL_MARKER.to_be_bytes(), self.end).map_err(io)?;
+            self.sync_active().map_err(io)?;
+            self.unsynced_since = None;
+            self.successor_pending = true;
+        }
         let path: Arc<Path> = self.log.dir.join(self.log.kind.file_name(self.next_token)).into();
-        let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
+        let file = create_segment(&path, size)?;
+        self.successor_pending = false;
         let active = empty_active(self.next_token, path.clone(), file.clone(), size);
         let closed = {
             let mut segments = self.log.segments.write();
@@ -390,11 +435,19 @@ impl Writer {
     }
 
     /// Axon's rule for a transaction larger than a segment: the empty active file is replaced
-    /// by one big enough to hold it.
-    fn replace_empty_active(&mut self, size: u64) -> Result<()> {
+    /// by one big enough to hold it. The larger file is made under a temporary name and renamed
+    /// over the old one, so a failure leaves the old file in place.
+    fn replace_empty_active(&mut self, size: u64) -> Result<(), Rolling> {
         let path = self.path.clone();
-        std::fs::remove_file(&path).map_err(|e| StoreError::io(path.to_path_buf(), e))?;
-        let file = Arc::new(create_preallocated(&path, size, &FileHeader::CURRENT.encode())?);
+        let tmp = temp_path(&path);
+        let file = create_segment(&tmp, size)?;
+        let renamed = std::fs::rename(&tmp, &path)
+            .map_err(|e| StoreError::io(path.to_path_buf(), e))
+            .and_then(|()| sync_dir(parent(&path)));
+        if let Err(e) = renamed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Rolling::NewFile(e));
+        }
         let active = empty_active(self.next_token, path.clone(), file.clone(), size);
         self.log.segments.write().active = active;
         self.file = file;
