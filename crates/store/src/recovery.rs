@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use myelin_format::index::IndexHeader;
-use myelin_format::segment::{FILE_HEADER_BYTES, FileHeader, SegmentKind};
+use myelin_format::segment::{FILE_HEADER_BYTES, FileHeader, MARKER_BYTES, SegmentKind, decode_block};
 use parking_lot::RwLock;
 use tracing::{info, warn};
 
-use crate::config::StoreConfig;
+use crate::config::{Durability, StoreConfig};
 use crate::error::{Result, StoreError};
 use crate::indexer::{Scan, Stop, install_index, scan_closed, scan_segment};
 use crate::io::{create_preallocated, data_regions, read_at_most, sync_data, write_all_at};
@@ -58,8 +58,10 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
         active: active.segment.clone(),
     };
     let scratch = log_for_index(placeholder);
-    for first in closed_names {
-        closed.push(open_closed(&scratch, first)?);
+    // Each closed segment ends where the next file (closed or the newest) begins.
+    let successors = closed_names.iter().skip(1).copied().chain(std::iter::once(active_first));
+    for (first, next_first) in closed_names.iter().copied().zip(successors) {
+        closed.push(open_closed(&scratch, first, next_first)?);
     }
     if let Some((first, scan)) = rolled {
         let path: Arc<Path> = dir.join(kind.file_name(first)).into();
@@ -276,6 +278,18 @@ fn repair_tail(
             format!("{reason}; {damaged} bytes of data follow, more than one interrupted write can leave"),
         ));
     }
+    if config.durability == Durability::Fsync
+        && let Some(valid) = valid_block_after_damage(file, path, scan.end, last)?
+    {
+        return Err(StoreError::corrupt(
+            path,
+            scan.end,
+            format!(
+                "{reason}; a valid block follows at offset {valid}: acknowledged data after damage, \
+                 not an interrupted write"
+            ),
+        ));
+    }
     warn!(
         file = %path.display(),
         offset = scan.end,
@@ -294,8 +308,62 @@ fn repair_tail(
     sync_data(file).map_err(|e| StoreError::io(path, e))
 }
 
+/// Bytes of the smallest unit a disk writes whole: an interrupted write loses whole sectors.
+const SECTOR_BYTES: u64 = 512;
+
+/// Tells bit rot in acknowledged data from the torn last write when damage starts at
+/// `damage_start` (and data reaches `last`): the offset of a valid block (checksum and all)
+/// after the damage, unless the damage shows a lost sector. In fsync mode only the batch being
+/// written when the process died can be torn, and it is the last thing in the file; a
+/// well-formed block after the damage is therefore acknowledged data, and cutting the file
+/// there would lose it. The exception is a batch whose pages reached the disk out of order:
+/// its lost pages read as zeros (the file is pre-allocated with zeros and only appended to),
+/// so an aligned all-zero sector between the damage and the valid block marks a torn write.
+fn valid_block_after_damage(file: &File, path: &Path, damage_start: u64, last: u64) -> Result<Option<u64>> {
+    let len = usize::try_from(last + 1 - damage_start).unwrap_or(usize::MAX);
+    let mut bytes = vec![0u8; len];
+    let n = read_at_most(file, &mut bytes, damage_start).map_err(|e| StoreError::io(path, e))?;
+    bytes.truncate(n);
+    // A size field of 0 at the damage is the torn batch whose first size field (written last)
+    // never reached the disk: its blocks after it are valid and were never acknowledged.
+    if bytes
+        .get(..MARKER_BYTES)
+        .is_some_and(|size| size.iter().all(|b| *b == 0))
+    {
+        return Ok(None);
+    }
+    for offset in 1..bytes.len() {
+        if matches!(decode_block(&bytes[offset..]), Ok(Some(_))) {
+            let valid = damage_start + offset as u64;
+            return Ok((!has_zero_sector(&bytes[..offset], damage_start)).then_some(valid));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `bytes`, which start at file offset `start`, contain a whole sector-aligned sector
+/// of zeros.
+fn has_zero_sector(bytes: &[u8], start: u64) -> bool {
+    let first = start.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    let mut at = first;
+    while at + SECTOR_BYTES <= start + bytes.len() as u64 {
+        let from = (at - start) as usize;
+        if bytes[from..from + SECTOR_BYTES as usize].iter().all(|b| *b == 0) {
+            return true;
+        }
+        at += SECTOR_BYTES;
+    }
+    false
+}
+
 /// A closed segment: trust its index header if it is there and agrees, else rebuild.
-fn open_closed(log: &SegmentLog, first: u64) -> Result<Arc<ClosedSegment>> {
+///
+/// The header is trusted without its file's checksum (that is checked when the index is first
+/// loaded), so it must at least agree with what the directory says: the segment's events end
+/// where the next file, `next_first`, begins. A damaged event count would otherwise fail the
+/// continuity check and stop the context over a derived file that can be rebuilt; if the
+/// rebuilt count disagrees too, a segment really is missing and continuity says so.
+fn open_closed(log: &SegmentLog, first: u64, next_first: u64) -> Result<Arc<ClosedSegment>> {
     let kind = log.kind;
     let path: Arc<Path> = log.dir.join(kind.file_name(first)).into();
     let index_path = log.dir.join(kind.index_file_name(first));
@@ -303,6 +371,7 @@ fn open_closed(log: &SegmentLog, first: u64) -> Result<Arc<ClosedSegment>> {
     if let Some(header) = read_index_header(&index_path)
         && header.kind == kind
         && header.first_token == first
+        && first.checked_add(header.event_count) == Some(next_first)
         && bloom_path.exists()
     {
         let segment = ClosedSegment::new(first, header.event_count, header.first_timestamp, path);

@@ -229,3 +229,54 @@ fn a_missing_middle_segment_refuses_to_start() {
         .expect("refuses");
     assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
 }
+
+/// Bit rot close to the end of the active segment, well within the torn-write window of the
+/// default limits (33 MB), with acknowledged blocks after it: refused with the damaged block
+/// named, not cut off as if it were an interrupted write (which would drop the acknowledged
+/// events after it).
+#[test]
+fn bit_rot_followed_by_acknowledged_blocks_is_not_taken_for_a_torn_write() {
+    let default_limits = || StoreConfig::default();
+    for (damaged_block, byte_in_block) in [(150usize, 20u64), (197, 9), (198, 30)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path(), default_limits());
+            for s in 0..200 {
+                append(&store, &[event("agg", s, &[5u8; 100])]).expect("appends");
+            }
+            store.shutdown().expect("shuts down");
+        }
+        let path = active_segment(dir.path());
+        let ends = block_ends(&path);
+        assert_eq!(ends.len(), 200);
+        let block_start = ends[damaged_block - 1];
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, block_start + byte_in_block)
+            .expect("read");
+        file.write_all_at(&[byte[0] ^ 0x10], block_start + byte_in_block)
+            .expect("flip");
+        drop(file);
+        let err = ContextStore::open(
+            "default",
+            dir.path().into(),
+            dir.path().into(),
+            default_limits(),
+            default_limits(),
+        )
+        .err()
+        .expect("refuses to start");
+        match err {
+            StoreError::Corrupt { file, offset, reason } => {
+                assert_eq!(file, path);
+                assert_eq!(offset, block_start, "names the damaged block");
+                assert!(reason.contains("valid block follows"), "{reason}");
+            }
+            other => panic!("expected corruption in block {damaged_block}, got {other}"),
+        }
+    }
+}
