@@ -83,6 +83,11 @@ impl Server {
         server
     }
 
+    /// The server's process id (for its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http)
     }
