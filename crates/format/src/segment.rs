@@ -352,8 +352,29 @@ pub fn transaction_bytes<I: IntoIterator<Item = usize>>(event_lens: I) -> usize 
         events += 1;
         area += EVENT_LEN_BYTES + len;
     }
-    let blocks = events.div_ceil(MAX_EVENTS_PER_BLOCK);
-    area + blocks * (BLOCK_HEADER_BYTES + CRC_BYTES)
+    area + block_count(events) * (BLOCK_HEADER_BYTES + CRC_BYTES)
+}
+
+/// The event counts of the blocks of a transaction of `events` events: full blocks of
+/// [`MAX_EVENTS_PER_BLOCK`], then a last block that is never full (a multiple of 32767 ends with
+/// 32766 + 1). In files Myelin writes, a full block therefore always means the transaction goes
+/// on in the next block, which lets recovery drop a damaged multi-block transaction whole (the
+/// format itself records no transaction boundaries). Readers see ordinary blocks.
+pub fn block_event_counts(events: usize) -> impl Iterator<Item = usize> {
+    let last_full = events > 0 && events.is_multiple_of(MAX_EVENTS_PER_BLOCK);
+    let full = events / MAX_EVENTS_PER_BLOCK - usize::from(last_full);
+    let rest = events - full * MAX_EVENTS_PER_BLOCK;
+    let tail = if last_full {
+        [MAX_EVENTS_PER_BLOCK - 1, 1]
+    } else {
+        [rest, 0]
+    };
+    std::iter::repeat_n(MAX_EVENTS_PER_BLOCK, full).chain(tail.into_iter().filter(|n| *n > 0))
+}
+
+/// How many blocks a transaction of `events` events takes (see [`block_event_counts`]).
+pub fn block_count(events: usize) -> usize {
+    events.div_ceil(MAX_EVENTS_PER_BLOCK) + usize::from(events > 0 && events.is_multiple_of(MAX_EVENTS_PER_BLOCK))
 }
 
 /// The layout of one encoded transaction inside an output buffer.
@@ -363,8 +384,10 @@ pub struct EncodedTransaction {
     pub start: usize,
     /// Bytes of all blocks together.
     pub len: usize,
-    /// Number of blocks: more than one only for transactions over 32767 events.
+    /// Number of blocks: more than one only for transactions of 32767 events or more.
     pub blocks: usize,
+    /// Index of the first event of each block, ascending (`blocks` entries).
+    pub block_first_events: Vec<usize>,
     /// Offset of each event's length prefix, relative to `start`, in event order.
     pub event_offsets: Vec<u32>,
 }
@@ -385,7 +408,12 @@ pub fn encode_transaction<E: AsRef<[u8]>>(events: &[E], out: &mut Vec<u8>) -> Re
     out.reserve(len);
     let mut event_offsets = Vec::with_capacity(events.len());
     let mut blocks = 0;
-    for chunk in events.chunks(MAX_EVENTS_PER_BLOCK) {
+    let mut block_first_events = Vec::with_capacity(block_count(events.len()));
+    let mut rest = events;
+    for count in block_event_counts(events.len()) {
+        let (chunk, after) = rest.split_at(count);
+        rest = after;
+        block_first_events.push(events.len() - chunk.len() - rest.len());
         blocks += 1;
         let block_start = out.len();
         out.extend_from_slice(&[0, 0, 0, 0, CURRENT_VERSION]);
@@ -407,6 +435,7 @@ pub fn encode_transaction<E: AsRef<[u8]>>(events: &[E], out: &mut Vec<u8>) -> Re
         start,
         len,
         blocks,
+        block_first_events,
         event_offsets,
     })
 }
@@ -467,6 +496,33 @@ mod tests {
             Err(BlockError::InvalidSize(-2))
         );
         assert!(decode_block(&[0xff; 4]).expect("roll marker").is_none());
+    }
+
+    #[test]
+    fn a_transaction_never_ends_with_a_full_block() {
+        const MAX: usize = MAX_EVENTS_PER_BLOCK;
+        let cases: [(usize, &[usize]); 7] = [
+            (0, &[]),
+            (1, &[1]),
+            (MAX - 1, &[MAX - 1]),
+            (MAX, &[MAX - 1, 1]),
+            (MAX + 5, &[MAX, 5]),
+            (2 * MAX, &[MAX, MAX - 1, 1]),
+            (2 * MAX + 1, &[MAX, MAX, 1]),
+        ];
+        for (events, expected) in cases {
+            let counts: Vec<usize> = block_event_counts(events).collect();
+            assert_eq!(counts, expected, "{events} events");
+            assert_eq!(block_count(events), expected.len(), "{events} events");
+        }
+        let events: Vec<Vec<u8>> = (0..MAX).map(|i| vec![i as u8; 2]).collect();
+        let mut out = Vec::new();
+        let tx = encode_transaction(&events, &mut out).expect("encodes");
+        assert_eq!(tx.blocks, 2);
+        assert_eq!(tx.block_first_events, vec![0, MAX - 1]);
+        assert_eq!(tx.len, out.len());
+        assert_eq!(tx.len, transaction_bytes(events.iter().map(Vec::len)));
+        assert_eq!(decode_all(&out).expect("decodes"), events);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use myelin_format::BlockError;
 use myelin_format::bloom::Bloom;
 use myelin_format::event::EventFields;
 use myelin_format::index::{IndexPosition, IndexSummary, SeekEntry, encode_index};
-use myelin_format::segment::{FILE_HEADER_BYTES, SegmentKind};
+use myelin_format::segment::{FILE_HEADER_BYTES, MAX_EVENTS_PER_BLOCK, SegmentKind};
 use tracing::{error, info};
 
 use crate::error::{Result, StoreError};
@@ -41,6 +41,10 @@ pub(crate) struct Scan {
     pub count: u64,
     pub first_timestamp: i64,
     pub stop: Stop,
+    /// Where the run of full blocks (32767 events each) that ends the valid data starts, with
+    /// its first token. Myelin never ends a transaction with a full block, so such a run is an
+    /// unfinished multi-block transaction if damage follows it.
+    pub trailing_full_blocks: Option<(u64, u64)>,
 }
 
 impl Scan {
@@ -84,6 +88,12 @@ impl Scan {
                 }
             }
         }
+        if block.count == MAX_EVENTS_PER_BLOCK {
+            self.trailing_full_blocks
+                .get_or_insert((block.offset, self.first_token + self.count));
+        } else {
+            self.trailing_full_blocks = None;
+        }
         self.count += block.count as u64;
         self.end += block.total_bytes();
         Ok(())
@@ -108,6 +118,7 @@ pub(crate) fn scan_segment(
         count: 0,
         first_timestamp: i64::MIN,
         stop: Stop::Limit,
+        trailing_full_blocks: None,
     };
     loop {
         match reader.block_at(scan.end, limit)? {

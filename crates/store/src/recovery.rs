@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use myelin_format::event::EventFields;
 use myelin_format::index::IndexHeader;
 use myelin_format::segment::{FILE_HEADER_BYTES, FileHeader, MARKER_BYTES, SegmentKind, decode_block};
 use parking_lot::RwLock;
@@ -19,6 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::indexer::{Scan, Stop, install_index, scan_closed, scan_segment};
 use crate::io::{create_preallocated, data_regions, read_at_most, sync_data, write_all_at};
 use crate::log::SegmentLog;
+use crate::reader::{BlockRead, ChunkReader};
 use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, Segments, bloom_of};
 
 /// What the writer needs to continue where the previous run stopped.
@@ -59,7 +61,11 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
     };
     let scratch = log_for_index(placeholder);
     // Each closed segment ends where the next file (closed or the newest) begins.
-    let successors = closed_names.iter().skip(1).copied().chain(std::iter::once(active_first));
+    let successors = closed_names
+        .iter()
+        .skip(1)
+        .copied()
+        .chain(std::iter::once(active_first));
     for (first, next_first) in closed_names.iter().copied().zip(successors) {
         closed.push(open_closed(&scratch, first, next_first)?);
     }
@@ -106,6 +112,7 @@ fn empty_scan() -> Scan {
         count: 0,
         first_timestamp: i64::MIN,
         stop: Stop::End,
+        trailing_full_blocks: None,
     }
 }
 
@@ -165,16 +172,21 @@ fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &S
         .len();
     let file = Arc::new(file);
     repair_header(&file, path, capacity)?;
-    let scan = scan_segment(
-        kind,
-        file.clone(),
-        path.clone(),
-        first_token,
-        capacity,
-        config.seek_interval_bytes,
-    )?;
-    if !matches!(scan.stop, Stop::Rolled) {
-        repair_tail(&file, path, first_token, &scan, capacity, config)?;
+    let scan_file = || {
+        scan_segment(
+            kind,
+            file.clone(),
+            path.clone(),
+            first_token,
+            capacity,
+            config.seek_interval_bytes,
+        )
+    };
+    let mut scan = scan_file()?;
+    if !matches!(scan.stop, Stop::Rolled) && repair_tail(&file, path, first_token, &scan, capacity, config)? < scan.end
+    {
+        // Full blocks of an unfinished transaction were cut off with the damage: scan again.
+        scan = scan_file()?;
     }
     let view = ActiveView {
         index: Default::default(),
@@ -193,7 +205,6 @@ fn open_active(kind: SegmentKind, path: &Arc<Path>, first_token: u64, config: &S
         file_bytes: capacity,
         view: RwLock::new(view),
     });
-    let mut scan = scan;
     if !matches!(scan.stop, Stop::Rolled) {
         let mut view = segment.view.write();
         view.index = std::mem::take(&mut scan.map);
@@ -253,8 +264,10 @@ fn last_nonzero(file: &File, path: &Path, from: u64, to: u64) -> Result<Option<u
 
 /// Decides what the bytes after the last valid block are. Zeros: a clean end. Damage that
 /// one interrupted write could have left (it lies within the torn-write window): cut off with
-/// a warning, it was never acknowledged. Anything reaching further: corruption of
-/// acknowledged data, and this context refuses to start.
+/// a warning, it was never acknowledged — together with the full blocks just before it, the
+/// start of a multi-block transaction (Myelin never ends a transaction with a full block).
+/// Anything reaching further: corruption of acknowledged data, and this context refuses to
+/// start. Returns where the valid data now ends.
 fn repair_tail(
     file: &File,
     path: &Path,
@@ -262,9 +275,9 @@ fn repair_tail(
     scan: &Scan,
     capacity: u64,
     config: &StoreConfig,
-) -> Result<()> {
+) -> Result<u64> {
     let Some(last) = last_nonzero(file, path, scan.end, capacity)? else {
-        return Ok(());
+        return Ok(scan.end);
     };
     let damaged = last + 1 - scan.end;
     let reason = match &scan.stop {
@@ -290,22 +303,27 @@ fn repair_tail(
             ),
         ));
     }
+    // The unfinished transaction's first blocks, if the damage cut a multi-block one short.
+    let (cut, first_dropped) = scan
+        .trailing_full_blocks
+        .unwrap_or((scan.end, first_token + scan.count));
     warn!(
         file = %path.display(),
-        offset = scan.end,
-        bytes = damaged,
-        dropped_tokens = %format!("{}..", first_token + scan.count),
+        offset = cut,
+        bytes = last + 1 - cut,
+        dropped_tokens = %format!("{first_dropped}.."),
         %reason,
         "truncating an interrupted last write (never acknowledged)"
     );
     let zeros = vec![0u8; 1024 * 1024];
-    let mut at = scan.end;
+    let mut at = cut;
     while at <= last {
         let len = ((last + 1 - at) as usize).min(zeros.len());
         write_all_at(file, &zeros[..len], at).map_err(|e| StoreError::io(path, e))?;
         at += len as u64;
     }
-    sync_data(file).map_err(|e| StoreError::io(path, e))
+    sync_data(file).map_err(|e| StoreError::io(path, e))?;
+    Ok(cut)
 }
 
 /// Bytes of the smallest unit a disk writes whole: an interrupted write loses whole sectors.
@@ -373,6 +391,7 @@ fn open_closed(log: &SegmentLog, first: u64, next_first: u64) -> Result<Arc<Clos
         && header.first_token == first
         && first.checked_add(header.event_count) == Some(next_first)
         && bloom_path.exists()
+        && first_timestamp_agrees(&path, &header)
     {
         let segment = ClosedSegment::new(first, header.event_count, header.first_timestamp, path);
         segment.indexed.store(true, Ordering::Release);
@@ -383,6 +402,29 @@ fn open_closed(log: &SegmentLog, first: u64, next_first: u64) -> Result<Arc<Clos
     let segment = ClosedSegment::new(first, scan.count, scan.first_timestamp, path);
     install_index(log, &segment, &scan, bloom)?;
     Ok(Arc::new(segment))
+}
+
+/// Whether the first timestamp an index header gives is that of the segment's first event.
+/// GetTokenAt answers from these timestamps without loading the index (whose checksum would
+/// catch the damage), so a damaged one would otherwise be served for as long as the file
+/// stays. Only the first block is read (checksum verified): one small read per closed segment.
+/// If that block cannot be read or is damaged, the header is trusted; reads report the damage.
+fn first_timestamp_agrees(path: &Arc<Path>, header: &IndexHeader) -> bool {
+    let Ok(file) = File::open(path) else {
+        return true;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return true;
+    };
+    let mut reader = ChunkReader::positioned(Arc::new(file), path.clone());
+    let Ok(BlockRead::Block(block)) = reader.block_at(FILE_HEADER_BYTES as u64, len) else {
+        return true;
+    };
+    let first = block.events().next();
+    match first.as_ref().and_then(|(_, event)| EventFields::parse(event).ok()) {
+        Some(fields) => fields.timestamp == header.first_timestamp,
+        None => true,
+    }
 }
 
 fn read_index_header(path: &PathBuf) -> Option<IndexHeader> {

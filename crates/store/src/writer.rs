@@ -17,7 +17,7 @@ use bytes::Bytes;
 use myelin_format::index::{IndexPosition, SeekEntry};
 use myelin_format::segment::{
     BLOCK_HEADER_BYTES, CRC_BYTES, EVENT_LEN_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES,
-    MAX_EVENTS_PER_BLOCK, MAX_TRANSACTION_BYTES, ROLL_MARKER, encode_transaction, transaction_bytes,
+    MAX_TRANSACTION_BYTES, ROLL_MARKER, encode_transaction, transaction_bytes,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -556,8 +556,8 @@ impl Writer {
             let mut view = active.view.write();
             for staged in &self.staged {
                 let tx_start = start + staged.encoded.start as u64;
-                for block in 0..staged.encoded.blocks {
-                    let first_event = block * MAX_EVENTS_PER_BLOCK;
+                let block_first_events = &staged.encoded.block_first_events;
+                for &first_event in block_first_events {
                     let offset =
                         tx_start + u64::from(staged.encoded.event_offsets[first_event]) - BLOCK_HEADER_BYTES as u64;
                     if view
@@ -571,14 +571,18 @@ impl Writer {
                         });
                     }
                 }
+                let mut block = 0;
                 for (i, event) in staged.events.iter().enumerate() {
+                    while block_first_events.get(block + 1).is_some_and(|first| *first <= i) {
+                        block += 1;
+                    }
                     if view.first_timestamp == i64::MIN {
                         view.first_timestamp = event.timestamp;
                     }
                     if !event.indexed {
                         continue;
                     }
-                    let block_first = (i / MAX_EVENTS_PER_BLOCK) * MAX_EVENTS_PER_BLOCK;
+                    let block_first = block_first_events[block];
                     let block =
                         tx_start + u64::from(staged.encoded.event_offsets[block_first]) - BLOCK_HEADER_BYTES as u64;
                     let position = IndexPosition {
