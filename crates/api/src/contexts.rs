@@ -57,6 +57,9 @@ impl Context {
 #[derive(Default)]
 pub struct Contexts {
     contexts: RwLock<HashMap<String, Arc<Context>>>,
+    /// Contexts whose stores could not be opened at startup (damaged files, say), with why.
+    /// Their calls fail with the reason; the other contexts serve as usual.
+    failed: RwLock<HashMap<String, String>>,
     /// Open PlatformService instruction streams per context name (connected applications).
     clients: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -93,6 +96,7 @@ impl Contexts {
             notify.send_replace(head);
         }));
         let name = store.name().to_string();
+        self.failed.write().remove(&name);
         self.contexts.write().insert(
             name,
             Arc::new(Context {
@@ -106,6 +110,29 @@ impl Contexts {
     /// Removes a context; streams already reading it keep their reference until they end.
     pub fn remove(&self, name: &str) -> Option<Arc<ContextStore>> {
         self.contexts.write().remove(name).map(|c| c.store.clone())
+    }
+
+    /// Records that context `name` could not be opened, and why.
+    pub fn mark_failed(&self, name: &str, reason: String) {
+        self.contexts.write().remove(name);
+        self.failed.write().insert(name.to_string(), reason);
+    }
+
+    /// Contexts that could not be opened, with why, sorted by name.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        let mut failed: Vec<(String, String)> = self
+            .failed
+            .read()
+            .iter()
+            .map(|(name, reason)| (name.clone(), reason.clone()))
+            .collect();
+        failed.sort();
+        failed
+    }
+
+    /// Forgets a failed context (it is being deleted or re-created).
+    pub fn forget_failure(&self, name: &str) -> Option<String> {
+        self.failed.write().remove(name)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Context>> {
@@ -136,8 +163,16 @@ impl Contexts {
     /// The context a request is for: `AxonIQ-Context`, then `Context`, else `default`.
     pub fn resolve(&self, metadata: &MetadataMap) -> Result<Arc<Context>, ApiError> {
         let name = context_name(metadata);
-        self.get(name)
-            .ok_or_else(|| ApiError::ContextNotFound(name.to_string()))
+        if let Some(context) = self.get(name) {
+            return Ok(context);
+        }
+        match self.failed.read().get(name) {
+            Some(reason) => Err(ApiError::ContextUnavailable {
+                context: name.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Err(ApiError::ContextNotFound(name.to_string())),
+        }
     }
 }
 

@@ -38,6 +38,11 @@ pub enum Operation {
 pub enum ApiError {
     /// No store is open for the context the request named.
     ContextNotFound(String),
+    /// The context exists but its store could not be opened (damaged files, say).
+    ContextUnavailable {
+        context: String,
+        reason: String,
+    },
     /// The request itself is malformed: names the field and what is accepted.
     InvalidArgument(String),
     /// An rpc or instruction Myelin does not implement.
@@ -81,6 +86,9 @@ impl ApiError {
         let (code, grpc, http_status) = match self {
             // NO_EVENTSTORE: NOT_FOUND; upstream's HTTP status for it is 503.
             ApiError::ContextNotFound(_) => ("AXONIQ-6000", NotFound, 503),
+            // DATAFILE_READ_ERROR: the context's files failed their checks at startup. Only
+            // that context is affected; UNAVAILABLE because it returns once repaired.
+            ApiError::ContextUnavailable { .. } => ("AXONIQ-9000", Unavailable, 503),
             // Upstream answers undecodable input with OTHER (AXONIQ-0001); our status says why.
             ApiError::InvalidArgument(_) => ("AXONIQ-0001", InvalidArgument, 400),
             // UNSUPPORTED_INSTRUCTION; for an rpc, UNIMPLEMENTED is what gRPC clients expect.
@@ -169,6 +177,12 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::ContextNotFound(context) => write!(f, "No event store found for context {context}"),
+            ApiError::ContextUnavailable { context, reason } => {
+                write!(
+                    f,
+                    "Context {context} is unavailable: its store could not be opened: {reason}"
+                )
+            }
             ApiError::InvalidArgument(message)
             | ApiError::Unsupported(message)
             | ApiError::Internal(message)
@@ -199,28 +213,90 @@ impl From<ApiError> for Status {
 
 /// tonic's wording for a request message over `max_decoding_message_size`.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
+/// tonic's wording for a request body that ends inside a message (a cut-off frame).
+const TONIC_TRUNCATED: &str = "Unexpected EOF decoding stream";
+/// tonic's wording for a unary request whose body carries no message at all.
+const TONIC_MISSING_MESSAGE: &str = "Missing request message";
+/// prost's `DecodeError` text, which the generated services' codec (PlatformService) reports
+/// as INTERNAL; the EventStore's own codec already says INVALID_ARGUMENT ([`crate::codec`]).
+const PROST_DECODE_ERROR: &str = "failed to decode Protobuf message";
 
-/// Re-labels a status tonic produced while reading a request.
+/// Re-labels a status tonic produced while reading a request; `None`: keep it as it is.
 ///
-/// tonic reports a message over the size limit as OUT_OF_RANGE, which an Axon client would
-/// take for a sequence error (AXONIQ-2000 is OUT_OF_RANGE); grpc-java, and so Axon Server,
-/// says RESOURCE_EXHAUSTED. Everything else passes unchanged. (The integration test
-/// `oversized_message_is_resource_exhausted` catches a change of tonic's wording.)
+/// * tonic reports a message over the size limit as OUT_OF_RANGE, which an Axon client would
+///   take for a sequence error (AXONIQ-2000 is OUT_OF_RANGE); grpc-java, and so Axon Server,
+///   says RESOURCE_EXHAUSTED. (The integration test `oversized_message_is_resource_exhausted`
+///   catches a change of tonic's wording.)
+/// * A request that is not a message of the rpc's type, ends inside a message, or (unary)
+///   carries none is the client's mistake, not Myelin's: INVALID_ARGUMENT with AXONIQ-0001,
+///   as the EventStore answers malformed messages, instead of tonic's INTERNAL, which reads
+///   as a server bug. (tests/hostile.rs pins every case.)
+///
+/// Framing errors the gRPC spec itself assigns INTERNAL (a compressed flag without a
+/// `grpc-encoding`) keep their status.
+fn relabel(status: &Status) -> Option<Status> {
+    let message = status.message();
+    let error = match status.code() {
+        Code::OutOfRange if message.starts_with(TONIC_TOO_LARGE) => ApiError::MessageTooLarge(message.to_string()),
+        Code::Internal if message.starts_with(TONIC_TRUNCATED) => {
+            ApiError::InvalidArgument("malformed request: the stream ended inside a message".to_string())
+        }
+        Code::Internal if message.starts_with(TONIC_MISSING_MESSAGE) => {
+            ApiError::InvalidArgument("malformed request: the call carries no request message".to_string())
+        }
+        Code::Internal if message.starts_with(PROST_DECODE_ERROR) => {
+            ApiError::InvalidArgument(format!("malformed request message: {message}"))
+        }
+        _ => return None,
+    };
+    Some(error.to_status())
+}
+
+/// Re-labels a status tonic produced while reading a request (which ones, and why: `relabel`);
+/// everything else passes unchanged.
 pub fn request_error(status: Status) -> Status {
-    if status.code() == Code::OutOfRange && status.message().starts_with(TONIC_TOO_LARGE) {
-        return ApiError::MessageTooLarge(status.message().to_string()).to_status();
-    }
-    status
+    relabel(&status).unwrap_or(status)
 }
 
 /// [`request_error`] for calls whose request tonic decodes before our handler runs (unary and
 /// server-streaming): their errors come back as a trailers-only response.
 pub fn unary_request_error(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
-    match Status::from_header_map(response.headers()) {
-        Some(status) if status.code() == Code::OutOfRange && status.message().starts_with(TONIC_TOO_LARGE) => {
-            request_error(status).into_http()
-        }
-        _ => response,
+    match Status::from_header_map(response.headers()).and_then(|status| relabel(&status)) {
+        Some(status) => status.into_http(),
+        None => response,
+    }
+}
+
+/// Applies [`unary_request_error`] to every answer of a generated tonic service (whose
+/// requests tonic decodes with its own codec, before our handler runs).
+#[derive(Debug, Clone)]
+pub struct RequestErrors<S>(pub S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RequestErrors<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for RequestErrors<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, std::convert::Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move { answer.await.map(unary_request_error) })
     }
 }
 
@@ -264,7 +340,10 @@ mod tests {
             source: std::io::Error::from_raw_os_error(28),
         })
         .code();
-        assert_eq!((full.code, full.grpc, full.http_status), ("AXONIQ-9100", Code::ResourceExhausted, 507));
+        assert_eq!(
+            (full.code, full.grpc, full.http_status),
+            ("AXONIQ-9100", Code::ResourceExhausted, 507)
+        );
     }
 
     #[test]

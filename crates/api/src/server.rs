@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessLayer;
 use crate::contexts::Contexts;
+use crate::error::RequestErrors;
 use crate::event_store::{EventStoreLimits, EventStoreService};
 use crate::platform::{NodeInfoConfig, Platform};
 
@@ -89,13 +90,17 @@ pub async fn serve_with_config(
     }
     let (stopping_sender, stopping) = watch::channel(false);
     let event_store = EventStoreService::new(contexts.clone(), config.limits, stopping.clone());
-    let platform = PlatformServiceServer::new(Platform::new(
-        contexts,
-        config.node,
-        config.heartbeat_interval,
-        stopping.clone(),
-    ))
-    .max_decoding_message_size(config.limits.max_message_bytes);
+    // The generated service decodes its requests with tonic's codec: its decoding errors get
+    // the same statuses as the EventStore's ([`RequestErrors`]).
+    let platform = RequestErrors(
+        PlatformServiceServer::new(Platform::new(
+            contexts,
+            config.node,
+            config.heartbeat_interval,
+            stopping.clone(),
+        ))
+        .max_decoding_message_size(config.limits.max_message_bytes),
+    );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
         .http2_keepalive_interval(config.keep_alive_time)

@@ -89,11 +89,8 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
             names.push(record.name);
         }
     }
-    let stores = open_all(&config, &names)?;
     let contexts = Arc::new(Contexts::new());
-    for (_, store) in stores {
-        contexts.insert(store);
-    }
+    open_all(&config, &names, &contexts);
     let served = runtime.block_on(serve_api(&config, contexts.clone(), control, &mut signals));
     if let Err(err) = &served {
         error!("{err:#}");
@@ -283,22 +280,20 @@ fn open_context(config: &Config, context: &str) -> anyhow::Result<Arc<ContextSto
     Ok(store)
 }
 
-/// Opens each context in turn. If one fails, the ones already open are shut down before the
-/// error is returned, so their last appends are synced either way.
-fn open_all(config: &Config, contexts: &[String]) -> anyhow::Result<OpenStores> {
-    let mut stores = OpenStores::with_capacity(contexts.len());
-    for context in contexts {
-        match open_context(config, context) {
-            Ok(store) => stores.push((context.clone(), store)),
+/// Opens each context in turn. A context that cannot be opened (damaged files, a directory
+/// it may not read) is reported and left out; the others open and serve as usual, and calls
+/// to the failed one answer with the reason (AXONIQ-9000) until it is repaired and the
+/// server restarted.
+fn open_all(config: &Config, names: &[String], contexts: &Contexts) {
+    for name in names {
+        match open_context(config, name) {
+            Ok(store) => contexts.insert(store),
             Err(failure) => {
-                if let Err(shutdown) = shut_down_all(stores) {
-                    error!("{shutdown:#}");
-                }
-                return Err(failure);
+                error!("context {name} is unavailable: {failure:#}");
+                contexts.mark_failed(name, format!("{:#}", failure.root_cause()));
             }
         }
     }
-    Ok(stores)
 }
 
 /// Shuts every store down, even after one fails, and reports every failure.

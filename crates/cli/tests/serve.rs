@@ -149,21 +149,29 @@ fn serve_is_the_default_command() {
     assert!(log.contains("contexts: default"), "{log}");
 }
 
+/// A context that cannot open is reported and left out; the others serve (and close cleanly).
+/// tests/damaged_context.rs checks what its callers are told.
 #[test]
-fn a_context_that_cannot_open_fails_the_start() {
+fn a_context_that_cannot_open_leaves_the_others_serving() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("store")).expect("mkdir");
     // A plain file where the context's directory should be.
     std::fs::write(dir.path().join("store/broken"), b"not a directory").expect("write");
-    let (status, log) = run_to_end(&mut myelin(
+    let mut server = Server::start(myelin(
         dir.path(),
         &["serve", "--data", "store", "--set", "myelin.contexts=default,broken"],
     ));
-    assert!(!status.success(), "started anyway; log:\n{log}");
-    assert!(log.contains("cannot open context broken"), "{log}");
-    assert!(
-        log.contains("context default: closed"),
-        "the opened context is shut down: {log}"
+    server.wait_for("context broken is unavailable: cannot open context broken", 1);
+    server.wait_for("HTTP listening on", 1);
+    server.signal("TERM");
+    let (status, log) = server.finish();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(log.contains("context default: closed"), "{log}");
+    assert!(!log.contains("context broken: closed"), "{log}");
+    assert_eq!(
+        std::fs::read(dir.path().join("store/broken")).expect("still there"),
+        b"not a directory",
+        "nothing of the broken context is touched"
     );
 }
 

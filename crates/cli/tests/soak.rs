@@ -53,17 +53,18 @@ fn sample(pid: u32, started: Instant, appended: u64) -> Sample {
 
 /// Appends until `until`; returns the events acknowledged.
 async fn append_until(server_grpc: String, number: usize, until: Instant, appended: Arc<AtomicU64>) -> u64 {
-    let mut client = myelin_proto::grpc::event::event_store_client::EventStoreClient::connect(format!(
-        "http://{server_grpc}"
-    ))
-    .await
-    .expect("connects");
+    let mut client =
+        myelin_proto::grpc::event::event_store_client::EventStoreClient::connect(format!("http://{server_grpc}"))
+            .await
+            .expect("connects");
     let aggregate = format!("soak-{number}");
     let mut sequence = 0i64;
     let mut mine = 0;
     while Instant::now() < until {
         let size = 1 + (sequence as usize + number) % 5;
-        let events: Vec<_> = (0..size).map(|i| event(&aggregate, sequence + i as i64, false)).collect();
+        let events: Vec<_> = (0..size)
+            .map(|i| event(&aggregate, sequence + i as i64, false))
+            .collect();
         client
             .append_event(tokio_stream::iter(events))
             .await
@@ -78,11 +79,10 @@ async fn append_until(server_grpc: String, number: usize, until: Instant, append
 /// Tails from token 0 until it has read up to `last` (set once the appenders stopped); checks
 /// tokens arrive in order without gaps; half-closes and expects the stream to end OK.
 async fn tail(server_grpc: String, number: usize, mut last: watch::Receiver<i64>) -> u64 {
-    let mut client = myelin_proto::grpc::event::event_store_client::EventStoreClient::connect(format!(
-        "http://{server_grpc}"
-    ))
-    .await
-    .expect("connects");
+    let mut client =
+        myelin_proto::grpc::event::event_store_client::EventStoreClient::connect(format!("http://{server_grpc}"))
+            .await
+            .expect("connects");
     let (requests, receiver) = mpsc::channel(4);
     requests
         .send(GetEventsRequest {
@@ -174,7 +174,11 @@ async fn soak() {
     }
     let mut client = server.client().await;
     let last_token = last_token(&mut client).await;
-    assert_eq!(last_token + 1, total as i64, "every acknowledged event stored, nothing more");
+    assert_eq!(
+        last_token + 1,
+        total as i64,
+        "every acknowledged event stored, nothing more"
+    );
     last.send_replace(last_token);
     for tailer in tailers {
         assert_eq!(tailer.await.expect("tailer"), total, "each tailer read every event");

@@ -29,6 +29,13 @@ pub fn validate_context_name(name: &str) -> Result<()> {
             "context name {name:?} must not start with '_' (reserved)"
         )));
     }
+    // A context is a directory under the storage directories: `.` and `..` would be the
+    // storage directory itself or its parent.
+    if name == "." || name == ".." {
+        return Err(ControlError::Invalid(format!(
+            "context name {name:?} is not allowed (it names a directory, not a context)"
+        )));
+    }
     Ok(())
 }
 
@@ -90,6 +97,8 @@ mod tests {
             "tab\t",
             &"c".repeat(256),
             "*",
+            ".",
+            "..",
         ] {
             assert!(
                 matches!(validate_context_name(bad), Err(ControlError::Invalid(_))),

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::SharedState;
 use crate::error::{ErrorBody, RestError, blocking};
+use crate::extract::{JsonBody, Path, Query};
 
 /// One context as `GET /v1/public/context` describes it (Axon EE's shape).
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,6 +122,13 @@ pub async fn list_contexts(State(state): State<SharedState>) -> Result<Json<Vec<
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateContextJson {
+    /// 1 to 255 ASCII letters, digits, `_`, `-` and `.`; not starting with `_` (reserved),
+    /// and not `.` or `..`.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^([A-Za-z0-9-][A-Za-z0-9_.-]*|\.[A-Za-z0-9_-]|\.[A-Za-z0-9_.-]{2,})$"
+    )]
     pub context: String,
     #[serde(default)]
     pub meta_data: BTreeMap<String, String>,
@@ -140,9 +148,10 @@ pub struct CreateContextJson {
 )]
 pub async fn create_context(
     State(state): State<SharedState>,
-    Json(body): Json<CreateContextJson>,
+    JsonBody(body): JsonBody<CreateContextJson>,
 ) -> Result<StatusCode, RestError> {
     let name = body.context;
+    refuse_path_component(&name)?;
     if state.contexts.get(&name).is_some() {
         return Err(RestError::Conflict(format!("Context {name} already exists")));
     }
@@ -202,6 +211,9 @@ pub async fn delete_context(
         .contexts
         .get(&name)
         .ok_or_else(|| RestError::NotFound(format!("Context {name} not found")))?;
+    if !params.preserve_event_store {
+        refuse_path_component(&name)?;
+    }
     let (streams, clients) = (context.tracking_streams(), state.contexts.connected_clients(&name));
     if (streams > 0 || clients > 0) && !params.force {
         return Err(RestError::Conflict(format!(
@@ -242,25 +254,52 @@ pub async fn delete_context(
     Ok(StatusCode::OK)
 }
 
+/// Refuses the context names `.` and `..`. The control database's rule admits them (dots are
+/// allowed), but a context's files live in `<storage>/<name>`: `..` would put a context's
+/// segments in the storage directory's parent and deleting it would delete that whole parent,
+/// `.` would mix them with every other context and deleting it would delete them all.
+fn refuse_path_component(name: &str) -> Result<(), RestError> {
+    if name == "." || name == ".." {
+        return Err(RestError::BadRequest(format!(
+            "context name {name:?} is not allowed: a context's files live in a directory named after it"
+        )));
+    }
+    Ok(())
+}
+
 /// A role on a context: `{"context": "default", "role": "READ"}`. `"*"` is every context.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct RoleJson {
+    /// `*` (every context) or a context name.
+    #[schema(pattern = r"^(\*|[A-Za-z0-9_.-]{1,255})$")]
     pub context: String,
+    /// ADMIN, READ, WRITE or USE_CONTEXT, case-insensitive.
+    #[schema(
+        pattern = r"^([Aa][Dd][Mm][Ii][Nn]|[Rr][Ee][Aa][Dd]|[Ww][Rr][Ii][Tt][Ee]|[Uu][Ss][Ee]_[Cc][Oo][Nn][Tt][Ee][Xx][Tt])$"
+    )]
     pub role: String,
 }
+
+/// A role as text: `ROLE` (on every context) or `ROLE@context`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(
+    pattern = r"^([Aa][Dd][Mm][Ii][Nn]|[Rr][Ee][Aa][Dd]|[Ww][Rr][Ii][Tt][Ee]|[Uu][Ss][Ee]_[Cc][Oo][Nn][Tt][Ee][Xx][Tt])(@(\*|[A-Za-z0-9_.-]{1,255}))?$"
+)]
+pub struct RoleText(pub String);
 
 /// A role as Axon SE wrote it (`"ADMIN"`, every context) or EE writes it (an object); also
 /// `"ROLE@context"`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum RoleSpec {
-    Text(String),
+    Text(RoleText),
     Object(RoleJson),
 }
 
 fn grant(spec: RoleSpec) -> Result<Grant, RestError> {
     let (role, context) = match spec {
-        RoleSpec::Text(text) => match text.split_once('@') {
+        RoleSpec::Text(RoleText(text)) => match text.split_once('@') {
             Some((role, context)) => (role.to_string(), context.to_string()),
             None => (text, "*".to_string()),
         },
@@ -300,7 +339,10 @@ fn user_json(user: &UserRecord) -> UserJson {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserJson {
+    /// 1 to 255 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub user_name: String,
+    #[schema(min_length = 1)]
     pub password: String,
     #[serde(default)]
     pub roles: Vec<RoleSpec>,
@@ -334,7 +376,7 @@ pub async fn public_users(State(state): State<SharedState>) -> Result<Json<Vec<U
 )]
 pub async fn upsert_user(
     State(state): State<SharedState>,
-    Json(body): Json<CreateUserJson>,
+    JsonBody(body): JsonBody<CreateUserJson>,
 ) -> Result<StatusCode, RestError> {
     let grants = body.roles.into_iter().map(grant).collect::<Result<Vec<_>, _>>()?;
     let control = state.control.clone();
@@ -362,9 +404,21 @@ pub async fn delete_user(State(state): State<SharedState>, Path(name): Path<Stri
 /// An application's roles on one context (Axon EE's shape).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct ApplicationRolesJson {
+    /// `*` (every context) or a context name.
+    #[schema(pattern = r"^(\*|[A-Za-z0-9_.-]{1,255})$")]
     pub context: String,
+    /// ADMIN, READ, WRITE or USE_CONTEXT, case-insensitive.
+    #[schema(value_type = Vec<RoleName>)]
     pub roles: Vec<String>,
 }
+
+/// ADMIN, READ, WRITE or USE_CONTEXT, case-insensitive (documentation only: roles travel as
+/// strings).
+#[derive(ToSchema)]
+#[schema(
+    pattern = r"^([Aa][Dd][Mm][Ii][Nn]|[Rr][Ee][Aa][Dd]|[Ww][Rr][Ii][Tt][Ee]|[Uu][Ss][Ee]_[Cc][Oo][Nn][Tt][Ee][Xx][Tt])$"
+)]
+pub struct RoleName(pub String);
 
 /// An application as listed (never with its token).
 #[derive(Debug, Serialize, ToSchema)]
@@ -402,14 +456,28 @@ fn application_json(application: &ApplicationRecord) -> ApplicationJson {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApplicationJson {
+    /// 1 to 255 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub name: String,
+    /// At most 4096 bytes.
     #[serde(default)]
+    #[schema(max_length = 4096)]
     pub description: String,
     #[serde(default)]
     pub roles: Vec<ApplicationRolesJson>,
-    /// Not accepted: Myelin generates every token, so that each is long and random.
+    /// Not accepted (leave it out, or null): Myelin generates every token, so that each is
+    /// long and random.
     #[serde(default)]
+    #[schema(schema_with = absent)]
     pub token: Option<String>,
+}
+
+/// The schema of a field that must be absent or null.
+fn absent() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .description(Some("Not accepted: leave it out or null"))
+        .build()
 }
 
 async fn applications(state: &SharedState) -> Result<Json<Vec<ApplicationJson>>, RestError> {
@@ -448,7 +516,7 @@ fn token_response(token: String) -> impl IntoResponse {
 )]
 pub async fn create_application(
     State(state): State<SharedState>,
-    Json(body): Json<CreateApplicationJson>,
+    JsonBody(body): JsonBody<CreateApplicationJson>,
 ) -> Result<impl IntoResponse, RestError> {
     if body.token.is_some() {
         return Err(RestError::BadRequest(

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use myelin_control::BackupRecord;
@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 
 use crate::SharedState;
 use crate::error::{ErrorBody, RestError, blocking};
+use crate::extract::Query;
 
 /// The values `type` accepts (case-insensitive).
 pub const SEGMENT_TYPES: &[&str] = &["EVENT", "SNAPSHOT"];
@@ -51,14 +52,21 @@ pub fn parse_segment_type(value: &str) -> Result<SegmentKind, RestError> {
     }
 }
 
-/// An integer parameter with a default.
-fn integer(params: &HashMap<String, String>, name: &'static str, default: i64) -> Result<i64, RestError> {
+/// An integer parameter with a default: 64-bit for segment numbers, 32-bit for versions, as
+/// the OpenAPI document (and Axon's Java signature) says — a version beyond 32 bits is refused,
+/// not silently accepted.
+fn integer<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, RestError> {
     match params.get(name) {
         None => Ok(default),
         Some(value) => value.trim().parse().map_err(|_| {
+            let bits = std::mem::size_of::<T>() * 8;
             RestError::bad_parameter(
                 name,
-                format!("Invalid value '{value}' for parameter '{name}': expected an integer"),
+                format!("Invalid value '{value}' for parameter '{name}': expected a {bits}-bit integer"),
                 &["an integer"],
             )
         }),
@@ -133,7 +141,7 @@ fn listing_record(
     tag = "backup",
     params(
         ("context" = Option<String>, Query, description = "Context, default `default`"),
-        ("type" = String, Query, description = "EVENT or SNAPSHOT, case-insensitive"),
+        ("type" = String, Query, description = "EVENT or SNAPSHOT, case-insensitive", pattern = r"^([Ee][Vv][Ee][Nn][Tt]|[Ss][Nn][Aa][Pp][Ss][Hh][Oo][Tt])$"),
         ("lastSegmentBackedUp" = Option<i64>, Query, description = "Segment number already backed up, default -1"),
         ("lastVersionBackedUp" = Option<i32>, Query, description = "Version of that segment, default 0"),
     ),
@@ -147,8 +155,8 @@ pub async fn filenames(
     Query(params): Params,
 ) -> Result<Json<Vec<String>>, RestError> {
     let kind = segment_type(&params)?;
-    let marker = integer(&params, "lastSegmentBackedUp", -1)?;
-    integer(&params, "lastVersionBackedUp", 0)?;
+    let marker = integer(&params, "lastSegmentBackedUp", -1i64)?;
+    integer(&params, "lastVersionBackedUp", 0i32)?;
     let name = context_param(&params, "context");
     let Some(context) = state.contexts.get(name) else {
         return Ok(Json(Vec::new()));
@@ -183,7 +191,7 @@ pub struct EventStoreBackup {
     tag = "backup",
     params(
         ("targetContext" = Option<String>, Query, description = "Context, default `default`"),
-        ("type" = String, Query, description = "EVENT or SNAPSHOT, case-insensitive"),
+        ("type" = String, Query, description = "EVENT or SNAPSHOT, case-insensitive", pattern = r"^([Ee][Vv][Ee][Nn][Tt]|[Ss][Nn][Aa][Pp][Ss][Hh][Oo][Tt])$"),
         ("lastClosedSegmentBackedUp" = Option<i64>, Query, description = "lastClosedSegment of the previous backup, default -1"),
         ("lastClosedVersionBackedUp" = Option<i32>, Query, description = "Version of that segment, default 0"),
     ),
@@ -198,8 +206,8 @@ pub async fn eventstore(
     Query(params): Params,
 ) -> Result<Json<EventStoreBackup>, RestError> {
     let kind = segment_type(&params)?;
-    let marker = integer(&params, "lastClosedSegmentBackedUp", -1)?;
-    integer(&params, "lastClosedVersionBackedUp", 0)?;
+    let marker = integer(&params, "lastClosedSegmentBackedUp", -1i64)?;
+    integer(&params, "lastClosedVersionBackedUp", 0i32)?;
     let name = context_param(&params, "targetContext");
     let context = state
         .contexts
@@ -235,16 +243,23 @@ pub async fn log_filenames(
     Query(params): Params,
 ) -> Result<Json<Vec<String>>, RestError> {
     let name = context_param(&params, "context").to_string();
+    // The answer is [] for any name; the history records only names it can hold (a context
+    // name), so a replication group such as EE's `_admin`, or any other name, is answered
+    // like an unknown context instead of failing the request.
+    let (context, detail) = match myelin_control::validate_context_name(&name) {
+        Ok(()) => (Some(name), "single node: no replication log".to_string()),
+        Err(_) => (None, format!("single node: no replication log (requested {name:?})")),
+    };
     record(
         &state,
         BackupRecord {
             time_ms: now_ms(),
             kind: "log".to_string(),
-            context: Some(name),
+            context,
             segment_type: None,
             last_closed_segment: None,
             last_token: None,
-            detail: Some("single node: no replication log".to_string()),
+            detail: Some(detail),
         },
     )
     .await?;

@@ -26,7 +26,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 use crate::SharedState;
 use crate::backup::{parse_segment_type, type_name};
 use crate::error::{ErrorBody, RestError, blocking};
+use crate::extract::Path;
 
 /// RFC 9530's header carrying the digest of the whole representation.
 pub const REPR_DIGEST_HEADER: &str = "repr-digest";
@@ -84,7 +85,7 @@ pub struct FileBytes(pub Vec<u8>);
     tag = "backup",
     params(
         ("context" = String, Path, description = "Context"),
-        ("type" = String, Path, description = "EVENT or SNAPSHOT, case-insensitive"),
+        ("type" = String, Path, description = "EVENT or SNAPSHOT, case-insensitive", pattern = r"^([Ee][Vv][Ee][Nn][Tt]|[Ss][Nn][Aa][Pp][Ss][Hh][Oo][Tt])$"),
         ("file" = String, Path, description = "File name (no directory) of a closed segment's data, index or bloom file, or of the active segment, as the listing answers it"),
         ("Range" = Option<String>, Header, description = "One range (`bytes=a-b`, `bytes=a-`, `bytes=-n`); closed files only"),
     ),
@@ -173,7 +174,7 @@ pub async fn control_db_zip(
 async fn closed_file(path: PathBuf, range: Option<String>) -> Result<Response, RestError> {
     let name = file_name(&path);
     let (file, len, digest) = blocking(move || {
-        let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+        let file = open_served(&path)?;
         let metadata = file.metadata().map_err(|e| io_error(&path, e))?;
         let key = DigestKey {
             dev: metadata.dev(),
@@ -219,7 +220,7 @@ async fn active_file(active: ActiveSegmentFile) -> Result<Response, RestError> {
     let committed = active.committed_bytes;
     let (file, digest) = blocking(move || {
         let path = active.path;
-        let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+        let file = open_served(&path)?;
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
         if len < committed {
             return Err(RestError::Internal(format!(
@@ -281,6 +282,30 @@ fn file_name(path: &std::path::Path) -> String {
     path.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Opens a listed file to serve it: never through a symbolic link in its last component, and
+/// only if it is a regular file. A listed name replaced by a link to somewhere else is not
+/// followed out of the data directory, and a FIFO (whose open and reads would block a thread
+/// forever) is not read; both answer 404. `O_NONBLOCK` is what keeps the open of a FIFO from
+/// blocking; on a regular file it changes nothing.
+fn open_served(path: &std::path::Path) -> Result<File, RestError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refused =
+        |what: &str| RestError::NotFound(format!("{} is {what}: only regular files are served", file_name(path)));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("a symbolic link"),
+            _ => io_error(path, e),
+        })?;
+    let metadata = file.metadata().map_err(|e| io_error(path, e))?;
+    if !metadata.is_file() {
+        return Err(refused("not a regular file"));
+    }
+    Ok(file)
 }
 
 fn io_error(path: &std::path::Path, error: std::io::Error) -> RestError {

@@ -57,6 +57,12 @@ pub enum RestError {
     NoEventStore(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request body is over the size limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request body is not of a media type the route reads (JSON, say).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A `Range` no byte of the file satisfies; `len` is the file's length.
     #[error("The requested range is outside the file ({len} bytes)")]
     RangeNotSatisfiable { len: u64 },
@@ -81,6 +87,8 @@ impl RestError {
             RestError::NotFound(_) => StatusCode::NOT_FOUND,
             RestError::NoEventStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             RestError::Conflict(_) => StatusCode::CONFLICT,
+            RestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RestError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             RestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -137,6 +137,11 @@ fn event_stores(state: &SharedState) -> Component {
             }),
         );
     }
+    // Contexts whose stores could not be opened at startup.
+    for (name, reason) in state.contexts.failures() {
+        status = Status::Down;
+        details.insert(name, json!({ "status": "DOWN", "error": reason }));
+    }
     Component {
         status,
         details: Some(Value::Object(details)),

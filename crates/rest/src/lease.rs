@@ -9,9 +9,8 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use bytes::Bytes;
 use myelin_store::HOLDS_MAX;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::SharedState;
 use crate::error::{ErrorBody, RestError};
+use crate::extract::{BodyBytes, Path};
 use myelin_control::now_ms;
 
 /// Time to live of a lease when the request names none.
@@ -31,6 +31,7 @@ pub const TTL_SECONDS_MAX: u64 = 3600;
 #[serde(rename_all = "camelCase")]
 pub struct LeaseRequest {
     /// Seconds until the lease expires unless renewed: 1 to 3600, default 300.
+    #[schema(minimum = 1, maximum = 3600)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -45,14 +46,19 @@ pub struct Lease {
     pub ttl_seconds: u64,
 }
 
-/// The time to live a request body asks for. An empty body (or one without `ttlSeconds`)
-/// means the default; anything else must be an integer from 1 to [`TTL_SECONDS_MAX`].
+/// The time to live a request body asks for. An empty body (or only whitespace), `null`, or
+/// an object without `ttlSeconds` means the default; anything else must be an integer from 1
+/// to [`TTL_SECONDS_MAX`] (`300.0` is one: JSON does not tell integers from other numbers).
 fn ttl_seconds(body: &[u8]) -> Result<u64, RestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(TTL_SECONDS_DEFAULT);
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| RestError::BadRequest(format!("The body is not JSON ({e}); expected {{\"ttlSeconds\": n}}")))?;
+    // `null` is the documented "no body" too (the body schema is optional, so nullable).
+    if value.is_null() {
+        return Ok(TTL_SECONDS_DEFAULT);
+    }
     let Value::Object(fields) = value else {
         return Err(RestError::BadRequest(
             "The body must be a JSON object: {\"ttlSeconds\": n}".to_string(),
@@ -62,6 +68,7 @@ fn ttl_seconds(body: &[u8]) -> Result<u64, RestError> {
         None | Some(Value::Null) => Ok(TTL_SECONDS_DEFAULT),
         Some(ttl) => ttl
             .as_u64()
+            .or_else(|| whole_number(ttl))
             .filter(|ttl| (1..=TTL_SECONDS_MAX).contains(ttl))
             .ok_or_else(|| {
                 RestError::bad_parameter(
@@ -71,6 +78,13 @@ fn ttl_seconds(body: &[u8]) -> Result<u64, RestError> {
                 )
             }),
     }
+}
+
+/// A JSON number with no fractional part written as a float (`300.0`), within `u64`.
+fn whole_number(value: &Value) -> Option<u64> {
+    let number = value.as_f64()?;
+    // Bounded well inside u64 (the caller wants 1..=3600), so the cast is exact.
+    (number.fract() == 0.0 && (0.0..=1e15).contains(&number)).then_some(number as u64)
 }
 
 /// A fresh lease id: 128 random bits in hex, so ids cannot be guessed or collide.
@@ -105,7 +119,10 @@ fn unknown(id: &str) -> RestError {
         (status = CONFLICT, description = "Too many live leases (256)", body = ErrorBody),
     )
 )]
-pub async fn create_lease(State(state): State<SharedState>, body: Bytes) -> Result<Json<Lease>, RestError> {
+pub async fn create_lease(
+    State(state): State<SharedState>,
+    BodyBytes(body): BodyBytes,
+) -> Result<Json<Lease>, RestError> {
     let ttl = ttl_seconds(&body)?;
     let id = new_id()?;
     if !state
@@ -136,7 +153,7 @@ pub async fn create_lease(State(state): State<SharedState>, body: Bytes) -> Resu
 pub async fn renew_lease(
     State(state): State<SharedState>,
     Path(id): Path<String>,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<Json<Lease>, RestError> {
     let ttl = ttl_seconds(&body)?;
     let now = Instant::now();

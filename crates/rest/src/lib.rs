@@ -17,6 +17,7 @@ pub mod auth;
 pub mod backup;
 pub mod backup_files;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod lease;
 pub mod metrics;
@@ -102,7 +103,8 @@ pub async fn serve(
 
 /// The whole HTTP API: every route with its access class, Swagger UI and the OpenAPI document.
 pub fn router(state: SharedState) -> Router {
-    let (router, openapi) = api_router(state.clone()).split_for_parts();
+    let (router, mut openapi) = api_router(state.clone()).split_for_parts();
+    document_error_answers(&mut openapi);
     let docs: Router = SwaggerUi::new("/swagger-ui").url(OPENAPI_PATH, openapi).into();
     let docs = docs
         .route("/swagger-ui.html", axum::routing::get(swagger_ui_redirect))
@@ -110,7 +112,14 @@ pub fn router(state: SharedState) -> Router {
             (state.clone(), Access::Authenticated),
             auth::enforce,
         ));
-    router.merge(docs).with_state(())
+    // Paths no route matches (a traversal attempt with extra segments, say) get the same JSON
+    // error as every other refusal rather than an empty body.
+    router.merge(docs).fallback(no_route).with_state(())
+}
+
+/// The answer for a path no route serves.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> RestError {
+    RestError::NotFound(format!("No route for {method} {}", uri.path()))
 }
 
 /// The routes that the OpenAPI document describes (all but the documentation itself).
@@ -173,6 +182,74 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
 struct ApiDoc;
 
 use auth::SecuritySchemes as SecurityModifier;
+
+/// Adds to every operation of the finished document the error answers that come from the
+/// layers around its handler rather than from the handler itself, so a client (or a fuzzer
+/// checking conformance) finds every status the route can answer documented, with the JSON
+/// error body all of them carry:
+///
+/// * 401 and 403 on every route that needs credentials ([`auth::enforce`], when access control
+///   is on);
+/// * 400 on every route with parameters (a malformed path or query, [`extract`]);
+/// * 400, 413 and 415 on every route with a request body (malformed JSON, a body over the
+///   limit, a body not declared JSON).
+fn document_error_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build()
+            .into()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            // `security: [{}]` (the liveness probe) is open; no `security` means the
+            // document-wide requirement.
+            let open = operation
+                .security
+                .as_ref()
+                .is_some_and(|requirements| requirements.contains(&SecurityRequirement::default()));
+            let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let has_body = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description));
+            };
+            if !open {
+                add(
+                    "401",
+                    "No credentials, or credentials that match nothing (access control on)",
+                );
+                add(
+                    "403",
+                    "Valid credentials without the right this route needs (access control on)",
+                );
+            }
+            if has_parameters || has_body {
+                add("400", "A malformed parameter or request body");
+            }
+            if has_body {
+                add("413", "The request body is over the size limit");
+                add("415", "The request body is not declared as JSON");
+            }
+        }
+    }
+}
 
 /// The landing page.
 #[utoipa::path(get, path = "/", tag = "status", responses((status = OK, description = "A small HTML page", content_type = "text/html")))]
