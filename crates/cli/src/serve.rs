@@ -210,6 +210,19 @@ struct StoreProvisioner {
 }
 
 impl Provisioner for StoreProvisioner {
+    fn check_new_context(&self, name: &str) -> Result<(), String> {
+        for kind in [StoreKind::Events, StoreKind::Snapshots] {
+            let dir = self.config.context_dir(kind, name);
+            if dir.exists() && !dir.is_dir() {
+                return Err(format!(
+                    "{} exists and is not a directory: context {name} cannot use it",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
         open_context(&self.config, name).map_err(|e| format!("{e:#}"))
     }

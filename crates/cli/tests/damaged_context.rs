@@ -117,3 +117,34 @@ async fn a_damaged_context_leaves_the_others_serving() {
         "the damaged file is untouched"
     );
 }
+
+/// A context created through the REST API whose directory would be an existing file (here the
+/// control database, which lives in the data directory by default) is refused with a 409 and
+/// leaves no record.
+#[tokio::test]
+async fn a_new_context_whose_directory_is_taken_by_a_file_is_refused() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let server = Server::start_with_settings(&data, &root.path().join("server.log"), "1MB", &[]);
+    assert!(data.join("myelin-controldb.sqlite3").is_file());
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/v1/context", server.http_url()))
+        .json(&serde_json::json!({ "context": "myelin-controldb.sqlite3" }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(body.to_string().contains("is not a directory"), "{body}");
+    let contexts: serde_json::Value = http
+        .get(format!("{}/v1/public/context", server.http_url()))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert!(!contexts.to_string().contains("myelin-controldb"), "{contexts}");
+    server.stop();
+}

@@ -143,7 +143,7 @@ pub struct CreateContextJson {
     responses(
         (status = OK, description = "Created; its stores are open"),
         (status = BAD_REQUEST, description = "Invalid name", body = ErrorBody),
-        (status = CONFLICT, description = "The context exists", body = ErrorBody),
+        (status = CONFLICT, description = "The context exists, or a file holds the place of its directory", body = ErrorBody),
     )
 )]
 pub async fn create_context(
@@ -157,6 +157,10 @@ pub async fn create_context(
     }
     let worker = state.clone();
     let store = blocking(move || {
+        worker
+            .provisioner
+            .check_new_context(&name)
+            .map_err(RestError::Conflict)?;
         worker.control.create_context(&name, &body.meta_data)?;
         match worker.provisioner.open_context(&name) {
             Ok(store) => Ok(store),

@@ -46,6 +46,13 @@ pub const OPENAPI_PATH: &str = "/v3/api-docs";
 /// Opens and removes the stores behind contexts created and deleted through the API. The
 /// server's configuration knows where a context's files live; this crate does not.
 pub trait Provisioner: Send + Sync + 'static {
+    /// Why a new context cannot be called `name` in this node's directories (a file already
+    /// holds the place of its directory, say), or `Ok` when it can. Asked before anything is
+    /// recorded; the answer is a 409.
+    fn check_new_context(&self, name: &str) -> Result<(), String> {
+        let _ = name;
+        Ok(())
+    }
     /// Opens (creating if needed) the stores of context `name`.
     fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String>;
     /// Deletes the files of context `name`, whose stores are already shut down.
