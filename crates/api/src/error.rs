@@ -38,6 +38,9 @@ pub enum Operation {
 pub enum ApiError {
     /// No store is open for the context the request named.
     ContextNotFound(String),
+    /// The server is holding as much as it may of something (unfinished transactions, say);
+    /// the client should retry later.
+    TooManyRequests(String),
     /// The context exists but its store could not be opened (damaged files, say).
     ContextUnavailable {
         context: String,
@@ -89,6 +92,8 @@ impl ApiError {
             // DATAFILE_READ_ERROR: the context's files failed their checks at startup. Only
             // that context is affected; UNAVAILABLE because it returns once repaired.
             ApiError::ContextUnavailable { .. } => ("AXONIQ-9000", Unavailable, 503),
+            // TOO_MANY_REQUESTS, exactly upstream's status.
+            ApiError::TooManyRequests(_) => ("AXONIQ-1900", ResourceExhausted, 429),
             // Upstream answers undecodable input with OTHER (AXONIQ-0001); our status says why.
             ApiError::InvalidArgument(_) => ("AXONIQ-0001", InvalidArgument, 400),
             // UNSUPPORTED_INSTRUCTION; for an rpc, UNIMPLEMENTED is what gRPC clients expect.
@@ -187,6 +192,7 @@ impl fmt::Display for ApiError {
             | ApiError::Unsupported(message)
             | ApiError::Internal(message)
             | ApiError::MessageTooLarge(message)
+            | ApiError::TooManyRequests(message)
             | ApiError::PermissionDenied(message) => f.write_str(message),
             ApiError::TokenMissing => f.write_str("Missing AxonIQ-Access-Token"),
             ApiError::InvalidToken => f.write_str("Invalid AxonIQ-Access-Token"),

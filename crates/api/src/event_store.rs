@@ -18,7 +18,7 @@ use myelin_proto::grpc::event::{
     ReadHighestSequenceNrResponse, TrackingToken,
 };
 use myelin_store::StoreError;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_stream::Stream;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -43,6 +43,11 @@ pub struct EventStoreLimits {
     /// Largest transaction an AppendEvent stream may collect before it is refused. The store
     /// checks its own limit exactly; this one keeps a runaway stream from filling memory first.
     pub max_transaction_bytes: usize,
+    /// Bytes of unfinished transactions (AppendEvent streams not yet half-closed) held in
+    /// memory across every stream and connection. A stream that would go over is refused at
+    /// once with RESOURCE_EXHAUSTED (AXONIQ-1900, Axon's TOO_MANY_REQUESTS) rather than waiting:
+    /// waiting streams could hold the whole budget while none of them can finish.
+    pub max_pending_append_bytes: usize,
 }
 
 impl Default for EventStoreLimits {
@@ -50,6 +55,7 @@ impl Default for EventStoreLimits {
         EventStoreLimits {
             max_message_bytes: 4 * 1024 * 1024,
             max_transaction_bytes: 32 * 1024 * 1024,
+            max_pending_append_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -63,6 +69,8 @@ pub struct EventStoreService {
 struct Shared {
     contexts: Arc<Contexts>,
     limits: EventStoreLimits,
+    /// One permit per byte of unfinished transactions (`max_pending_append_bytes`).
+    pending_append_bytes: Arc<Semaphore>,
     /// Becomes true when the server starts to shut down: tracking streams end then.
     stopping: watch::Receiver<bool>,
 }
@@ -72,6 +80,9 @@ impl EventStoreService {
         EventStoreService {
             shared: Arc::new(Shared {
                 contexts,
+                pending_append_bytes: Arc::new(Semaphore::new(
+                    limits.max_pending_append_bytes.min(Semaphore::MAX_PERMITS),
+                )),
                 limits,
                 stopping,
             }),
@@ -191,6 +202,8 @@ impl Shared {
         let mut stream = request.into_inner();
         let mut events: Vec<Bytes> = Vec::new();
         let mut transaction_bytes = 0usize;
+        // Held until the transaction is stored (or refused): the events stay in memory until then.
+        let mut held: Option<OwnedSemaphorePermit> = None;
         while let Some(RawEvent(event)) = stream.message().await.map_err(request_error)? {
             // As the store counts: a 4-byte length before each event.
             transaction_bytes = transaction_bytes.saturating_add(4 + event.len());
@@ -200,6 +213,20 @@ impl Shared {
                     limit: self.limits.max_transaction_bytes,
                 })
                 .into());
+            }
+            let more = u32::try_from(4 + event.len())
+                .ok()
+                .and_then(|bytes| self.pending_append_bytes.clone().try_acquire_many_owned(bytes).ok());
+            match (more, held.as_mut()) {
+                (Some(more), Some(held)) => held.merge(more),
+                (Some(more), None) => held = Some(more),
+                (None, _) => {
+                    return Err(ApiError::TooManyRequests(format!(
+                        "the server holds {} MiB of unfinished transactions, its limit; retry later",
+                        self.limits.max_pending_append_bytes >> 20
+                    ))
+                    .into());
+                }
             }
             events.push(event);
         }

@@ -453,6 +453,56 @@ async fn oversized_transaction_is_refused() {
     server.stop().await;
 }
 
+/// Unfinished transactions are held in memory; all streams together get a budget, and a
+/// stream that would go over is refused at once (AXONIQ-1900) instead of piling up.
+#[tokio::test]
+async fn unfinished_transactions_share_a_memory_budget() {
+    let config = GrpcConfig {
+        limits: EventStoreLimits {
+            max_pending_append_bytes: 64 * 1024,
+            ..EventStoreLimits::default()
+        },
+        ..GrpcConfig::default()
+    };
+    let server = start_with(config, &["default"]).await;
+    let big = |aggregate: &str, sequence: i64| Event {
+        payload: Some(SerializedObject {
+            r#type: "Big".into(),
+            revision: String::new(),
+            data: vec![3; 20 * 1024],
+        }),
+        ..event(aggregate, sequence)
+    };
+    // A stream holding 40 KiB, not half-closed.
+    let mut holder = server.event_store().await;
+    let (requests, stream) = request_stream();
+    requests.send(big("holder", 0)).await.expect("send");
+    requests.send(big("holder", 1)).await.expect("send");
+    let held = tokio::spawn(async move { holder.append_event(stream).await });
+    // Another 40 KiB does not fit beside it (once the server holds the first stream's events).
+    let mut other = server.event_store().await;
+    let mut stored_before = 0;
+    let refusal = loop {
+        let aggregate = format!("other-{stored_before}");
+        match append(&mut other, vec![big(&aggregate, 0), big(&aggregate, 1)]).await {
+            Ok(()) => stored_before += 1,
+            Err(status) => break status,
+        }
+        assert!(stored_before < 50, "the holder's events never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
+    assert_eq!(error_code(&refusal), Some("AXONIQ-1900"));
+    // Once the holder finishes, its budget is free again.
+    drop(requests);
+    held.await.expect("task").expect("the holder's transaction commits");
+    append(&mut other, vec![big("after", 0), big("after", 1)])
+        .await
+        .expect("fits again");
+    assert_eq!(last_token(&mut other).await, 2 * stored_before + 3);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn malformed_event_is_invalid_argument() {
     let server = start().await;

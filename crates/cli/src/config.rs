@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use myelin_api::EventStoreLimits;
 use myelin_store::{Durability, StoreConfig};
 
 use crate::properties;
@@ -42,6 +43,7 @@ pub mod key {
     pub const SEQUENCE_CACHE_ENTRIES: &str = "myelin.sequence-cache-entries";
     pub const INDEX_CACHE_BYTES: &str = "myelin.index-cache-bytes";
     pub const OPEN_SEGMENT_FILES: &str = "myelin.open-segment-files";
+    pub const MAX_PENDING_APPEND_BYTES: &str = "myelin.max-pending-append-bytes";
     pub const BIND_ADDRESS: &str = "myelin.bind-address";
     pub const ACCESS_CONTROL_ENABLED: &str = "axoniq.axonserver.accesscontrol.enabled";
     pub const ACCESS_CONTROL_TOKEN: &str = "axoniq.axonserver.accesscontrol.token";
@@ -73,6 +75,7 @@ pub const PROPERTIES: &[&str] = &[
     key::SEQUENCE_CACHE_ENTRIES,
     key::INDEX_CACHE_BYTES,
     key::OPEN_SEGMENT_FILES,
+    key::MAX_PENDING_APPEND_BYTES,
     key::BIND_ADDRESS,
     key::ACCESS_CONTROL_ENABLED,
     key::ACCESS_CONTROL_TOKEN,
@@ -217,6 +220,8 @@ pub struct Config {
     pub index_cache_bytes: usize,
     /// Closed segment files (data, and separately index) each store keeps open for reads.
     pub open_segment_files: usize,
+    /// Bytes of unfinished transactions held in memory across every AppendEvent stream.
+    pub max_pending_append_bytes: usize,
     /// Address both listeners bind to (`0.0.0.0`: every interface, as Axon Server does).
     pub bind_address: std::net::IpAddr,
     /// Whether every call needs credentials (`axoniq.axonserver.accesscontrol.enabled`).
@@ -563,6 +568,11 @@ impl Settings {
             sequence_cache_entries: self.count(key::SEQUENCE_CACHE_ENTRIES, defaults.sequence_cache_entries, 1)?,
             index_cache_bytes: self.usize_size(key::INDEX_CACHE_BYTES, defaults.index_cache_bytes, 0)?,
             open_segment_files: self.count(key::OPEN_SEGMENT_FILES, defaults.open_segment_files, 1)?,
+            max_pending_append_bytes: self.usize_size(
+                key::MAX_PENDING_APPEND_BYTES,
+                EventStoreLimits::default().max_pending_append_bytes,
+                1,
+            )?,
             bind_address: self.ip_address(key::BIND_ADDRESS)?,
             access_control: self.flag(key::ACCESS_CONTROL_ENABLED, false)?,
             access_token: self.optional_text(key::ACCESS_CONTROL_TOKEN),
@@ -1046,6 +1056,7 @@ mod tests {
             ("axoniq.axonserver.max-message-size", "16777216"),
             ("myelin.index-cache-bytes", "128mb"),
             ("myelin.open-segment-files", "8"),
+            ("myelin.max-pending-append-bytes", "1GB"),
         ]);
         let config = load_ok(&flags, &[], dir.path());
         assert_eq!(config.events.segment_size_bytes, 1 << 30);
@@ -1053,6 +1064,7 @@ mod tests {
         assert_eq!(config.max_message_size_bytes, 16 << 20);
         assert_eq!(config.index_cache_bytes, 128 << 20);
         assert_eq!(config.open_segment_files, 8);
+        assert_eq!(config.max_pending_append_bytes, 1 << 30);
     }
 
     fn bad_value(flags: &[(&str, &str)]) -> String {

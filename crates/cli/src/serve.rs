@@ -148,6 +148,7 @@ async fn serve_api(
     let limits = EventStoreLimits {
         max_message_bytes: usize::try_from(config.max_message_size_bytes).unwrap_or(usize::MAX),
         max_transaction_bytes: config.max_transaction_bytes,
+        max_pending_append_bytes: config.max_pending_append_bytes,
     };
     let rest = Arc::new(RestState {
         contexts: contexts.clone(),
