@@ -11,24 +11,14 @@
 //! of its own under `--dir` and removes it afterwards. This crate must never be a dependency
 //! of the server: it measures the store from the outside, through its public API only.
 
-mod event;
-mod grpc_run;
-mod matrix;
-mod memory;
-mod probe;
-mod procfs;
-mod stats;
-mod store_run;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use clap::{Parser, Subcommand};
 
-use crate::probe::ProbeResult;
-use crate::stats::Millis;
-use crate::store_run::StoreRunResult;
+use myelin_bench::stats::{self, Millis};
+use myelin_bench::{describe_probe, describe_store, grpc_run, matrix, memory, probe, store_run};
 
 /// The longest run accepted for one measurement.
 const SECONDS_MAX: f64 = 3600.0;
@@ -257,51 +247,6 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub(crate) fn describe_probe(r: &ProbeResult) -> String {
-    format!(
-        "probe {} bytes: {:.0} writes/s, {:.1} MB/s, fdatasync p50 {} p99 {} max {} ({} writes in {:.1} s)",
-        r.batch_bytes,
-        r.writes_per_sec(),
-        r.mb_per_sec(),
-        Millis(r.sync.p50),
-        Millis(r.sync.p99),
-        Millis(r.sync.max),
-        r.writes,
-        r.elapsed.as_secs_f64()
-    )
-}
-
-pub(crate) fn describe_store(r: &StoreRunResult) -> String {
-    let batches = match (r.batch_bytes(), r.batches_per_sec()) {
-        (Some(bytes), Some(per_sec)) => format!("{per_sec:.0} fdatasync/s, {bytes:.0} bytes/fdatasync (measured)"),
-        _ => "fdatasync count not observable".to_string(),
-    };
-    let cpu = match r.writer_cpu_shares() {
-        Some((on_cpu, waiting)) => format!(
-            "writer on CPU {:.0}%, waiting for a CPU {:.0}%; process {:.2} cores busy",
-            on_cpu * 100.0,
-            waiting * 100.0,
-            r.cores_busy()
-        ),
-        None => format!("process {:.2} cores busy", r.cores_busy()),
-    };
-    format!(
-        "store {} appenders x {} events/tx ({} bytes/event, {} bytes/tx): {:.0} events/s, {:.0} tx/s, \
-         latency p50 {} p99 {} p99.9 {} max {}; {batches}; full batch would be {} bytes; {cpu}",
-        r.appenders,
-        r.events_per_tx,
-        r.event_bytes,
-        r.transaction_bytes(),
-        r.events_per_sec(),
-        r.transactions_per_sec(),
-        Millis(r.latency.p50),
-        Millis(r.latency.p99),
-        Millis(r.latency.p999),
-        Millis(r.latency.max),
-        r.full_batch_bytes()
-    )
 }
 
 fn print_memory(config: &memory::MemoryConfig, r: &memory::MemoryResult) {
