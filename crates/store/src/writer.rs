@@ -441,18 +441,17 @@ impl Writer {
         let path = self.path.clone();
         let tmp = temp_path(&path);
         let file = create_segment(&tmp, size)?;
-        let renamed = std::fs::rename(&tmp, &path)
-            .map_err(|e| StoreError::io(path.to_path_buf(), e))
-            .and_then(|()| sync_dir(parent(&path)));
-        if let Err(e) = renamed {
+        if let Err(e) = std::fs::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Rolling::NewFile(e));
+            return Err(Rolling::NewFile(StoreError::io(path.to_path_buf(), e).into_no_space()));
         }
+        // The name now holds the larger file: it is the active one whatever happens next.
         let active = empty_active(self.next_token, path.clone(), file.clone(), size);
         self.log.segments.write().active = active;
         self.file = file;
         self.capacity = size;
-        Ok(())
+        // A failed directory sync is a failed sync: poison (the rename may not be durable).
+        sync_dir(parent(&path)).map_err(Rolling::Active)
     }
 
     /// Writes the batch, makes it durable, publishes it and acknowledges everything in it.
