@@ -269,11 +269,14 @@ impl<'a> Iterator for BlockEvents<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let len_bytes = self.area.get(self.cursor..self.cursor + EVENT_LEN_BYTES)?;
-        let len = read_i32(len_bytes) as usize;
+        // A negative length (only in bytes that were never verified) ends the iteration: cast
+        // to usize it would wrap the end of the event past the area (found by fuzzing).
+        let len = usize::try_from(read_i32(len_bytes)).ok()?;
         let start = self.cursor + EVENT_LEN_BYTES;
-        let event = self.area.get(start..start + len)?;
+        let end = start.checked_add(len)?;
+        let event = self.area.get(start..end)?;
         let offset = BLOCK_HEADER_BYTES + self.cursor;
-        self.cursor = start + len;
+        self.cursor = end;
         Some((offset, event))
     }
 }

@@ -47,6 +47,16 @@ pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> R
     // The newest file ended in a roll marker: it is closed, and its successor must be created.
     let mut rolled: Option<(u64, Scan)> = None;
     if matches!(active.scan.stop, Stop::Rolled) {
+        // No writer rolls a segment before its first event (an empty one is replaced, see
+        // FORMAT.md), and the successor of such a file would be the file itself: the store
+        // would append over the marker and whatever follows it (found by fuzzing).
+        if active.scan.count == 0 {
+            return Err(StoreError::corrupt(
+                active_path.to_path_buf(),
+                active.scan.end,
+                "roll marker before the segment's first event",
+            ));
+        }
         let next = active_first + active.scan.count;
         info!(file = %active_path.display(), next, "newest segment was rolled; creating its successor");
         rolled = Some((active_first, std::mem::replace(&mut active.scan, empty_scan())));
