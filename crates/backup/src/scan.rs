@@ -114,8 +114,10 @@ pub fn scan(mut reader: impl Read, first_token: u64) -> io::Result<Scan> {
         let total = BLOCK_HEADER_BYTES + area + CRC_BYTES;
         block.clear();
         block.extend_from_slice(&size);
-        block.resize(total, 0);
-        let read = read_full(&mut reader, &mut block[MARKER_BYTES..])?;
+        // Grows only as bytes arrive: a damaged size field can announce up to 2 GiB, which
+        // must not be allocated up front for a file that is not that long (found by fuzzing).
+        let want = (total - MARKER_BYTES) as u64;
+        let read = (&mut reader).take(want).read_to_end(&mut block)?;
         if read < total - MARKER_BYTES {
             result.ending = damaged(
                 offset,
