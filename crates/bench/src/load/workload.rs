@@ -339,6 +339,26 @@ fn latency_map(entries: Vec<(&str, Samples)>) -> BTreeMap<String, Latency> {
         .collect()
 }
 
+/// One closed-loop [`append_loop`] task per client, each on its own aggregate (`prefix`, this
+/// process's nonce and the client's number, so runs never collide on sequence numbers).
+fn spawn_appenders<C: Client + 'static>(
+    clients: Vec<C>,
+    prefix: char,
+    events_per_tx: usize,
+    from: Instant,
+    until: Instant,
+) -> Vec<tokio::task::JoinHandle<Result<(Tally, C)>>> {
+    let nonce = process_nonce();
+    clients
+        .into_iter()
+        .enumerate()
+        .map(|(n, client)| {
+            let aggregate = format!("{prefix}{nonce:08x}-{n:05}");
+            tokio::spawn(append_loop(client, aggregate, events_per_tx, from, until))
+        })
+        .collect()
+}
+
 /// Durable appends: `clients` closed-loop clients, `events_per_tx` events per transaction.
 pub async fn append<S: System>(system: Arc<S>, pid: ServerPid, config: &AppendConfig) -> Result<Record> {
     check_common(config.clients, config.events_per_tx, config.payload_bytes)?;
@@ -347,15 +367,7 @@ pub async fn append<S: System>(system: Arc<S>, pid: ServerPid, config: &AppendCo
     let from = Instant::now() + config.timing.warmup;
     let until = from + config.timing.duration;
     let meter = Meter::start(pid, from, until);
-    let nonce = process_nonce();
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(n, client)| {
-            let aggregate = format!("w{nonce:08x}-{n:05}");
-            tokio::spawn(append_loop(client, aggregate, config.events_per_tx, from, until))
-        })
-        .collect();
+    let tasks = spawn_appenders(clients, 'w', config.events_per_tx, from, until);
     let (tally, clients) = join_all(tasks).await?;
     let figures = meter.finish().await?;
     drop(clients);
@@ -664,15 +676,7 @@ pub async fn mixed<S: System>(system: Arc<S>, pid: ServerPid, config: &MixedConf
     let from = Instant::now() + config.timing.warmup;
     let until = from + config.timing.duration;
     let meter = Meter::start(pid, from, until);
-    let nonce = process_nonce();
-    let write_tasks: Vec<_> = writers
-        .into_iter()
-        .enumerate()
-        .map(|(n, client)| {
-            let aggregate = format!("m{nonce:08x}-{n:05}");
-            tokio::spawn(append_loop(client, aggregate, config.events_per_tx, from, until))
-        })
-        .collect();
+    let write_tasks = spawn_appenders(writers, 'm', config.events_per_tx, from, until);
     let base_seed = seed();
     let read_tasks: Vec<_> = readers
         .into_iter()
