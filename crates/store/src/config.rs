@@ -39,6 +39,10 @@ pub struct StoreConfig {
     pub bloom_false_positive_rate: f64,
     /// A seek-table entry is recorded at least every this many bytes of segment data.
     pub seek_interval_bytes: u64,
+    /// Blocks whose CRC an aggregate read checked, remembered (with their lengths) so later
+    /// aggregate reads of the same block read only the event wanted; about 10 bytes each.
+    /// 0: every aggregate read reads and checks whole blocks.
+    pub verified_block_entries: usize,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +59,7 @@ impl Default for StoreConfig {
             open_segment_files: 64,
             bloom_false_positive_rate: 0.01,
             seek_interval_bytes: 64 * 1024,
+            verified_block_entries: 1 << 20,
         }
     }
 }

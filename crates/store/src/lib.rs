@@ -5,7 +5,9 @@
 //! * Every append is acknowledged only after `fdatasync` (group commit, `writer`), unless the
 //!   operator chose Axon's interval mode.
 //! * Startup scans only the active segment (`recovery`); closed segments are trusted through
-//!   their index headers and verified block by block (CRC) whenever they are read.
+//!   their index headers and verified block by block (CRC) when they are read: by tracking
+//!   reads every time, by aggregate reads the first time this process reads a block
+//!   (`verified`).
 //! * A failed write or sync poisons the store: no more appends, reads go on; a sync is never
 //!   retried because the kernel may already have dropped the dirty pages.
 //!
@@ -25,6 +27,7 @@ mod reader;
 mod recovery;
 mod segments;
 mod validate;
+mod verified;
 mod writer;
 
 pub use config::{Durability, StoreConfig};

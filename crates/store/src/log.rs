@@ -20,6 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::metrics::{FamilyCounters, FamilyMetrics};
 use crate::reader::ChunkReader;
 use crate::segments::{ClosedSegment, Located, OpenFiles, Segments};
+use crate::verified::VerifiedBlocks;
 
 type CommitListener = Box<dyn Fn(u64) + Send + Sync>;
 
@@ -35,6 +36,8 @@ pub(crate) struct SegmentLog {
     /// Closed segment data files open for reading.
     pub(crate) open_files: OpenFiles,
     listeners: Mutex<Vec<CommitListener>>,
+    /// Blocks aggregate reads have checked; see `read_positions`.
+    verified: VerifiedBlocks,
     /// Counted by the writer per batch and by `ContextStore` per read; see `metrics`.
     pub counters: FamilyCounters,
 }
@@ -109,6 +112,7 @@ impl SegmentLog {
         let head = segments.active.first_token + segments.active.view.read().count;
         let limit_bytes = config.index_cache_bytes;
         let open_segment_files = config.open_segment_files;
+        let verified = VerifiedBlocks::new(config.verified_block_entries);
         SegmentLog {
             kind,
             dir,
@@ -124,6 +128,7 @@ impl SegmentLog {
             }),
             open_files: OpenFiles::new(open_segment_files),
             listeners: Mutex::new(Vec::new()),
+            verified,
             counters: FamilyCounters::new(),
         }
     }
@@ -446,31 +451,42 @@ impl SegmentLog {
         Ok(out)
     }
 
-    /// Reads the events at `positions`, verifying each block's CRC and that each event is the
-    /// one the index promised.
+    /// Reads the events at `positions`, checking that each is the event the index promised.
+    /// A block is read whole and its CRC checked the first time this process reads it here;
+    /// after that ([`VerifiedBlocks`]) only the event is read, within the block's event area.
     fn read_positions(&self, segment: &Located, aggregate: &str, positions: &[IndexPosition]) -> Result<Vec<Bytes>> {
         if positions.is_empty() {
             return Ok(Vec::new());
         }
-        let (path, file, limit) = match segment {
-            Located::Active(active) => (active.path.clone(), active.file.clone(), active.view.read().end),
+        let (segment_first, path, file, limit) = match segment {
+            Located::Active(active) => (
+                active.first_token,
+                active.path.clone(),
+                active.file.clone(),
+                active.view.read().end,
+            ),
             Located::Closed(closed) => {
                 let (file, len) = self.open_files.get(closed)?;
-                (closed.path.clone(), file, len)
+                (closed.first_token, closed.path.clone(), file, len)
             }
         };
-        let mut reader = ChunkReader::positioned(file, path.clone());
+        let mut reader = ChunkReader::positioned(file.clone(), path.clone());
         let mut out = Vec::with_capacity(positions.len());
         let mut current: Option<crate::reader::VerifiedBlock> = None;
         for p in positions {
             let block_offset = u64::from(p.block);
-            if current.as_ref().is_none_or(|b| b.offset != block_offset) {
+            let event = if let Some(block) = current.as_ref().filter(|b| b.offset == block_offset) {
+                event_in_block(block, p)
+            } else if let Some(block_bytes) = self.verified.get(segment_first, p.block) {
+                read_event(&file, &path, p, block_bytes, limit)?
+            } else {
                 current = reader.expect_block(block_offset, limit)?;
-            }
-            let event = current.as_ref().and_then(|block| {
-                let rel = p.position.checked_sub(p.block)?;
-                block.events().find(|(offset, _)| *offset == rel).map(|(_, e)| e)
-            });
+                current.as_ref().and_then(|block| {
+                    let block_bytes = u32::try_from(block.total_bytes()).ok()?;
+                    self.verified.insert(segment_first, p.block, block_bytes);
+                    event_in_block(block, p)
+                })
+            };
             let Some(event) = event else {
                 return Err(StoreError::corrupt(
                     path.to_path_buf(),
@@ -608,4 +624,67 @@ impl SegmentLog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The event of a whole, verified block that `position` points at.
+fn event_in_block(block: &crate::reader::VerifiedBlock, position: &IndexPosition) -> Option<Bytes> {
+    let rel = position.position.checked_sub(position.block)?;
+    block.events().find(|(offset, _)| *offset == rel).map(|(_, e)| e)
+}
+
+/// Bytes read for one event of a verified block before its length is known: most events fit.
+const EVENT_READ_GUESS_BYTES: usize = 1024;
+
+/// Reads the event whose length prefix is at `position.position`, inside the verified block of
+/// `block_bytes` bytes at `position.block`. `None` when the index points outside the block's
+/// event area or the length runs past it.
+fn read_event(
+    file: &std::fs::File,
+    path: &Path,
+    position: &IndexPosition,
+    block_bytes: u32,
+    limit: u64,
+) -> Result<Option<Bytes>> {
+    use myelin_format::segment::{BLOCK_HEADER_BYTES, CRC_BYTES, EVENT_LEN_BYTES};
+    let block = u64::from(position.block);
+    let area_start = block + BLOCK_HEADER_BYTES as u64;
+    let area_end = (block + u64::from(block_bytes))
+        .saturating_sub(CRC_BYTES as u64)
+        .min(limit);
+    let at = u64::from(position.position);
+    if at < area_start || at + EVENT_LEN_BYTES as u64 > area_end {
+        return Ok(None);
+    }
+    let available = (area_end - at) as usize;
+    let mut buf = bytes::BytesMut::zeroed(available.min(EVENT_READ_GUESS_BYTES));
+    let io_error = |e| StoreError::io(path.to_path_buf(), e);
+    let read = crate::io::read_at_most(file, &mut buf, at).map_err(io_error)?;
+    if read < buf.len() {
+        return Err(StoreError::corrupt(
+            path.to_path_buf(),
+            at,
+            format!("file ends inside a verified block ({read} of {} bytes read)", buf.len()),
+        ));
+    }
+    let length = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let Ok(length) = usize::try_from(length) else {
+        return Ok(None);
+    };
+    let end = EVENT_LEN_BYTES + length;
+    if end > available {
+        return Ok(None);
+    }
+    if end > buf.len() {
+        let have = buf.len();
+        buf.resize(end, 0);
+        let read = crate::io::read_at_most(file, &mut buf[have..], at + have as u64).map_err(io_error)?;
+        if read < end - have {
+            return Err(StoreError::corrupt(
+                path.to_path_buf(),
+                at,
+                "file ends inside a verified block",
+            ));
+        }
+    }
+    Ok(Some(buf.freeze().slice(EVENT_LEN_BYTES..end)))
 }

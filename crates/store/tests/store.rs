@@ -469,3 +469,45 @@ fn acknowledged_events_are_visible_to_lookups_while_segments_roll() {
     }
     store.shutdown().expect("shutdown");
 }
+
+/// Aggregate reads read a block whole the first time and single events afterwards
+/// (`verified_block_entries`); both ways serve exactly the same events, in closed and active
+/// segments, for events smaller and larger than the first read of an event (1 KiB).
+#[test]
+fn repeated_aggregate_reads_serve_the_same_events_with_and_without_the_verified_blocks() {
+    for entries in [1 << 20, 0, 3] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = myelin_store::StoreConfig {
+            verified_block_entries: entries,
+            ..small_config(16 * 1024)
+        };
+        let store = open(dir.path(), config);
+        let mut expected: HashMap<String, Vec<Event>> = HashMap::new();
+        for round in 0..12i64 {
+            // Transactions of several aggregates, so blocks hold events of others around the
+            // ones wanted; every third payload is larger than the 1 KiB first read.
+            let events: Vec<Event> = (0..5)
+                .map(|a| {
+                    let size = if (round + a) % 3 == 0 { 3000 } else { 60 };
+                    event(&format!("agg-{a}"), round, &vec![(round * 5 + a) as u8; size as usize])
+                })
+                .collect();
+            append(&store, &events).expect("appends");
+            for e in events {
+                expected.entry(e.aggregate_identifier.clone()).or_default().push(e);
+            }
+        }
+        assert!(
+            store.closed_segment_count(SegmentKind::Events) >= 2,
+            "the events must span closed segments and the active one"
+        );
+        for pass in 0..3 {
+            for (aggregate, want) in &expected {
+                let read = decode(&store.aggregate_events(aggregate, 0, 0, false, 0).expect("reads"));
+                assert_eq!(&read, want, "entries {entries}, pass {pass}, {aggregate}");
+                let from = decode(&store.aggregate_events(aggregate, 7, 9, false, 0).expect("reads"));
+                assert_eq!(from, want[7..=9], "entries {entries}, pass {pass}, {aggregate} 7..=9");
+            }
+        }
+    }
+}
