@@ -328,12 +328,16 @@ impl Shared {
     }
 }
 
-/// Runs a store read (index and segment I/O) on the blocking pool.
+/// Runs a store read (index and segment I/O): on this thread when everything it needs is in
+/// memory or the page cache (no thread switch), else on the blocking pool.
 async fn blocking_read<T: Send + 'static>(
     context: &Context,
-    read: impl FnOnce(&myelin_store::ContextStore) -> myelin_store::Result<T> + Send + 'static,
+    read: impl Fn(&myelin_store::ContextStore) -> myelin_store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = context.store().clone();
+    if let Some(result) = myelin_store::nonblocking(|| read(&store)) {
+        return result.map_err(ApiError::read);
+    }
     tokio::task::spawn_blocking(move || read(&store))
         .await
         .map_err(|e| ApiError::Internal(format!("store read task failed: {e}")))?

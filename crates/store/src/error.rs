@@ -69,6 +69,11 @@ impl StoreError {
         }
     }
 
+    /// A read inside [`crate::nonblocking`] gave up rather than wait for the disk.
+    pub(crate) fn is_would_block(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     pub(crate) fn corrupt(file: impl Into<PathBuf>, offset: u64, reason: impl ToString) -> Self {
         StoreError::Corrupt {
             file: file.into(),

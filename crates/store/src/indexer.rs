@@ -171,6 +171,9 @@ pub(crate) fn write_index_files(
 
 /// Rebuilds both index files of a closed segment from the segment itself.
 pub(crate) fn rebuild_index_files(log: &SegmentLog, segment: &ClosedSegment) -> Result<()> {
+    // Never from a read that must not block (it would not get here: the index loads give up
+    // first), and never because such a read gave up.
+    crate::io::check_may_block(&segment.path)?;
     let (scan, bloom) = scan_closed(log, segment.first_token, &segment.path)?;
     if scan.count != segment.event_count {
         return Err(StoreError::corrupt(

@@ -34,6 +34,7 @@ pub use config::{Durability, StoreConfig};
 pub use context::{ActiveSegmentFile, AppendTicket, ContextStore};
 pub use error::{Result, StoreError};
 pub use holds::{DeletionHolds, HOLDS_MAX};
+pub use io::nonblocking;
 pub use log::Cursor;
 pub use metrics::{
     BATCH_BYTES_BOUNDS, BATCH_TRANSACTIONS_BOUNDS, FSYNC_SECONDS_BOUNDS, FamilyMetrics, Histogram, HistogramSnapshot,

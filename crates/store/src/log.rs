@@ -271,6 +271,7 @@ impl SegmentLog {
                     Some(memory) => memory.seek.clone(),
                     None => match self.load_index(closed) {
                         Ok(index) => index.seek().to_vec(),
+                        Err(e) if e.is_would_block() => return Err(e),
                         Err(e) => {
                             warn!(error = %e, "no usable index, reading segment from its start");
                             Vec::new()
@@ -294,6 +295,7 @@ impl SegmentLog {
             return Ok(index);
         }
         let path = self.dir.join(self.kind.index_file_name(segment.first_token));
+        crate::io::check_may_block(&path)?;
         let index = match LoadedIndex::open(&path, &segment.index_verified) {
             Ok(index) => index,
             Err(reason) => {
@@ -313,6 +315,7 @@ impl SegmentLog {
             return Ok(bloom.clone());
         }
         let path = self.dir.join(self.kind.bloom_file_name(segment.first_token));
+        crate::io::check_may_block(&path)?;
         let loaded = std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| Bloom::decode(&bytes).map_err(|e| e.to_string()));

@@ -166,6 +166,7 @@ impl OpenFiles {
         if let Some((file, len)) = self.entries.lock().get(&segment.first_token) {
             return Ok((file.clone(), *len));
         }
+        crate::io::check_may_block(&segment.path)?;
         // Opened outside the lock: a concurrent open of the same file is harmless (one wins).
         let (file, len) = segment.open()?;
         let file = Arc::new(file);

@@ -511,3 +511,51 @@ fn repeated_aggregate_reads_serve_the_same_events_with_and_without_the_verified_
         }
     }
 }
+
+/// `nonblocking` answers reads of data already in memory and the page cache, and gives up
+/// (without an error, a warning or a rebuilt index) when a file would have to be opened or an
+/// index loaded; the same read then succeeds normally, and afterwards without blocking.
+#[test]
+fn nonblocking_reads_give_up_on_cold_files_and_answer_warm_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(8 * 1024);
+    let mut expected = Vec::new();
+    {
+        let store = open(dir.path(), config.clone());
+        for i in 0..60i64 {
+            let e = event("agg", i, &[i as u8; 300]);
+            append(&store, std::slice::from_ref(&e)).expect("appends");
+            expected.push(e);
+        }
+        store.shutdown().expect("shuts down");
+    }
+    let store = open(dir.path(), config);
+    assert!(store.closed_segment_count(SegmentKind::Events) >= 2);
+    let files = |dir: &std::path::Path| -> Vec<(std::ffi::OsString, std::time::SystemTime, u64)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                let meta = e.metadata().expect("metadata");
+                (e.file_name(), meta.modified().expect("mtime"), meta.len())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files(dir.path());
+    // Fresh from disk: closed segments are not open and their indexes not loaded.
+    let cold = myelin_store::nonblocking(|| store.aggregate_events("agg", 0, 0, false, 0));
+    assert!(cold.is_none(), "a read that must open files gives up");
+    assert_eq!(files(dir.path()), before, "giving up writes nothing (no index rebuilt)");
+    assert!(
+        myelin_store::nonblocking(|| store.highest_sequence("agg")).is_some(),
+        "the active segment's index is in memory"
+    );
+    let read = decode(&store.aggregate_events("agg", 0, 0, false, 0).expect("reads"));
+    assert_eq!(read, expected);
+    let warm = myelin_store::nonblocking(|| store.aggregate_events("agg", 0, 0, false, 0))
+        .expect("files open, indexes loaded, data in the page cache: no need to block")
+        .expect("reads");
+    assert_eq!(decode(&warm), expected);
+}
