@@ -128,6 +128,15 @@ fn percent(value: Option<f64>) -> String {
     value.map_or("—".to_string(), |v| format!("{v:.0}%"))
 }
 
+/// Server CPU time per operation in µs: what one transaction or read costs the server,
+/// whatever the load generator sharing the machine leaves it.
+fn cpu_per_op(r: &Record) -> String {
+    match r.server_cpu_percent {
+        Some(cpu) if r.operations_per_sec > 0.0 => format!("{:.0} µs", cpu / 100.0 * 1e6 / r.operations_per_sec),
+        _ => "—".to_string(),
+    }
+}
+
 fn mib(bytes: Option<u64>) -> String {
     bytes.map_or("—".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
 }
@@ -199,6 +208,19 @@ fn targets(cells: &Cells, out: &mut String) {
             "| append ≥ 5× PostgreSQL | {cell} | {} | {} |",
             show_ratio(vs_pg),
             verdict(vs_pg, 5.0)
+        );
+        // Throughput on a machine shared with the load generator also measures the generator;
+        // what a transaction costs the server does not.
+        let cost = |system: &str| {
+            let r = cells.get("append", system, 64, events, payload)?;
+            let cpu = r.server_cpu_percent?;
+            (r.operations_per_sec > 0.0).then(|| cpu / r.operations_per_sec)
+        };
+        let _ = writeln!(
+            out,
+            "| (not a target) server CPU per transaction: UmaDB ÷ Myelin, PostgreSQL ÷ Myelin | {cell} | {} / {} | |",
+            show_ratio(ratio(cost("umadb"), cost("myelin"))),
+            show_ratio(ratio(cost("postgres"), cost("myelin")))
         );
     }
     let hundred: BTreeSet<(u32, u32)> = cells
@@ -336,9 +358,9 @@ fn appends(cells: &Cells, image: Option<&str>, out: &mut String) {
         }
         let _ = writeln!(
             out,
-            "\n| clients | system | events/s | tx/s | latency p50 / p99 / p99.9 ms | server CPU | server memory | client CPU |"
+            "\n| clients | system | events/s | tx/s | latency p50 / p99 / p99.9 ms | server CPU | server CPU per tx | server memory | client CPU |"
         );
-        let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         for &clients in &rows {
             for s in &systems {
                 let Some(r) = cells.get("append", s, clients, events, payload) else {
@@ -347,12 +369,13 @@ fn appends(cells: &Cells, image: Option<&str>, out: &mut String) {
                 let op = if *s == "disk" { "fdatasync" } else { "append" };
                 let _ = writeln!(
                     out,
-                    "| {clients} | {} | {} | {} | {} | {} | {} | {:.0}% |",
+                    "| {clients} | {} | {} | {} | {} | {} | {} | {} | {:.0}% |",
                     display_name(s),
                     thousands(r.events_per_sec),
                     thousands(r.operations_per_sec),
                     latencies(r, op),
                     percent(r.server_cpu_percent),
+                    cpu_per_op(r),
                     mib(r.server_peak_memory_bytes),
                     r.client_cpu_percent
                 );
@@ -413,16 +436,16 @@ fn aggregates(cells: &Cells, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "| system | clients | store events | aggregates | reads/s | events/s | latency p50 / p99 / p99.9 ms | server CPU | server memory | client CPU |"
+        "| system | clients | store events | aggregates | reads/s | events/s | latency p50 / p99 / p99.9 ms | server CPU | server CPU per read | server memory | client CPU |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in systems
         .iter()
         .flat_map(|s| cells.of("aggregates").filter(move |r| r.system == *s))
     {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% |",
             display_name(&r.system),
             r.clients,
             r.store_events_before.map_or("—".to_string(), |n| thousands(n as f64)),
@@ -431,6 +454,7 @@ fn aggregates(cells: &Cells, out: &mut String) {
             thousands(r.events_per_sec),
             latencies(r, "read_aggregate"),
             percent(r.server_cpu_percent),
+            cpu_per_op(r),
             mib(r.server_peak_memory_bytes),
             r.client_cpu_percent
         );
