@@ -29,13 +29,22 @@ fn renders_tables_with_ratios_and_targets() {
         text.contains("| 64 | 800,000 | 300,000 | 100,000 | 1,000,000 | 2.67× | 8.00× | 2.00× | 0.80× |"),
         "{text}"
     );
-    // Detail rows: latency, server CPU and memory; the disk has no server.
+    // Detail rows: latency, server CPU (also per transaction: 50% of a core at 3,000 tx/s)
+    // and memory; the disk has no server.
     assert!(
-        text.contains("| 1 | Myelin | 3,000 | 3,000 | 1.00 / 2.00 / 3.00 | 50% | 64 MiB | 20% |"),
+        text.contains("| 1 | Myelin | 3,000 | 3,000 | 1.00 / 2.00 / 3.00 | 50% | 167 µs | 64 MiB | 20% |"),
         "{text}"
     );
     assert!(
-        text.contains("| 1 | disk limit | 4,000 | 4,000 | 1.00 / 2.00 / 3.00 | — | — | 20% |"),
+        text.contains("| 1 | disk limit | 4,000 | 4,000 | 1.00 / 2.00 / 3.00 | — | — | — | 20% |"),
+        "{text}"
+    );
+    // Server CPU per transaction, relative: the fixture's servers all run at 50%, so these
+    // are the throughput ratios inverted.
+    assert!(
+        text.contains(
+            "| (not a target) server CPU per transaction: UmaDB ÷ Myelin, PostgreSQL ÷ Myelin | 64 clients × 1 event(s), 200 B | 3.00× / 7.50× | |"
+        ),
         "{text}"
     );
     // Targets.
@@ -75,7 +84,7 @@ fn renders_tables_with_ratios_and_targets() {
         "{text}"
     );
     assert!(
-        text.contains("| UmaDB | 16 | 1,000,000 | 100,000 | 2,400 | 24,000 |"),
+        text.contains("| UmaDB | 16 | 1,000,000 | 100,000 | 2,400 | 24,000 | 0.50 / 2.00 / 4.00 | 50% | 208 µs |"),
         "{text}"
     );
     assert!(text.contains("| PostgreSQL | 8 | 8 | 1 | 5,000 |"), "{text}");
