@@ -11,7 +11,6 @@
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes};
-use myelin_proto::grpc::event::Event;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tonic::Status;
@@ -66,7 +65,9 @@ impl WireEncode for RawEvent {
 impl WireDecode for RawEvent {
     fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
-        Event::decode(bytes.as_ref()).map_err(|e| malformed("Event", e))?;
+        // Checked, not decoded: the event is stored as these bytes.
+        myelin_format::validate::validate_event(&bytes)
+            .map_err(|e| ApiError::InvalidArgument(format!("malformed Event message: {e}")).to_status())?;
         Ok(RawEvent(bytes))
     }
 }
@@ -154,7 +155,7 @@ impl<D: WireDecode> Decoder for AxonDecoder<D> {
 #[cfg(test)]
 mod tests {
     use myelin_proto::grpc::SerializedObject;
-    use myelin_proto::grpc::event::EventWithToken;
+    use myelin_proto::grpc::event::{Event, EventWithToken};
 
     use super::*;
 

@@ -4,6 +4,7 @@
 //!   blocks, CRC — byte for byte as Axon Server writes them (see `docs/FORMAT.md`).
 //! * [`event`]: a zero-copy reader of the few protobuf `Event` fields the store needs
 //!   (aggregate id, sequence number, type, timestamp) without decoding whole messages.
+//! * [`validate`]: checks that bytes are a whole, valid `Event` message, without decoding it.
 //! * [`index`] and [`bloom`]: Myelin's own per-segment aggregate index and bloom filter files.
 //!
 //! This crate is pure: it encodes and decodes byte slices. It never opens files, never
@@ -14,6 +15,7 @@ pub mod bloom;
 pub mod event;
 pub mod index;
 pub mod segment;
+pub mod validate;
 
 pub use event::{EventFields, EventFieldsError};
 pub use segment::{
