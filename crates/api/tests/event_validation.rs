@@ -191,3 +191,15 @@ fn nothing_prost_refuses_is_accepted_and_refusals_match() {
     );
     assert_eq!(stricter, 0, "refused events prost decodes (see stderr)");
 }
+
+/// The fuzz target's committed inputs (docs/FUZZING.md), replayed through its body.
+#[path = "../../../fuzz/src/committed.rs"]
+mod committed;
+#[path = "../../../fuzz/src/event_validate.rs"]
+mod event_validate;
+
+#[test]
+fn fuzz_inputs_agree_with_prost() {
+    let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    committed::replay(&fuzz_dir, "event_validate", event_validate::run);
+}
