@@ -14,6 +14,7 @@
 //! * [`report`] — markdown tables and the plot, built from the JSON lines of many runs.
 
 pub mod disk;
+pub mod grpc;
 pub mod myelin;
 pub mod postgres;
 pub mod record;

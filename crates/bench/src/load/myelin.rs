@@ -1,17 +1,24 @@
-//! Myelin (or Axon Server) over the Axon gRPC API, through the tonic client generated from
-//! `myelin-proto`: one HTTP/2 connection per client, one AppendEvent stream per transaction,
-//! ListEvents with permits for tracking reads, ListAggregateEvents for aggregates. Requests
+//! Myelin (or Axon Server) over the Axon gRPC API: one AppendEvent stream per transaction,
+//! sent through [`super::grpc`] (the lean append path every gRPC adapter shares), and
+//! ListEvents with permits for tracking reads and ListAggregateEvents for aggregates through
+//! the tonic client generated from `myelin-proto`. A client uses one HTTP/2 connection for
+//! what it does: appends, or reads (the tonic channel connects on its first read). Requests
 //! name no context, so they go to `default`, as the Axon clients' do.
 
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow};
+use bytes::BytesMut;
+use http::Uri;
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
-use myelin_proto::grpc::event::{Event, GetAggregateEventsRequest, GetEventsRequest, GetLastTokenRequest};
+use myelin_proto::grpc::event::{
+    ConfirmationWithConsistencyMarker, Event, GetAggregateEventsRequest, GetEventsRequest, GetLastTokenRequest,
+};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
+use super::grpc::{GrpcConnection, put_message};
 use super::system::{
     AGGREGATE_TYPE, Client, ClientSpec, EventSource, NewEvent, PAYLOAD_REVISION, PAYLOAD_TYPE, System, SystemKind,
     now_ms,
@@ -37,9 +44,15 @@ impl Myelin {
     }
 }
 
+const APPEND_EVENT_PATH: &str = "/io.axoniq.axonserver.grpc.event.EventStore/AppendEvent";
+
 pub struct MyelinClient {
     address: String,
+    /// Reads; connects on first use.
     client: EventStoreClient<Channel>,
+    /// Appends.
+    appends: GrpcConnection,
+    append_uri: Uri,
     source: EventSource,
     template: Event,
     permits: i64,
@@ -57,9 +70,11 @@ impl System for Myelin {
         let channel = Endpoint::from_shared(url.clone())
             .with_context(|| format!("bad Myelin address {:?}", self.address))?
             .tcp_nodelay(true)
-            .connect()
+            .connect_lazy();
+        let appends = GrpcConnection::connect(&self.address)
             .await
             .with_context(|| format!("cannot connect to myelin at {url}"))?;
+        let append_uri = appends.method_uri(APPEND_EVENT_PATH)?;
         let source = EventSource::new(spec);
         let template = Event {
             aggregate_type: AGGREGATE_TYPE.to_string(),
@@ -73,6 +88,8 @@ impl System for Myelin {
         Ok(MyelinClient {
             address: self.address.clone(),
             client: EventStoreClient::new(channel),
+            appends,
+            append_uri,
             source,
             template,
             permits: self.permits,
@@ -166,23 +183,20 @@ impl MyelinClient {
 impl Client for MyelinClient {
     async fn append(&mut self, events: &[NewEvent<'_>]) -> Result<()> {
         let timestamp = now_ms();
-        let transaction: Vec<Event> = events
-            .iter()
-            .map(|e| {
-                let mut event = self.template.clone();
-                event.message_identifier = self.source.next_identifier();
-                event.aggregate_identifier = e.aggregate.to_string();
-                event.aggregate_sequence_number = e.sequence;
-                event.timestamp = timestamp;
-                event
-            })
-            .collect();
-        let confirmation = self
-            .client
-            .append_event(tokio_stream::iter(transaction))
+        let mut body = BytesMut::new();
+        for e in events {
+            let mut event = self.template.clone();
+            event.message_identifier = self.source.next_identifier();
+            event.aggregate_identifier = e.aggregate.to_string();
+            event.aggregate_sequence_number = e.sequence;
+            event.timestamp = timestamp;
+            put_message(&mut body, &event);
+        }
+        let confirmation: ConfirmationWithConsistencyMarker = self
+            .appends
+            .call(&self.append_uri, body.freeze())
             .await
-            .with_context(|| format!("AppendEvent at myelin {}", self.address))?
-            .into_inner();
+            .with_context(|| format!("AppendEvent at myelin {}", self.address))?;
         anyhow::ensure!(confirmation.success, "myelin did not confirm the transaction");
         Ok(())
     }

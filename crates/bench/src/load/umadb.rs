@@ -1,5 +1,7 @@
-//! UmaDB over its own gRPC API (`umadb.v1.DCB`, see `proto/umadb.proto`): one HTTP/2
-//! connection per client. An aggregate is the DCB way: every event carries the tag
+//! UmaDB over its own gRPC API (`umadb.v1.DCB`, see `proto/umadb.proto`): appends through
+//! [`super::grpc`] (the lean append path every gRPC adapter shares), reads through the tonic
+//! client generated from the proto. A client uses one HTTP/2 connection for what it does:
+//! appends, or reads (the tonic channel connects on its first read). An aggregate is the DCB way: every event carries the tag
 //! `aggregate:<id>`, and reading an aggregate is a Read whose query asks for that tag (served
 //! by UmaDB's tag index, in position order, which is sequence order here). Appends are
 //! unconditional, as the issue asks: no consistency check, only the durable append. The
@@ -8,11 +10,16 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use bytes::BytesMut;
+use http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
+use super::grpc::{GrpcConnection, put_message};
 use super::system::{Client, ClientSpec, EventSource, NewEvent, PAYLOAD_TYPE, System, SystemKind};
 use super::umadb_proto::dcb_client::DcbClient;
-use super::umadb_proto::{AppendRequest, Event, HeadRequest, Query, QueryItem, ReadRequest, SubscribeRequest};
+use super::umadb_proto::{
+    AppendRequest, AppendResponse, Event, HeadRequest, Query, QueryItem, ReadRequest, SubscribeRequest,
+};
 
 /// Events per Read/Subscribe message asked for (UmaDB's own default).
 const BATCH_EVENTS: u32 = 1024;
@@ -30,9 +37,15 @@ impl Umadb {
     }
 }
 
+const APPEND_PATH: &str = "/umadb.v1.DCB/Append";
+
 pub struct UmadbClient {
     address: String,
+    /// Reads; connects on first use.
     client: DcbClient<Channel>,
+    /// Appends.
+    appends: GrpcConnection,
+    append_uri: Uri,
     source: EventSource,
 }
 
@@ -48,12 +61,16 @@ impl System for Umadb {
         let channel = Endpoint::from_shared(url.clone())
             .with_context(|| format!("bad UmaDB address {:?}", self.address))?
             .tcp_nodelay(true)
-            .connect()
+            .connect_lazy();
+        let appends = GrpcConnection::connect(&self.address)
             .await
             .with_context(|| format!("cannot connect to umadb at {url}"))?;
+        let append_uri = appends.method_uri(APPEND_PATH)?;
         Ok(UmadbClient {
             address: self.address.clone(),
             client: DcbClient::new(channel),
+            appends,
+            append_uri,
             source: EventSource::new(spec),
         })
     }
@@ -92,8 +109,11 @@ impl Client for UmadbClient {
             condition: None,
             tracking_info: None,
         };
-        self.client
-            .append(request)
+        let mut body = BytesMut::new();
+        put_message(&mut body, &request);
+        let _: AppendResponse = self
+            .appends
+            .call(&self.append_uri, body.freeze())
             .await
             .with_context(|| format!("Append at umadb {}", self.address))?;
         Ok(())
