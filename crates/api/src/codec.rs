@@ -11,6 +11,8 @@
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes};
+use myelin_format::validate::InvalidEvent;
+use myelin_store::PreparedEvent;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tonic::Status;
@@ -24,6 +26,12 @@ use crate::error::ApiError;
 /// stored) but keeps the original bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent(pub Bytes);
+
+/// An `Event` of an AppendEvent stream: checked, and the fields the store indexes read, in
+/// one pass as it arrives ([`PreparedEvent::event`]); the store takes it without walking it
+/// again.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent(pub PreparedEvent);
 
 /// `EventWithToken{1 token, 2 event}` with the event as bytes: wire-identical to the generated
 /// message, whose field 2 is an embedded `Event`.
@@ -66,10 +74,20 @@ impl WireDecode for RawEvent {
     fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
         // Checked, not decoded: the event is stored as these bytes.
-        myelin_format::validate::validate_event(&bytes)
-            .map_err(|e| ApiError::InvalidArgument(format!("malformed Event message: {e}")).to_status())?;
+        myelin_format::validate::validate_event(&bytes).map_err(malformed_event)?;
         Ok(RawEvent(bytes))
     }
+}
+
+impl WireDecode for IncomingEvent {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        PreparedEvent::event(bytes).map(IncomingEvent).map_err(malformed_event)
+    }
+}
+
+fn malformed_event(error: InvalidEvent) -> Status {
+    ApiError::InvalidArgument(format!("malformed Event message: {error}")).to_status()
 }
 
 impl RawEventWithToken {

@@ -17,7 +17,7 @@ use myelin_proto::grpc::event::{
     GetEventsRequest, GetFirstTokenRequest, GetLastTokenRequest, GetTokenAtRequest, ReadHighestSequenceNrRequest,
     ReadHighestSequenceNrResponse, TrackingToken,
 };
-use myelin_store::StoreError;
+use myelin_store::{PreparedEvent, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_stream::Stream;
 use tonic::body::Body;
@@ -26,7 +26,7 @@ use tonic::server::{Grpc, NamedService};
 use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
-use crate::codec::{AxonCodec, RawEvent, WireDecode, WireEncode};
+use crate::codec::{AxonCodec, IncomingEvent, RawEvent, WireDecode, WireEncode};
 use crate::contexts::{Context, Contexts};
 use crate::error::{ApiError, request_error, unary_request_error};
 use crate::list_events;
@@ -116,7 +116,7 @@ impl Shared {
         match method.as_str() {
             "AppendEvent" => {
                 let handler = service_fn(|r| s.append_event(r));
-                s.grpc::<ConfirmationWithConsistencyMarker, RawEvent>()
+                s.grpc::<ConfirmationWithConsistencyMarker, IncomingEvent>()
                     .client_streaming(handler, request_end::watch(request))
                     .await
             }
@@ -195,18 +195,19 @@ impl Shared {
     /// collected here until then.
     async fn append_event(
         &self,
-        request: Request<Streaming<RawEvent>>,
+        request: Request<Streaming<IncomingEvent>>,
     ) -> Result<Response<ConfirmationWithConsistencyMarker>, Status> {
         let context = self.context(&request)?;
         let end = request.extensions().get::<RequestEnd>().cloned().unwrap_or_default();
         let mut stream = request.into_inner();
-        let mut events: Vec<Bytes> = Vec::new();
+        let mut events: Vec<PreparedEvent> = Vec::new();
         let mut transaction_bytes = 0usize;
         // Held until the transaction is stored (or refused): the events stay in memory until then.
         let mut held: Option<OwnedSemaphorePermit> = None;
-        while let Some(RawEvent(event)) = stream.message().await.map_err(request_error)? {
+        while let Some(IncomingEvent(event)) = stream.message().await.map_err(request_error)? {
+            let event_bytes = event.bytes().len();
             // As the store counts: a 4-byte length before each event.
-            transaction_bytes = transaction_bytes.saturating_add(4 + event.len());
+            transaction_bytes = transaction_bytes.saturating_add(4 + event_bytes);
             if transaction_bytes > self.limits.max_transaction_bytes {
                 return Err(ApiError::write(StoreError::TransactionTooLarge {
                     bytes: transaction_bytes,
@@ -214,7 +215,7 @@ impl Shared {
                 })
                 .into());
             }
-            let more = u32::try_from(4 + event.len())
+            let more = u32::try_from(4 + event_bytes)
                 .ok()
                 .and_then(|bytes| self.pending_append_bytes.clone().try_acquire_many_owned(bytes).ok());
             match (more, held.as_mut()) {
@@ -233,7 +234,7 @@ impl Shared {
         if !end.half_closed() {
             return Err(Status::cancelled("the append stream was cancelled; nothing was stored"));
         }
-        let ticket = context.store().append(events).map_err(ApiError::write)?;
+        let ticket = context.store().append_prepared(events).map_err(ApiError::write)?;
         ticket.await.map_err(ApiError::write)?;
         Ok(Response::new(ConfirmationWithConsistencyMarker {
             success: true,

@@ -3,6 +3,7 @@
 //! refuses is ever accepted (soundness), over many random events and many more mutations of
 //! them. Deterministic (seeded), so a failure reproduces.
 
+use myelin_format::event::EventFields;
 use myelin_format::validate::validate_event;
 use myelin_proto::grpc::event::Event;
 use myelin_proto::grpc::{MetaDataValue, SerializedObject, meta_data_value};
@@ -157,10 +158,33 @@ fn valid_events_are_accepted() {
             Event::decode(bytes.as_slice()).is_ok(),
             "the generator makes valid events"
         );
-        if let Err(e) = validate_event(&bytes) {
-            panic!("a valid event refused: {e}\n{bytes:02x?}");
+        match validate_event(&bytes) {
+            Ok(fields) => {
+                let decoded = Event::decode(bytes.as_slice()).expect("checked above");
+                assert_same_fields(&fields, &decoded, &bytes);
+            }
+            Err(e) => panic!("a valid event refused: {e}\n{bytes:02x?}"),
         }
     }
+}
+
+/// The fields the validator reads for the store are the ones prost decodes.
+fn assert_same_fields(fields: &EventFields<'_>, decoded: &Event, bytes: &[u8]) {
+    let expected = (
+        decoded.aggregate_identifier.as_str(),
+        decoded.aggregate_sequence_number,
+        decoded.aggregate_type.as_str(),
+        decoded.timestamp,
+        decoded.snapshot,
+    );
+    let ours = (
+        fields.aggregate_identifier,
+        fields.aggregate_sequence_number,
+        fields.aggregate_type,
+        fields.timestamp,
+        fields.snapshot,
+    );
+    assert_eq!(ours, expected, "{bytes:02x?}");
 }
 
 #[test]
@@ -174,9 +198,12 @@ fn nothing_prost_refuses_is_accepted_and_refusals_match() {
             let ours = validate_event(&bytes);
             let prost = Event::decode(bytes.as_slice());
             match (&ours, &prost) {
-                (Ok(()), Ok(_)) => accepted += 1,
+                (Ok(fields), Ok(decoded)) => {
+                    assert_same_fields(fields, decoded, &bytes);
+                    accepted += 1;
+                }
                 (Err(_), Err(_)) => refused += 1,
-                (Ok(()), Err(e)) => panic!("accepted what prost refuses ({e}): {bytes:02x?}"),
+                (Ok(_), Err(e)) => panic!("accepted what prost refuses ({e}): {bytes:02x?}"),
                 (Err(e), Ok(decoded)) => {
                     stricter += 1;
                     eprintln!("refused ({e}) what prost decodes as {decoded:?}: {bytes:02x?}");

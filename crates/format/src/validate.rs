@@ -14,8 +14,13 @@
 //!
 //! Unknown fields are skipped as protobuf says, groups included (nested up to the decoder's
 //! recursion limit of 100).
+//!
+//! The same pass reads the fields the store indexes ([`EventFields`]), so an appended event is
+//! walked once, not once to check it and again to index it.
 
 use thiserror::Error;
+
+use crate::event::EventFields;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum InvalidEvent {
@@ -40,9 +45,12 @@ pub enum InvalidEvent {
     TooDeep(usize),
 }
 
-/// Checks `bytes` as a whole `Event` message.
-pub fn validate_event(bytes: &[u8]) -> Result<(), InvalidEvent> {
-    Reader { bytes, pos: 0 }.message(bytes.len(), RECURSION_LIMIT, &EVENT)
+/// Checks `bytes` as a whole `Event` message and returns its indexed fields, read as prost
+/// reads them (a repeated scalar field takes its last value).
+pub fn validate_event(bytes: &[u8]) -> Result<EventFields<'_>, InvalidEvent> {
+    let mut fields = EventFields::default();
+    Reader { bytes, pos: 0 }.message(bytes.len(), RECURSION_LIMIT, &EVENT, Some(&mut fields))?;
+    Ok(fields)
 }
 
 /// prost's default recursion limit.
@@ -102,9 +110,16 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
-    /// The fields from here to `end`, which must end exactly there.
-    fn message(&mut self, end: usize, depth: u32, schema: &Schema) -> Result<(), InvalidEvent> {
+impl<'a> Reader<'a> {
+    /// The fields from here to `end`, which must end exactly there. `event`: where the top
+    /// level `Event`'s indexed fields go (none for nested messages).
+    fn message(
+        &mut self,
+        end: usize,
+        depth: u32,
+        schema: &Schema,
+        mut event: Option<&mut EventFields<'a>>,
+    ) -> Result<(), InvalidEvent> {
         while self.pos < end {
             let key_at = self.pos;
             let (field, wire_type) = self.key()?;
@@ -126,7 +141,15 @@ impl Reader<'_> {
                     }
                     match kind {
                         Kind::Varint => {
-                            self.varint()?;
+                            let value = self.varint()?;
+                            if let Some(event) = event.as_deref_mut() {
+                                match field {
+                                    3 => event.aggregate_sequence_number = value as i64,
+                                    5 => event.timestamp = value as i64,
+                                    8 => event.snapshot = value != 0,
+                                    _ => {}
+                                }
+                            }
                         }
                         Kind::Fixed64 => self.advance(8)?,
                         Kind::Bytes => {
@@ -134,8 +157,15 @@ impl Reader<'_> {
                         }
                         Kind::Str => {
                             let (start, stop) = self.delimited()?;
-                            if std::str::from_utf8(&self.bytes[start..stop]).is_err() {
-                                return Err(InvalidEvent::Utf8 { field, offset: start });
+                            let bytes: &'a [u8] = self.bytes;
+                            let text = std::str::from_utf8(&bytes[start..stop])
+                                .map_err(|_| InvalidEvent::Utf8 { field, offset: start })?;
+                            if let Some(event) = event.as_deref_mut() {
+                                match field {
+                                    2 => event.aggregate_identifier = text,
+                                    4 => event.aggregate_type = text,
+                                    _ => {}
+                                }
                             }
                         }
                         Kind::Message(inner) => {
@@ -143,7 +173,7 @@ impl Reader<'_> {
                                 return Err(InvalidEvent::TooDeep(key_at));
                             }
                             let (_, stop) = self.delimited_start()?;
-                            self.message(stop, depth - 1, inner)?;
+                            self.message(stop, depth - 1, inner, None)?;
                         }
                     }
                 }

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::holds::DeletionHolds;
-use crate::log::{Cursor, SegmentLog, is_indexed};
+use crate::log::{Cursor, SegmentLog};
 use crate::metrics::StoreMetrics;
 use crate::recovery::open_log;
 use crate::validate::{SequenceValidator, SnapshotValidator};
@@ -196,6 +196,12 @@ impl ContextStore {
     /// sequence numbers are checked by the writer, atomically for the whole transaction.
     pub fn append(&self, events: Vec<Bytes>) -> Result<AppendTicket> {
         self.events.append(prepare(SegmentKind::Events, events))
+    }
+
+    /// Appends one transaction of events already checked by [`PreparedEvent::event`] (as the
+    /// gRPC layer does while they arrive, so each event is walked once).
+    pub fn append_prepared(&self, events: Vec<PreparedEvent>) -> Result<AppendTicket> {
+        self.events.append(Ok(events))
     }
 
     /// Appends a snapshot (its `snapshot` flag is whatever the client sent).
@@ -377,25 +383,15 @@ impl Drop for ContextStore {
     }
 }
 
-/// Parses the indexed fields of each event on the caller's thread.
+/// Checks each event and reads its indexed fields, on the caller's thread.
 fn prepare(kind: SegmentKind, events: Vec<Bytes>) -> Result<Vec<PreparedEvent>> {
     events
         .into_iter()
         .enumerate()
         .map(|(index, bytes)| {
-            let fields = EventFields::parse(&bytes).map_err(|e| StoreError::InvalidEvent {
+            PreparedEvent::prepare(kind, bytes).map_err(|e| StoreError::InvalidEvent {
                 index,
                 reason: e.to_string(),
-            })?;
-            let indexed = is_indexed(kind, &fields);
-            let aggregate = fields.aggregate_identifier.into();
-            let (sequence, timestamp) = (fields.aggregate_sequence_number, fields.timestamp);
-            Ok(PreparedEvent {
-                bytes,
-                aggregate,
-                sequence,
-                timestamp,
-                indexed,
             })
         })
         .collect()

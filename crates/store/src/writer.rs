@@ -17,28 +17,58 @@ use bytes::Bytes;
 use myelin_format::index::{IndexPosition, SeekEntry};
 use myelin_format::segment::{
     BLOCK_HEADER_BYTES, CRC_BYTES, EVENT_LEN_BYTES, EncodedTransaction, FILE_HEADER_BYTES, FileHeader, MARKER_BYTES,
-    MAX_TRANSACTION_BYTES, ROLL_MARKER, encode_transaction, transaction_bytes,
+    MAX_TRANSACTION_BYTES, ROLL_MARKER, SegmentKind, encode_transaction, transaction_bytes,
 };
+use myelin_format::validate::{InvalidEvent, validate_event};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::config::Durability;
 use crate::error::{Result, StoreError};
 use crate::io::{create_preallocated, parent, sync_data, sync_dir, temp_path, write_all_at};
-use crate::log::SegmentLog;
+use crate::log::{SegmentLog, is_indexed};
 use crate::metrics::BatchCounts;
 use crate::recovery::WriterStart;
 use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, MemoryIndex, bloom_of};
 
-/// An event with the fields the writer needs, parsed by the caller's thread.
+/// An event checked to be a whole `Event` message, with the fields the writer needs, read in
+/// the same pass on the caller's thread. Only [`PreparedEvent::prepare`] makes one, so the
+/// store holds nothing a protobuf decoder would refuse.
 #[derive(Debug, Clone)]
 pub struct PreparedEvent {
-    pub bytes: Bytes,
-    pub aggregate: Box<str>,
-    pub sequence: i64,
-    pub timestamp: i64,
+    pub(crate) bytes: Bytes,
+    pub(crate) aggregate: Box<str>,
+    pub(crate) sequence: i64,
+    pub(crate) timestamp: i64,
     /// Goes into the aggregate index (and, for events, is sequence-checked).
-    pub indexed: bool,
+    pub(crate) indexed: bool,
+}
+
+impl PreparedEvent {
+    /// An event for the event store ([`crate::ContextStore::append_prepared`]); refused when
+    /// the bytes are not a valid `Event` message.
+    pub fn event(bytes: Bytes) -> std::result::Result<PreparedEvent, InvalidEvent> {
+        PreparedEvent::prepare(SegmentKind::Events, bytes)
+    }
+
+    pub(crate) fn prepare(kind: SegmentKind, bytes: Bytes) -> std::result::Result<PreparedEvent, InvalidEvent> {
+        let fields = validate_event(&bytes)?;
+        let indexed = is_indexed(kind, &fields);
+        let aggregate = fields.aggregate_identifier.into();
+        let (sequence, timestamp) = (fields.aggregate_sequence_number, fields.timestamp);
+        Ok(PreparedEvent {
+            bytes,
+            aggregate,
+            sequence,
+            timestamp,
+            indexed,
+        })
+    }
+
+    /// The event's bytes, as the client encoded it.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
 }
 
 impl AsRef<[u8]> for PreparedEvent {
