@@ -1,20 +1,22 @@
 //! Appends over gRPC, end to end: a real `myelin-api` server on `127.0.0.1:0` over a real store,
 //! and closed-loop clients (one HTTP/2 connection each) sending one AppendEvent stream per
-//! transaction through the generated tonic client, each waiting for its confirmation before the
-//! next. Client and server share this process and its two CPUs, as they would share a machine.
+//! transaction through the load generator's lean gRPC client ([`crate::load::grpc`]), each
+//! waiting for its confirmation before the next. Client and server share this process and its
+//! two CPUs, as they would share a machine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
+use bytes::BytesMut;
 use myelin_api::{Contexts, NodeInfoConfig};
 use myelin_proto::grpc::SerializedObject;
-use myelin_proto::grpc::event::Event;
-use myelin_proto::grpc::event::event_store_client::EventStoreClient;
+use myelin_proto::grpc::event::{ConfirmationWithConsistencyMarker, Event};
 use myelin_store::{ContextStore, StoreConfig};
 use tokio::net::TcpListener;
 
+use crate::load::grpc::{GrpcConnection, put_message};
 use crate::stats::{Samples, Summary, rate_per_sec};
 
 pub struct GrpcRunConfig {
@@ -83,10 +85,8 @@ async fn drive(config: &GrpcRunConfig, dir: PathBuf) -> Result<GrpcOutcome> {
     let until = measure_from + config.seconds;
     let mut clients = Vec::with_capacity(config.clients);
     for number in 0..config.clients {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .connect()
-            .await?;
-        let mut client = EventStoreClient::new(channel);
+        let mut connection = GrpcConnection::connect(&address.to_string()).await?;
+        let append_uri = connection.method_uri("/io.axoniq.axonserver.grpc.event.EventStore/AppendEvent")?;
         let template = template(config.payload_bytes);
         let events_per_tx = config.events_per_tx;
         clients.push(tokio::spawn(async move {
@@ -94,20 +94,20 @@ async fn drive(config: &GrpcRunConfig, dir: PathBuf) -> Result<GrpcOutcome> {
             let mut samples = Samples::with_capacity(1 << 14);
             let mut sequence = 0i64;
             while Instant::now() < until {
-                let transaction: Vec<Event> = (0..events_per_tx)
-                    .map(|_| {
-                        let mut event = template.clone();
-                        event.aggregate_identifier.clone_from(&aggregate);
-                        event.aggregate_sequence_number = sequence;
-                        sequence += 1;
-                        event
-                    })
-                    .collect();
+                let mut transaction = BytesMut::new();
+                for _ in 0..events_per_tx {
+                    let mut event = template.clone();
+                    event.aggregate_identifier.clone_from(&aggregate);
+                    event.aggregate_sequence_number = sequence;
+                    sequence += 1;
+                    put_message(&mut transaction, &event);
+                }
                 let started = Instant::now();
-                client
-                    .append_event(tokio_stream::iter(transaction))
+                let confirmation: ConfirmationWithConsistencyMarker = connection
+                    .call(&append_uri, transaction.freeze())
                     .await
                     .with_context(|| format!("client {number} append at sequence {sequence}"))?;
+                ensure!(confirmation.success, "client {number}: the append was not confirmed");
                 let done = Instant::now();
                 if started >= measure_from && done <= until {
                     samples.record(done - started);
