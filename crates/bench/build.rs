@@ -1,5 +1,5 @@
-//! Compiles the load generator's client for UmaDB's gRPC API (`proto/umadb.proto`, our own
-//! file) at build time. `protoc` comes from the `protoc-bin-vendored` crate, as in
+//! Compiles the messages of UmaDB's gRPC API (`proto/umadb.proto`, our own file) for the
+//! load generator at build time (its calls go through `load::grpc`, so no generated client). `protoc` comes from the `protoc-bin-vendored` crate, as in
 //! `crates/proto`, so no system install and no network access are needed.
 
 use std::path::PathBuf;
@@ -12,13 +12,8 @@ fn main() {
 
     let protoc = protoc_bin_vendored::protoc_bin_path()
         .expect("protoc-bin-vendored has no protoc binary for this host platform");
-    let mut config = prost_build::Config::new();
-    config.protoc_executable(protoc);
-
-    // Only the client: the load generator never serves this API.
-    tonic_prost_build::configure()
-        .build_server(false)
-        .build_client(true)
-        .compile_with_config(config, &[file], &[proto_dir])
+    prost_build::Config::new()
+        .protoc_executable(protoc)
+        .compile_protos(&[file], &[proto_dir])
         .expect("compiling proto/umadb.proto failed");
 }

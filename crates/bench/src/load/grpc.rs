@@ -1,19 +1,22 @@
-//! The append path of the gRPC adapters, on the `h2` crate directly rather than through tonic.
+//! The gRPC adapters' client, on the `h2` crate directly rather than through tonic.
 //!
 //! Why: the load generator shares the machine's CPUs with the server it measures. A tonic
 //! call goes through the channel's buffer task, hyper's client and a task that pipes the
 //! request body, each a wake-up and a thread hop; with 64 closed-loop clients on 2 vCPUs the
 //! generator took as much CPU per transaction as the server did, and every store's appends
-//! were bounded by the sum. Here a call is the client's own task writing HEADERS and one DATA
-//! frame into the connection and reading the answer, with only the connection task besides.
+//! were bounded by the sum. Here a call is the client's own task writing HEADERS and DATA
+//! frames into the connection and reading the answer, with only the connection task besides.
 //! The bytes on the wire are gRPC's, the same for every store: `POST` to `/<service>/<method>`
 //! with `content-type: application/grpc` and `te: trailers`, each message prefixed by its
 //! compressed flag (0) and its big-endian length, and the call's outcome in `grpc-status`.
-//! Every gRPC store (Myelin, UmaDB) is driven through this same code.
+//! Every gRPC store (Myelin, UmaDB) is driven through this same code, and the adapters decode
+//! of each response only what they check (a token, a position, a sequence number), each store
+//! alike.
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
+use h2::{RecvStream, SendStream};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use prost::Message;
 use tokio::net::TcpStream;
@@ -61,10 +64,10 @@ impl GrpcConnection {
             .with_context(|| format!("bad gRPC method path {path:?}"))
     }
 
-    /// Sends `body` (messages framed by [`put_message`]) as the whole request stream and
-    /// returns the single response message, decoded as `R`. Any status but OK is an error
-    /// naming the gRPC status code and message.
-    pub async fn call<R: Message + Default>(&mut self, uri: &Uri, body: Bytes) -> Result<R> {
+    /// Opens a call and sends `first` (messages framed by [`put_message`]); with
+    /// `end_of_stream` the request stream ends there, else [`GrpcCall::send`] may add more.
+    /// Fails when the server refuses the call outright.
+    pub async fn open(&mut self, uri: &Uri, first: Bytes, end_of_stream: bool) -> Result<GrpcCall> {
         std::future::poll_fn(|cx| self.send.poll_ready(cx))
             .await
             .context("HTTP/2 connection")?;
@@ -75,34 +78,95 @@ impl GrpcConnection {
             .header(http::header::TE, "trailers")
             .body(())
             .context("building the request")?;
-        let (response, mut stream) = self.send.send_request(request, false).context("opening a stream")?;
-        stream.send_data(body, true).context("sending the request")?;
+        let (response, mut send) = self.send.send_request(request, false).context("opening a stream")?;
+        send.send_data(first, end_of_stream).context("sending the request")?;
         let response = response.await.context("waiting for the response headers")?;
-        let (parts, mut received) = response.into_parts();
+        let (parts, received) = response.into_parts();
         ensure!(
             parts.status == StatusCode::OK,
             "HTTP status {} instead of 200",
             parts.status
         );
-        // A trailers-only response (an error before any message) carries the status here.
-        if parts.headers.contains_key("grpc-status") {
+        // A trailers-only response (an error, or OK with no message) carries the status here.
+        let ended = parts.headers.contains_key("grpc-status");
+        if ended {
             check_status(&parts.headers)?;
         }
-        let mut data = BytesMut::new();
-        while let Some(chunk) = received.data().await {
-            let chunk = chunk.context("reading the response")?;
-            let _ = received.flow_control().release_capacity(chunk.len());
-            data.extend_from_slice(&chunk);
-        }
-        let trailers = received
-            .trailers()
-            .await
-            .context("reading the response trailers")?
-            .unwrap_or_default();
-        check_status(&trailers)?;
-        let mut message = take_message(&mut data)?.ok_or_else(|| anyhow!("the response has no message"))?;
-        ensure!(data.is_empty(), "the response has more than one message");
+        Ok(GrpcCall {
+            send,
+            received,
+            buffer: BytesMut::new(),
+            ended,
+        })
+    }
+
+    /// Sends `body` as the whole request stream and returns the single response message,
+    /// decoded as `R`. Any status but OK is an error naming the gRPC status code and message.
+    pub async fn call<R: Message + Default>(&mut self, uri: &Uri, body: Bytes) -> Result<R> {
+        let mut call = self.open(uri, body, true).await?;
+        let mut message = call
+            .next_message()
+            .await?
+            .ok_or_else(|| anyhow!("the response has no message"))?;
+        ensure!(
+            call.next_message().await?.is_none(),
+            "the response has more than one message"
+        );
         R::decode(&mut message).context("decoding the response message")
+    }
+}
+
+/// One call in progress. Dropping it before the server ends the call cancels the call
+/// (RST_STREAM), as a tonic client does when its response stream is dropped.
+pub struct GrpcCall {
+    send: SendStream<Bytes>,
+    received: RecvStream,
+    /// Received bytes not yet taken as whole messages.
+    buffer: BytesMut,
+    /// The server ended the call with OK.
+    ended: bool,
+}
+
+impl GrpcCall {
+    /// Sends more request messages on a call opened without `end_of_stream`.
+    pub fn send(&mut self, body: Bytes) -> Result<()> {
+        self.send
+            .send_data(body, false)
+            .context("sending on the request stream")
+    }
+
+    /// The next response message, or `None` once the server has ended the call with OK.
+    pub async fn next_message(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(message) = take_message(&mut self.buffer)? {
+                return Ok(Some(message));
+            }
+            if self.ended {
+                ensure!(
+                    self.buffer.is_empty(),
+                    "the response ends inside a message ({} bytes left)",
+                    self.buffer.len()
+                );
+                return Ok(None);
+            }
+            match self.received.data().await {
+                Some(chunk) => {
+                    let chunk = chunk.context("reading the response")?;
+                    let _ = self.received.flow_control().release_capacity(chunk.len());
+                    self.buffer.extend_from_slice(&chunk);
+                }
+                None => {
+                    let trailers = self
+                        .received
+                        .trailers()
+                        .await
+                        .context("reading the response trailers")?
+                        .unwrap_or_default();
+                    check_status(&trailers)?;
+                    self.ended = true;
+                }
+            }
+        }
     }
 }
 
@@ -117,20 +181,17 @@ pub fn put_message(body: &mut BytesMut, message: &impl Message) {
     let _ = message.encode(body);
 }
 
-/// Takes the next whole message off the front of `data`, if one is there.
+/// Takes the next whole message off the front of `data`, if it has arrived whole.
 fn take_message(data: &mut BytesMut) -> Result<Option<Bytes>> {
     if data.len() < MESSAGE_HEADER_BYTES {
-        ensure!(data.is_empty(), "a truncated gRPC message header");
         return Ok(None);
     }
     let compressed = data[0];
     ensure!(compressed == 0, "a compressed response message (none was asked for)");
     let len = (&data[1..MESSAGE_HEADER_BYTES]).get_u32() as usize;
-    ensure!(
-        data.len() >= MESSAGE_HEADER_BYTES + len,
-        "a truncated gRPC message: {len} bytes announced, {} there",
-        data.len() - MESSAGE_HEADER_BYTES
-    );
+    if data.len() < MESSAGE_HEADER_BYTES + len {
+        return Ok(None);
+    }
     data.advance(MESSAGE_HEADER_BYTES);
     Ok(Some(data.split_to(len).freeze()))
 }
@@ -196,11 +257,15 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_compressed_messages_are_refused() {
-        let mut short = BytesMut::from(&[0u8, 0, 0, 0, 9, 1, 2][..]);
-        assert!(take_message(&mut short).is_err());
+    fn partial_messages_wait_and_compressed_ones_are_refused() {
+        let mut short = BytesMut::from(&[0u8, 0, 0, 0, 3, 1, 2][..]);
+        assert!(take_message(&mut short).expect("well formed").is_none());
+        short.extend_from_slice(&[3]);
+        let whole = take_message(&mut short).expect("well formed").expect("whole now");
+        assert_eq!(&whole[..], &[1, 2, 3]);
         let mut header = BytesMut::from(&[0u8, 0, 0][..]);
-        assert!(take_message(&mut header).is_err());
+        assert!(take_message(&mut header).expect("well formed").is_none());
+        assert_eq!(header.len(), 3, "nothing taken");
         let mut compressed = BytesMut::from(&[1u8, 0, 0, 0, 0][..]);
         assert!(take_message(&mut compressed).is_err());
     }

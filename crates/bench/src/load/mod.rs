@@ -25,8 +25,8 @@ pub mod system;
 pub mod umadb;
 pub mod workload;
 
-/// The generated client of UmaDB's gRPC API (`proto/umadb.proto`, package `umadb.v1`).
+/// The generated messages of UmaDB's gRPC API (`proto/umadb.proto`, package `umadb.v1`).
 pub mod umadb_proto {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("umadb.v1");
+    include!(concat!(env!("OUT_DIR"), "/umadb.v1.rs"));
 }

@@ -1,22 +1,20 @@
-//! Myelin (or Axon Server) over the Axon gRPC API: one AppendEvent stream per transaction,
-//! sent through [`super::grpc`] (the lean append path every gRPC adapter shares), and
-//! ListEvents with permits for tracking reads and ListAggregateEvents for aggregates through
-//! the tonic client generated from `myelin-proto`. A client uses one HTTP/2 connection for
-//! what it does: appends, or reads (the tonic channel connects on its first read). Requests
-//! name no context, so they go to `default`, as the Axon clients' do.
+//! Myelin (or Axon Server) over the Axon gRPC API, through [`super::grpc`] (the lean client
+//! every gRPC adapter shares), one HTTP/2 connection per client: one AppendEvent stream per
+//! transaction, ListEvents with Axon's permits for tracking reads, ListAggregateEvents for
+//! aggregates. Of each event read, only the token or sequence number it checks is decoded.
+//! Requests name no context, so they go to `default`, as the Axon clients' do.
 
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, anyhow};
-use bytes::BytesMut;
+use anyhow::{Context as _, Result};
+use bytes::{Bytes, BytesMut};
 use http::Uri;
 use myelin_proto::grpc::SerializedObject;
-use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{
     ConfirmationWithConsistencyMarker, Event, GetAggregateEventsRequest, GetEventsRequest, GetLastTokenRequest,
+    TrackingToken,
 };
-use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use prost::Message;
 
 use super::grpc::{GrpcConnection, put_message};
 use super::system::{
@@ -44,15 +42,46 @@ impl Myelin {
     }
 }
 
-const APPEND_EVENT_PATH: &str = "/io.axoniq.axonserver.grpc.event.EventStore/AppendEvent";
+const SERVICE: &str = "/io.axoniq.axonserver.grpc.event.EventStore/";
+
+/// The EventStore methods the generator calls.
+struct Methods {
+    append_event: Uri,
+    list_events: Uri,
+    list_aggregate_events: Uri,
+    get_last_token: Uri,
+}
+
+impl Methods {
+    fn of(connection: &GrpcConnection) -> Result<Methods> {
+        let uri = |method: &str| connection.method_uri(&format!("{SERVICE}{method}"));
+        Ok(Methods {
+            append_event: uri("AppendEvent")?,
+            list_events: uri("ListEvents")?,
+            list_aggregate_events: uri("ListAggregateEvents")?,
+            get_last_token: uri("GetLastToken")?,
+        })
+    }
+}
+
+/// What the generator checks of an `EventWithToken`: its token (the event is skipped).
+#[derive(Clone, PartialEq, Message)]
+struct TokenOnly {
+    #[prost(int64, tag = "1")]
+    token: i64,
+}
+
+/// What the generator checks of an `Event`: its sequence number (the rest is skipped).
+#[derive(Clone, PartialEq, Message)]
+struct SequenceOnly {
+    #[prost(int64, tag = "3")]
+    aggregate_sequence_number: i64,
+}
 
 pub struct MyelinClient {
     address: String,
-    /// Reads; connects on first use.
-    client: EventStoreClient<Channel>,
-    /// Appends.
-    appends: GrpcConnection,
-    append_uri: Uri,
+    connection: GrpcConnection,
+    methods: Methods,
     source: EventSource,
     template: Event,
     permits: i64,
@@ -66,15 +95,10 @@ impl System for Myelin {
     }
 
     async fn connect(&self, spec: ClientSpec) -> Result<MyelinClient> {
-        let url = format!("http://{}", self.address);
-        let channel = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("bad Myelin address {:?}", self.address))?
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let appends = GrpcConnection::connect(&self.address)
+        let connection = GrpcConnection::connect(&self.address)
             .await
-            .with_context(|| format!("cannot connect to myelin at {url}"))?;
-        let append_uri = appends.method_uri(APPEND_EVENT_PATH)?;
+            .with_context(|| format!("cannot connect to myelin at http://{}", self.address))?;
+        let methods = Methods::of(&connection)?;
         let source = EventSource::new(spec);
         let template = Event {
             aggregate_type: AGGREGATE_TYPE.to_string(),
@@ -87,9 +111,8 @@ impl System for Myelin {
         };
         Ok(MyelinClient {
             address: self.address.clone(),
-            client: EventStoreClient::new(channel),
-            appends,
-            append_uri,
+            connection,
+            methods,
             source,
             template,
             permits: self.permits,
@@ -97,16 +120,21 @@ impl System for Myelin {
     }
 }
 
+/// One message, framed for a request stream.
+fn framed(message: &impl Message) -> Bytes {
+    let mut body = BytesMut::new();
+    put_message(&mut body, message);
+    body.freeze()
+}
+
 impl MyelinClient {
     async fn last_token(&mut self) -> Result<i64> {
-        let token = self
-            .client
-            .get_last_token(GetLastTokenRequest {})
+        let token: TrackingToken = self
+            .connection
+            .call(&self.methods.get_last_token, framed(&GetLastTokenRequest {}))
             .await
-            .with_context(|| format!("GetLastToken at myelin {}", self.address))?
-            .into_inner()
-            .token;
-        Ok(token)
+            .with_context(|| format!("GetLastToken at myelin {}", self.address))?;
+        Ok(token.token)
     }
 
     /// Streams events from `first_token` with Axon's permit scheme until `enough` says stop or
@@ -118,26 +146,21 @@ impl MyelinClient {
         until: Option<Instant>,
         seen: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64> {
-        let (requests, receiver) = mpsc::channel(4);
         let window = self.permits;
         let top_up = window * 4 / 5;
-        requests
-            .send(GetEventsRequest {
-                tracking_token: first_token,
-                number_of_permits: window,
-                client_id: format!("myelin-load-{}", std::process::id()),
-                component_name: "myelin-load".to_string(),
-                processor: "bench".to_string(),
-                ..GetEventsRequest::default()
-            })
+        let open = GetEventsRequest {
+            tracking_token: first_token,
+            number_of_permits: window,
+            client_id: format!("myelin-load-{}", std::process::id()),
+            component_name: "myelin-load".to_string(),
+            processor: "bench".to_string(),
+            ..GetEventsRequest::default()
+        };
+        let mut call = self
+            .connection
+            .open(&self.methods.list_events, framed(&open), false)
             .await
-            .map_err(|_| anyhow!("ListEvents request stream closed"))?;
-        let mut stream = self
-            .client
-            .list_events(tokio_stream::wrappers::ReceiverStream::new(receiver))
-            .await
-            .with_context(|| format!("ListEvents at myelin {}", self.address))?
-            .into_inner();
+            .with_context(|| format!("ListEvents at myelin {}", self.address))?;
         let mut received = 0u64;
         let mut left = window;
         let mut expected_token = first_token;
@@ -146,15 +169,16 @@ impl MyelinClient {
                 break;
             }
             let next = match until {
-                Some(until) => match tokio::time::timeout_at(until.into(), stream.message()).await {
+                Some(until) => match tokio::time::timeout_at(until.into(), call.next_message()).await {
                     Ok(next) => next,
                     Err(_) => break,
                 },
-                None => stream.message().await,
+                None => call.next_message().await,
             };
-            let Some(event) = next.with_context(|| format!("ListEvents stream from myelin {}", self.address))? else {
+            let Some(message) = next.with_context(|| format!("ListEvents stream from myelin {}", self.address))? else {
                 break;
             };
+            let event = TokenOnly::decode(message).context("an EventWithToken from ListEvents")?;
             anyhow::ensure!(
                 event.token == expected_token,
                 "ListEvents sent token {} where {expected_token} was next",
@@ -167,15 +191,13 @@ impl MyelinClient {
             if left <= window - top_up {
                 left += top_up;
                 // The stream may already be ending; a lost top-up then does not matter.
-                let _ = requests
-                    .send(GetEventsRequest {
-                        number_of_permits: top_up,
-                        ..GetEventsRequest::default()
-                    })
-                    .await;
+                let _ = call.send(framed(&GetEventsRequest {
+                    number_of_permits: top_up,
+                    ..GetEventsRequest::default()
+                }));
             }
         }
-        // Dropping the response stream cancels the call; the server frees the stream at once.
+        // Dropping the call cancels it; the server frees the stream at once.
         Ok(received)
     }
 }
@@ -193,8 +215,8 @@ impl Client for MyelinClient {
             put_message(&mut body, &event);
         }
         let confirmation: ConfirmationWithConsistencyMarker = self
-            .appends
-            .call(&self.append_uri, body.freeze())
+            .connection
+            .call(&self.methods.append_event, body.freeze())
             .await
             .with_context(|| format!("AppendEvent at myelin {}", self.address))?;
         anyhow::ensure!(confirmation.success, "myelin did not confirm the transaction");
@@ -206,23 +228,24 @@ impl Client for MyelinClient {
     }
 
     async fn read_aggregate(&mut self, aggregate: &str) -> Result<u64> {
-        let mut stream = self
-            .client
-            .list_aggregate_events(GetAggregateEventsRequest {
-                aggregate_id: aggregate.to_string(),
-                initial_sequence: 0,
-                allow_snapshots: false,
-                ..GetAggregateEventsRequest::default()
-            })
+        let request = GetAggregateEventsRequest {
+            aggregate_id: aggregate.to_string(),
+            initial_sequence: 0,
+            allow_snapshots: false,
+            ..GetAggregateEventsRequest::default()
+        };
+        let mut call = self
+            .connection
+            .open(&self.methods.list_aggregate_events, framed(&request), true)
             .await
-            .with_context(|| format!("ListAggregateEvents at myelin {}", self.address))?
-            .into_inner();
+            .with_context(|| format!("ListAggregateEvents at myelin {}", self.address))?;
         let mut events = 0u64;
-        while let Some(event) = stream
-            .message()
+        while let Some(message) = call
+            .next_message()
             .await
             .with_context(|| format!("ListAggregateEvents stream from myelin {}", self.address))?
         {
+            let event = SequenceOnly::decode(message).context("an Event from ListAggregateEvents")?;
             anyhow::ensure!(
                 event.aggregate_sequence_number == events as i64,
                 "aggregate {aggregate}: sequence {} where {events} was next",

@@ -1,24 +1,22 @@
-//! UmaDB over its own gRPC API (`umadb.v1.DCB`, see `proto/umadb.proto`): appends through
-//! [`super::grpc`] (the lean append path every gRPC adapter shares), reads through the tonic
-//! client generated from the proto. A client uses one HTTP/2 connection for what it does:
-//! appends, or reads (the tonic channel connects on its first read). An aggregate is the DCB way: every event carries the tag
-//! `aggregate:<id>`, and reading an aggregate is a Read whose query asks for that tag (served
-//! by UmaDB's tag index, in position order, which is sequence order here). Appends are
-//! unconditional, as the issue asks: no consistency check, only the durable append. The
-//! sequence number is not stored (UmaDB has none); the event's UUID is.
+//! UmaDB over its own gRPC API (`umadb.v1.DCB`, see `proto/umadb.proto`), through
+//! [`super::grpc`] (the lean client every gRPC adapter shares), one HTTP/2 connection per
+//! client. An aggregate is the DCB way: every event carries the tag `aggregate:<id>`, and
+//! reading an aggregate is a Read whose query asks for that tag (served by UmaDB's tag index,
+//! in position order, which is sequence order here). Appends are unconditional, as the issue
+//! asks: no consistency check, only the durable append. The sequence number is not stored
+//! (UmaDB has none); the event's UUID is. Of each event read, only its position is decoded.
 
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::Uri;
-use tonic::transport::{Channel, Endpoint};
+use prost::Message;
 
-use super::grpc::{GrpcConnection, put_message};
+use super::grpc::{GrpcCall, GrpcConnection, put_message};
 use super::system::{Client, ClientSpec, EventSource, NewEvent, PAYLOAD_TYPE, System, SystemKind};
-use super::umadb_proto::dcb_client::DcbClient;
 use super::umadb_proto::{
-    AppendRequest, AppendResponse, Event, HeadRequest, Query, QueryItem, ReadRequest, SubscribeRequest,
+    AppendRequest, AppendResponse, Event, HeadRequest, HeadResponse, Query, QueryItem, ReadRequest, SubscribeRequest,
 };
 
 /// Events per Read/Subscribe message asked for (UmaDB's own default).
@@ -37,15 +35,46 @@ impl Umadb {
     }
 }
 
-const APPEND_PATH: &str = "/umadb.v1.DCB/Append";
+const SERVICE: &str = "/umadb.v1.DCB/";
+
+/// The DCB methods the generator calls.
+struct Methods {
+    append: Uri,
+    read: Uri,
+    subscribe: Uri,
+    head: Uri,
+}
+
+impl Methods {
+    fn of(connection: &GrpcConnection) -> Result<Methods> {
+        let uri = |method: &str| connection.method_uri(&format!("{SERVICE}{method}"));
+        Ok(Methods {
+            append: uri("Append")?,
+            read: uri("Read")?,
+            subscribe: uri("Subscribe")?,
+            head: uri("Head")?,
+        })
+    }
+}
+
+/// What the generator checks of a `ReadResponse` or `SubscribeResponse` (both carry their
+/// `SequencedEvent`s in field 1): each event's position (the event itself is skipped).
+#[derive(Clone, PartialEq, Message)]
+struct Positions {
+    #[prost(message, repeated, tag = "1")]
+    events: Vec<PositionOnly>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PositionOnly {
+    #[prost(uint64, tag = "1")]
+    position: u64,
+}
 
 pub struct UmadbClient {
     address: String,
-    /// Reads; connects on first use.
-    client: DcbClient<Channel>,
-    /// Appends.
-    appends: GrpcConnection,
-    append_uri: Uri,
+    connection: GrpcConnection,
+    methods: Methods,
     source: EventSource,
 }
 
@@ -57,22 +86,31 @@ impl System for Umadb {
     }
 
     async fn connect(&self, spec: ClientSpec) -> Result<UmadbClient> {
-        let url = format!("http://{}", self.address);
-        let channel = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("bad UmaDB address {:?}", self.address))?
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let appends = GrpcConnection::connect(&self.address)
+        let connection = GrpcConnection::connect(&self.address)
             .await
-            .with_context(|| format!("cannot connect to umadb at {url}"))?;
-        let append_uri = appends.method_uri(APPEND_PATH)?;
+            .with_context(|| format!("cannot connect to umadb at http://{}", self.address))?;
+        let methods = Methods::of(&connection)?;
         Ok(UmadbClient {
             address: self.address.clone(),
-            client: DcbClient::new(channel),
-            appends,
-            append_uri,
+            connection,
+            methods,
             source: EventSource::new(spec),
         })
+    }
+}
+
+/// One message, framed for a request stream.
+fn framed(message: &impl Message) -> Bytes {
+    let mut body = BytesMut::new();
+    put_message(&mut body, message);
+    body.freeze()
+}
+
+/// The next message's events, or `None` at the end of the call.
+async fn next_positions(call: &mut GrpcCall) -> Result<Option<Positions>> {
+    match call.next_message().await? {
+        Some(message) => Ok(Some(Positions::decode(message).context("a Read/Subscribe response")?)),
+        None => Ok(None),
     }
 }
 
@@ -82,14 +120,21 @@ pub fn aggregate_tag(aggregate: &str) -> String {
 
 impl UmadbClient {
     async fn head(&mut self) -> Result<u64> {
-        let head = self
-            .client
-            .head(HeadRequest {})
+        let head: HeadResponse = self
+            .connection
+            .call(&self.methods.head, framed(&HeadRequest {}))
             .await
-            .with_context(|| format!("Head at umadb {}", self.address))?
-            .into_inner();
+            .with_context(|| format!("Head at umadb {}", self.address))?;
         // Unset on an empty store; positions start at 1 and have no gaps.
         Ok(head.position.unwrap_or(0))
+    }
+
+    /// Opens a Read or Subscribe call.
+    async fn open(&mut self, uri: &Uri, request: &impl Message, what: &str) -> Result<GrpcCall> {
+        self.connection
+            .open(uri, framed(request), true)
+            .await
+            .with_context(|| format!("{what} at umadb {}", self.address))
     }
 }
 
@@ -112,8 +157,8 @@ impl Client for UmadbClient {
         let mut body = BytesMut::new();
         put_message(&mut body, &request);
         let _: AppendResponse = self
-            .appends
-            .call(&self.append_uri, body.freeze())
+            .connection
+            .call(&self.methods.append, body.freeze())
             .await
             .with_context(|| format!("Append at umadb {}", self.address))?;
         Ok(())
@@ -121,21 +166,17 @@ impl Client for UmadbClient {
 
     async fn read_all(&mut self, count: u64, seen: &mut (dyn FnMut(u64) + Send)) -> Result<u64> {
         let limit = u32::try_from(count).context("UmaDB reads at most 2^32-1 events in one call")?;
-        let mut stream = self
-            .client
-            .read(ReadRequest {
-                start: Some(1),
-                limit: Some(limit),
-                batch_size: Some(BATCH_EVENTS),
-                ..ReadRequest::default()
-            })
-            .await
-            .with_context(|| format!("Read at umadb {}", self.address))?
-            .into_inner();
+        let request = ReadRequest {
+            start: Some(1),
+            limit: Some(limit),
+            batch_size: Some(BATCH_EVENTS),
+            ..ReadRequest::default()
+        };
+        let read = self.methods.read.clone();
+        let mut call = self.open(&read, &request, "Read").await?;
         let mut received = 0u64;
         let mut expected = 1u64;
-        while let Some(message) = stream
-            .message()
+        while let Some(message) = next_positions(&mut call)
             .await
             .with_context(|| format!("Read stream from umadb {}", self.address))?
         {
@@ -155,24 +196,20 @@ impl Client for UmadbClient {
     }
 
     async fn read_aggregate(&mut self, aggregate: &str) -> Result<u64> {
-        let mut stream = self
-            .client
-            .read(ReadRequest {
-                query: Some(Query {
-                    items: vec![QueryItem {
-                        types: Vec::new(),
-                        tags: vec![aggregate_tag(aggregate)],
-                    }],
-                }),
-                batch_size: Some(BATCH_EVENTS),
-                ..ReadRequest::default()
-            })
-            .await
-            .with_context(|| format!("Read of {aggregate} at umadb {}", self.address))?
-            .into_inner();
+        let request = ReadRequest {
+            query: Some(Query {
+                items: vec![QueryItem {
+                    types: Vec::new(),
+                    tags: vec![aggregate_tag(aggregate)],
+                }],
+            }),
+            batch_size: Some(BATCH_EVENTS),
+            ..ReadRequest::default()
+        };
+        let read = self.methods.read.clone();
+        let mut call = self.open(&read, &request, &format!("Read of {aggregate}")).await?;
         let mut events = 0u64;
-        while let Some(message) = stream
-            .message()
+        while let Some(message) = next_positions(&mut call)
             .await
             .with_context(|| format!("Read stream of {aggregate} from umadb {}", self.address))?
         {
@@ -183,19 +220,16 @@ impl Client for UmadbClient {
 
     async fn tail(&mut self, until: Instant, seen: &mut (dyn FnMut(u64) + Send)) -> Result<u64> {
         let after = self.head().await?;
-        let mut stream = self
-            .client
-            .subscribe(SubscribeRequest {
-                query: None,
-                after: Some(after),
-                batch_size: Some(BATCH_EVENTS),
-            })
-            .await
-            .with_context(|| format!("Subscribe at umadb {}", self.address))?
-            .into_inner();
+        let request = SubscribeRequest {
+            query: None,
+            after: Some(after),
+            batch_size: Some(BATCH_EVENTS),
+        };
+        let subscribe = self.methods.subscribe.clone();
+        let mut call = self.open(&subscribe, &request, "Subscribe").await?;
         let mut received = 0u64;
         loop {
-            let next = match tokio::time::timeout_at(until.into(), stream.message()).await {
+            let next = match tokio::time::timeout_at(until.into(), next_positions(&mut call)).await {
                 Ok(next) => next,
                 Err(_) => break,
             };
