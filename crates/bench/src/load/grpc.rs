@@ -181,6 +181,13 @@ pub fn put_message(body: &mut BytesMut, message: &impl Message) {
     let _ = message.encode(body);
 }
 
+/// One message as a whole request body.
+pub fn framed(message: &impl Message) -> Bytes {
+    let mut body = BytesMut::new();
+    put_message(&mut body, message);
+    body.freeze()
+}
+
 /// Takes the next whole message off the front of `data`, if it has arrived whole.
 fn take_message(data: &mut BytesMut) -> Result<Option<Bytes>> {
     if data.len() < MESSAGE_HEADER_BYTES {

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::Uri;
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{
@@ -16,7 +16,7 @@ use myelin_proto::grpc::event::{
 };
 use prost::Message;
 
-use super::grpc::{GrpcConnection, put_message};
+use super::grpc::{GrpcConnection, framed, put_message};
 use super::system::{
     AGGREGATE_TYPE, Client, ClientSpec, EventSource, NewEvent, PAYLOAD_REVISION, PAYLOAD_TYPE, System, SystemKind,
     now_ms,
@@ -118,13 +118,6 @@ impl System for Myelin {
             permits: self.permits,
         })
     }
-}
-
-/// One message, framed for a request stream.
-fn framed(message: &impl Message) -> Bytes {
-    let mut body = BytesMut::new();
-    put_message(&mut body, message);
-    body.freeze()
 }
 
 impl MyelinClient {

@@ -9,11 +9,10 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use bytes::{Bytes, BytesMut};
 use http::Uri;
 use prost::Message;
 
-use super::grpc::{GrpcCall, GrpcConnection, put_message};
+use super::grpc::{GrpcCall, GrpcConnection, framed};
 use super::system::{Client, ClientSpec, EventSource, NewEvent, PAYLOAD_TYPE, System, SystemKind};
 use super::umadb_proto::{
     AppendRequest, AppendResponse, Event, HeadRequest, HeadResponse, Query, QueryItem, ReadRequest, SubscribeRequest,
@@ -99,13 +98,6 @@ impl System for Umadb {
     }
 }
 
-/// One message, framed for a request stream.
-fn framed(message: &impl Message) -> Bytes {
-    let mut body = BytesMut::new();
-    put_message(&mut body, message);
-    body.freeze()
-}
-
 /// The next message's events, or `None` at the end of the call.
 async fn next_positions(call: &mut GrpcCall) -> Result<Option<Positions>> {
     match call.next_message().await? {
@@ -128,14 +120,6 @@ impl UmadbClient {
         // Unset on an empty store; positions start at 1 and have no gaps.
         Ok(head.position.unwrap_or(0))
     }
-
-    /// Opens a Read or Subscribe call.
-    async fn open(&mut self, uri: &Uri, request: &impl Message, what: &str) -> Result<GrpcCall> {
-        self.connection
-            .open(uri, framed(request), true)
-            .await
-            .with_context(|| format!("{what} at umadb {}", self.address))
-    }
 }
 
 impl Client for UmadbClient {
@@ -154,11 +138,9 @@ impl Client for UmadbClient {
             condition: None,
             tracking_info: None,
         };
-        let mut body = BytesMut::new();
-        put_message(&mut body, &request);
         let _: AppendResponse = self
             .connection
-            .call(&self.methods.append, body.freeze())
+            .call(&self.methods.append, framed(&request))
             .await
             .with_context(|| format!("Append at umadb {}", self.address))?;
         Ok(())
@@ -172,8 +154,11 @@ impl Client for UmadbClient {
             batch_size: Some(BATCH_EVENTS),
             ..ReadRequest::default()
         };
-        let read = self.methods.read.clone();
-        let mut call = self.open(&read, &request, "Read").await?;
+        let mut call = self
+            .connection
+            .open(&self.methods.read, framed(&request), true)
+            .await
+            .with_context(|| format!("Read at umadb {}", self.address))?;
         let mut received = 0u64;
         let mut expected = 1u64;
         while let Some(message) = next_positions(&mut call)
@@ -206,8 +191,11 @@ impl Client for UmadbClient {
             batch_size: Some(BATCH_EVENTS),
             ..ReadRequest::default()
         };
-        let read = self.methods.read.clone();
-        let mut call = self.open(&read, &request, &format!("Read of {aggregate}")).await?;
+        let mut call = self
+            .connection
+            .open(&self.methods.read, framed(&request), true)
+            .await
+            .with_context(|| format!("Read of {aggregate} at umadb {}", self.address))?;
         let mut events = 0u64;
         while let Some(message) = next_positions(&mut call)
             .await
@@ -225,8 +213,11 @@ impl Client for UmadbClient {
             after: Some(after),
             batch_size: Some(BATCH_EVENTS),
         };
-        let subscribe = self.methods.subscribe.clone();
-        let mut call = self.open(&subscribe, &request, "Subscribe").await?;
+        let mut call = self
+            .connection
+            .open(&self.methods.subscribe, framed(&request), true)
+            .await
+            .with_context(|| format!("Subscribe at umadb {}", self.address))?;
         let mut received = 0u64;
         loop {
             let next = match tokio::time::timeout_at(until.into(), next_positions(&mut call)).await {
