@@ -17,6 +17,7 @@ use myelin_store::{ContextStore, StoreConfig};
 use tokio::net::TcpListener;
 
 use crate::load::grpc::{GrpcConnection, put_message};
+use crate::load::myelin::EVENT_STORE;
 use crate::stats::{Samples, Summary, rate_per_sec};
 
 pub struct GrpcRunConfig {
@@ -86,7 +87,7 @@ async fn drive(config: &GrpcRunConfig, dir: PathBuf) -> Result<GrpcOutcome> {
     let mut clients = Vec::with_capacity(config.clients);
     for number in 0..config.clients {
         let mut connection = GrpcConnection::connect(&address.to_string()).await?;
-        let append_uri = connection.method_uri("/io.axoniq.axonserver.grpc.event.EventStore/AppendEvent")?;
+        let append_uri = connection.method_uri(&format!("{EVENT_STORE}AppendEvent"))?;
         let template = template(config.payload_bytes);
         let events_per_tx = config.events_per_tx;
         clients.push(tokio::spawn(async move {

@@ -42,7 +42,8 @@ impl Myelin {
     }
 }
 
-const SERVICE: &str = "/io.axoniq.axonserver.grpc.event.EventStore/";
+/// The path prefix of the EventStore service's methods.
+pub const EVENT_STORE: &str = "/io.axoniq.axonserver.grpc.event.EventStore/";
 
 /// The EventStore methods the generator calls.
 struct Methods {
@@ -54,7 +55,7 @@ struct Methods {
 
 impl Methods {
     fn of(connection: &GrpcConnection) -> Result<Methods> {
-        let uri = |method: &str| connection.method_uri(&format!("{SERVICE}{method}"));
+        let uri = |method: &str| connection.method_uri(&format!("{EVENT_STORE}{method}"));
         Ok(Methods {
             append_event: uri("AppendEvent")?,
             list_events: uri("ListEvents")?,
