@@ -6,6 +6,8 @@
 //!   stream, read one aggregate, follow new events) and the events all of them are sent.
 //! * [`myelin`], [`umadb`], [`postgres`] — the adapters: Myelin over the Axon gRPC API, UmaDB
 //!   over its own gRPC API, PostgreSQL with the event table of Axon Framework's JDBC engine.
+//! * [`grpc`] — the lean gRPC client both gRPC adapters call through (`h2` directly, so the
+//!   generator takes little of the CPUs it shares with the server).
 //! * [`disk`] — the physical limit: `pwrite` + `fdatasync` of the same bytes ([`crate::probe`]).
 //! * [`workload`] — closed-loop appends, loading a store, the tracking read, random aggregate
 //!   reads and a mixed run, each producing a [`record::Record`].
