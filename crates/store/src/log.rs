@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -38,6 +38,7 @@ pub(crate) struct SegmentLog {
     listeners: Mutex<Vec<CommitListener>>,
     /// Blocks aggregate reads have checked; see `read_positions`.
     verified: VerifiedBlocks,
+    event_read_guess: EventReadGuess,
     /// Counted by the writer per batch and by `ContextStore` per read; see `metrics`.
     pub counters: FamilyCounters,
 }
@@ -129,6 +130,7 @@ impl SegmentLog {
             open_files: OpenFiles::new(open_segment_files),
             listeners: Mutex::new(Vec::new()),
             verified,
+            event_read_guess: EventReadGuess::new(),
             counters: FamilyCounters::new(),
         }
     }
@@ -476,12 +478,13 @@ impl SegmentLog {
         let mut reader = ChunkReader::positioned(file.clone(), path.clone());
         let mut out = Vec::with_capacity(positions.len());
         let mut current: Option<crate::reader::VerifiedBlock> = None;
-        for p in positions {
+        let verified = self.verified.get_all(segment_first, positions.iter().map(|p| p.block));
+        for (p, verified) in positions.iter().zip(verified) {
             let block_offset = u64::from(p.block);
             let event = if let Some(block) = current.as_ref().filter(|b| b.offset == block_offset) {
                 event_in_block(block, p)
-            } else if let Some(block_bytes) = self.verified.get(segment_first, p.block) {
-                read_event(&file, &path, p, block_bytes, limit)?
+            } else if let Some(block_bytes) = verified {
+                read_event(&file, &path, p, block_bytes, limit, &self.event_read_guess)?
             } else {
                 current = reader.expect_block(block_offset, limit)?;
                 current.as_ref().and_then(|block| {
@@ -635,8 +638,47 @@ fn event_in_block(block: &crate::reader::VerifiedBlock, position: &IndexPosition
     block.events().find(|(offset, _)| *offset == rel).map(|(_, e)| e)
 }
 
-/// Bytes read for one event of a verified block before its length is known: most events fit.
-const EVENT_READ_GUESS_BYTES: usize = 1024;
+/// What [`read_event`] reads before it knows an event's length: a little more than the events
+/// read lately, so that most events take one `pread` and little beyond them is copied.
+/// Grows at once to fit a larger event, shrinks slowly towards smaller ones.
+pub(crate) struct EventReadGuess(AtomicU32);
+
+impl EventReadGuess {
+    /// Before any event was read.
+    const INITIAL_BYTES: u32 = 1024;
+    /// Room left beyond the event sizes seen, and the granule of the guess.
+    const SLACK_BYTES: u32 = 128;
+    const MAX_BYTES: u32 = 64 * 1024;
+
+    pub fn new() -> Self {
+        EventReadGuess(AtomicU32::new(Self::INITIAL_BYTES))
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed) as usize
+    }
+
+    /// Learns from an event that needed `needed` bytes (length prefix included).
+    fn learn(&self, needed: usize) {
+        let wanted = u32::try_from(needed)
+            .unwrap_or(u32::MAX)
+            .saturating_add(Self::SLACK_BYTES)
+            .next_multiple_of(Self::SLACK_BYTES)
+            .min(Self::MAX_BYTES);
+        let guess = self.0.load(Ordering::Relaxed);
+        // Both are whole granules, and so is every step: a sixteenth of the way, at least one.
+        let next = if wanted >= guess {
+            wanted
+        } else {
+            let gap = guess - wanted;
+            guess - (gap / 16).next_multiple_of(Self::SLACK_BYTES).min(gap)
+        };
+        if next != guess {
+            // Racing readers may overwrite each other's update: any of them is a fine guess.
+            self.0.store(next, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Reads the event whose length prefix is at `position.position`, inside the verified block of
 /// `block_bytes` bytes at `position.block`. `None` when the index points outside the block's
@@ -647,6 +689,7 @@ fn read_event(
     position: &IndexPosition,
     block_bytes: u32,
     limit: u64,
+    guess: &EventReadGuess,
 ) -> Result<Option<Bytes>> {
     use myelin_format::segment::{BLOCK_HEADER_BYTES, CRC_BYTES, EVENT_LEN_BYTES};
     let block = u64::from(position.block);
@@ -659,7 +702,7 @@ fn read_event(
         return Ok(None);
     }
     let available = (area_end - at) as usize;
-    let mut buf = bytes::BytesMut::zeroed(available.min(EVENT_READ_GUESS_BYTES));
+    let mut buf = bytes::BytesMut::zeroed(available.min(guess.bytes()));
     let io_error = |e| StoreError::io(path.to_path_buf(), e);
     let read = crate::io::read_at_most(file, &mut buf, at).map_err(io_error)?;
     if read < buf.len() {
@@ -677,6 +720,7 @@ fn read_event(
     if end > available {
         return Ok(None);
     }
+    guess.learn(end);
     if end > buf.len() {
         let have = buf.len();
         buf.resize(end, 0);
@@ -690,4 +734,29 @@ fn read_event(
         }
     }
     Ok(Some(buf.freeze().slice(EVENT_LEN_BYTES..end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventReadGuess;
+
+    #[test]
+    fn the_event_read_guess_grows_at_once_and_shrinks_slowly() {
+        let guess = EventReadGuess::new();
+        assert_eq!(guess.bytes(), 1024);
+        guess.learn(3000);
+        assert_eq!(
+            guess.bytes(),
+            3200,
+            "a larger event: its size, slack added, in granules"
+        );
+        guess.learn(300);
+        assert_eq!(guess.bytes(), 2944, "one smaller event moves it a sixteenth of the way");
+        for _ in 0..200 {
+            guess.learn(300);
+        }
+        assert_eq!(guess.bytes(), 512, "settles just above the events read lately");
+        guess.learn(1 << 30);
+        assert_eq!(guess.bytes(), 64 * 1024, "bounded: a huge event takes a second read");
+    }
 }

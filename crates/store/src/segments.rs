@@ -102,7 +102,7 @@ impl ClosedSegment {
     /// Opens the data file for reading, with its length.
     fn open(&self) -> Result<(File, u64)> {
         let io = |e| StoreError::io(self.path.to_path_buf(), e);
-        let file = File::open(&self.path).map_err(io)?;
+        let file = crate::io::open_for_reading(&self.path).map_err(io)?;
         let len = match self.data_file_bytes.load(Ordering::Relaxed) {
             UNKNOWN_BYTES => {
                 let len = file.metadata().map_err(io)?.len();

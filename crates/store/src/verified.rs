@@ -41,8 +41,19 @@ impl VerifiedBlocks {
     }
 
     /// The length of the block at `block` in segment `segment`, if this process verified it.
-    pub fn get(&self, segment: u64, block: u32) -> Option<u32> {
+    #[cfg(test)]
+    fn get(&self, segment: u64, block: u32) -> Option<u32> {
         self.inner.lock().segments.get(&segment)?.get(&block).copied()
+    }
+
+    /// [`Self::get`] for every block of `blocks`, under one lock (an aggregate read asks for
+    /// all of its events' blocks at once).
+    pub fn get_all(&self, segment: u64, blocks: impl Iterator<Item = u32>) -> Vec<Option<u32>> {
+        let mut inner = self.inner.lock();
+        match inner.segments.get(&segment) {
+            Some(lengths) => blocks.map(|block| lengths.get(&block).copied()).collect(),
+            None => blocks.map(|_| None).collect(),
+        }
     }
 
     pub fn insert(&self, segment: u64, block: u32, block_bytes: u32) {
@@ -81,6 +92,8 @@ mod tests {
         assert_eq!(verified.get(7, 5), Some(200));
         assert_eq!(verified.get(0, 6), None);
         assert_eq!(verified.get(1, 5), None);
+        assert_eq!(verified.get_all(0, [4, 5, 6].into_iter()), [None, Some(100), None]);
+        assert_eq!(verified.get_all(3, [5].into_iter()), [None], "a segment never seen");
         verified.insert(0, 5, 100);
         assert_eq!(verified.len(), 2, "a block recorded twice counts once");
     }
