@@ -3,16 +3,17 @@
 //! The store keeps every event exactly as the client encoded it, and hands it back as a
 //! `Bytes` slice of its read buffer. Decoding such an event into `Event` and re-encoding it
 //! would cost an allocation per string and per metadata entry, and would drop any field the
-//! client sent that our `.proto` does not know. So event-carrying messages go through
+//! client sent that our `.proto` does not know. So event-carrying messages go out through
 //! [`RawEvent`] and [`RawEventWithToken`], which write the stored bytes straight into the frame
-//! (one copy) and, on the way in, keep a slice of the receive buffer (no copy at all). Every
-//! other message goes through prost as usual.
+//! (one copy), and come in through [`IncomingEvent`] and [`IncomingSnapshot`], which check the
+//! event and keep a slice of the receive buffer (no copy at all). Every other message goes
+//! through prost as usual.
 
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes};
 use myelin_format::validate::InvalidEvent;
-use myelin_store::PreparedEvent;
+use myelin_store::{PreparedEvent, PreparedSnapshot};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tonic::Status;
@@ -20,18 +21,19 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::error::ApiError;
 
-/// An `Event` message as bytes.
-///
-/// Decoding checks that the bytes are a well-formed `Event` (so nothing unreadable is ever
-/// stored) but keeps the original bytes.
+/// A stored `Event` message as bytes, on its way out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent(pub Bytes);
 
-/// An `Event` of an AppendEvent stream: checked, and the fields the store indexes read, in
-/// one pass as it arrives ([`PreparedEvent::event`]); the store takes it without walking it
-/// again.
+/// An `Event` of an AppendEvent stream: checked to be a well-formed `Event` (so nothing
+/// unreadable is ever stored), and the fields the store indexes read, in one pass as it
+/// arrives ([`PreparedEvent::event`]); the store takes it without walking it again.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent(pub PreparedEvent);
+
+/// The `Event` of an AppendSnapshot call, checked and read in one pass like [`IncomingEvent`].
+#[derive(Debug, Clone)]
+pub struct IncomingSnapshot(pub PreparedSnapshot);
 
 /// `EventWithToken{1 token, 2 event}` with the event as bytes: wire-identical to the generated
 /// message, whose field 2 is an embedded `Event`.
@@ -70,19 +72,19 @@ impl WireEncode for RawEvent {
     }
 }
 
-impl WireDecode for RawEvent {
-    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
-        let bytes = buf.copy_to_bytes(buf.remaining());
-        // Checked, not decoded: the event is stored as these bytes.
-        myelin_format::validate::validate_event(&bytes).map_err(malformed_event)?;
-        Ok(RawEvent(bytes))
-    }
-}
-
 impl WireDecode for IncomingEvent {
     fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
         PreparedEvent::event(bytes).map(IncomingEvent).map_err(malformed_event)
+    }
+}
+
+impl WireDecode for IncomingSnapshot {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        PreparedEvent::snapshot(bytes)
+            .map(IncomingSnapshot)
+            .map_err(malformed_event)
     }
 }
 

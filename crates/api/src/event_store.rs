@@ -26,7 +26,7 @@ use tonic::server::{Grpc, NamedService};
 use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
-use crate::codec::{AxonCodec, IncomingEvent, RawEvent, WireDecode, WireEncode};
+use crate::codec::{AxonCodec, IncomingEvent, IncomingSnapshot, RawEvent, WireDecode, WireEncode};
 use crate::contexts::{Context, Contexts};
 use crate::error::{ApiError, request_error, unary_request_error};
 use crate::list_events;
@@ -122,7 +122,7 @@ impl Shared {
             }
             "AppendSnapshot" => {
                 let handler = service_fn(|r| s.append_snapshot(r));
-                let response = s.grpc::<Confirmation, RawEvent>().unary(handler, request).await;
+                let response = s.grpc::<Confirmation, IncomingSnapshot>().unary(handler, request).await;
                 unary_request_error(response)
             }
             "ListAggregateEvents" => {
@@ -242,10 +242,13 @@ impl Shared {
         }))
     }
 
-    async fn append_snapshot(&self, request: Request<RawEvent>) -> Result<Response<Confirmation>, Status> {
+    async fn append_snapshot(&self, request: Request<IncomingSnapshot>) -> Result<Response<Confirmation>, Status> {
         let context = self.context(&request)?;
-        let RawEvent(snapshot) = request.into_inner();
-        let ticket = context.store().append_snapshot(snapshot).map_err(ApiError::write)?;
+        let IncomingSnapshot(snapshot) = request.into_inner();
+        let ticket = context
+            .store()
+            .append_prepared_snapshot(snapshot)
+            .map_err(ApiError::write)?;
         ticket.await.map_err(ApiError::write)?;
         Ok(Response::new(Confirmation { success: true }))
     }

@@ -22,7 +22,7 @@ use crate::log::{Cursor, SegmentLog};
 use crate::metrics::StoreMetrics;
 use crate::recovery::open_log;
 use crate::validate::{SequenceValidator, SnapshotValidator};
-use crate::writer::{Appended, PreparedEvent, Request, Validator, Writer};
+use crate::writer::{Appended, PreparedEvent, PreparedSnapshot, Request, Validator, Writer};
 
 /// A pending append: resolves once the transaction is durable (or rejected).
 /// Await it from async code, or call [`AppendTicket::wait`] from a plain thread.
@@ -207,6 +207,11 @@ impl ContextStore {
     /// Appends a snapshot (its `snapshot` flag is whatever the client sent).
     pub fn append_snapshot(&self, snapshot: Bytes) -> Result<AppendTicket> {
         self.snapshots.append(prepare(SegmentKind::Snapshots, vec![snapshot]))
+    }
+
+    /// Appends a snapshot already checked by [`PreparedEvent::snapshot`].
+    pub fn append_prepared_snapshot(&self, snapshot: PreparedSnapshot) -> Result<AppendTicket> {
+        self.snapshots.append(Ok(vec![snapshot.into_inner()]))
     }
 
     /// Last token, -1 when empty.

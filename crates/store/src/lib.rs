@@ -41,4 +41,4 @@ pub use metrics::{
     StoreMetrics,
 };
 pub use myelin_format::segment::SegmentKind;
-pub use writer::{Appended, PreparedEvent};
+pub use writer::{Appended, PreparedEvent, PreparedSnapshot};

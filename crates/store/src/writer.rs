@@ -51,6 +51,12 @@ impl PreparedEvent {
         PreparedEvent::prepare(SegmentKind::Events, bytes)
     }
 
+    /// A snapshot for the snapshot store ([`crate::ContextStore::append_prepared_snapshot`]);
+    /// refused when the bytes are not a valid `Event` message.
+    pub fn snapshot(bytes: Bytes) -> std::result::Result<PreparedSnapshot, InvalidEvent> {
+        PreparedEvent::prepare(SegmentKind::Snapshots, bytes).map(PreparedSnapshot)
+    }
+
     pub(crate) fn prepare(kind: SegmentKind, bytes: Bytes) -> std::result::Result<PreparedEvent, InvalidEvent> {
         let fields = validate_event(&bytes)?;
         let indexed = is_indexed(kind, &fields);
@@ -68,6 +74,22 @@ impl PreparedEvent {
     /// The event's bytes, as the client encoded it.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+}
+
+/// A snapshot checked and read as [`PreparedEvent::snapshot`] does: its own type, because
+/// what the store indexes differs between events and snapshots.
+#[derive(Debug, Clone)]
+pub struct PreparedSnapshot(PreparedEvent);
+
+impl PreparedSnapshot {
+    /// The snapshot's bytes, as the client encoded it.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0.bytes
+    }
+
+    pub(crate) fn into_inner(self) -> PreparedEvent {
+        self.0
     }
 }
 
