@@ -99,8 +99,7 @@ fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Resul
         .authenticate_token(token)
         .map_err(|e| ApiError::Internal(format!("cannot check the access token: {e}")))?
         .ok_or(ApiError::InvalidToken)?;
-    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
-    let context = context_name(&metadata);
+    let context = context_name(headers);
     let allowed = match required_right(path) {
         Some(right) => principal.allows(Some(context), right),
         None => principal.allows(Some(context), Right::Read) || principal.allows(Some(context), Right::Write),

@@ -5,9 +5,9 @@
 //! would cost an allocation per string and per metadata entry, and would drop any field the
 //! client sent that our `.proto` does not know. So event-carrying messages go out through
 //! [`RawEvent`] and [`RawEventWithToken`], which write the stored bytes straight into the frame
-//! (one copy), and come in through [`IncomingEvent`] and [`IncomingSnapshot`], which check the
-//! event and keep a slice of the receive buffer (no copy at all). Every other message goes
-//! through prost as usual.
+//! (one copy), and come in as slices of the receive buffer (no copy at all), checked without
+//! being decoded: [`IncomingSnapshot`] here, AppendEvent's events in
+//! [`crate::request_messages`]. Every other message goes through prost as usual.
 
 use std::marker::PhantomData;
 
@@ -25,13 +25,10 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent(pub Bytes);
 
-/// An `Event` of an AppendEvent stream: checked to be a well-formed `Event` (so nothing
-/// unreadable is ever stored), and the fields the store indexes read, in one pass as it
-/// arrives ([`PreparedEvent::event`]); the store takes it without walking it again.
-#[derive(Debug, Clone)]
-pub struct IncomingEvent(pub PreparedEvent);
-
-/// The `Event` of an AppendSnapshot call, checked and read in one pass like [`IncomingEvent`].
+/// The `Event` of an AppendSnapshot call: checked to be a well-formed `Event` (so nothing
+/// unreadable is ever stored), and the fields the store indexes read, in one pass
+/// ([`PreparedEvent::snapshot`]); the store takes it without walking it again. (AppendEvent's
+/// events come off the request body directly: [`crate::request_messages`].)
 #[derive(Debug, Clone)]
 pub struct IncomingSnapshot(pub PreparedSnapshot);
 
@@ -72,13 +69,6 @@ impl WireEncode for RawEvent {
     }
 }
 
-impl WireDecode for IncomingEvent {
-    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
-        let bytes = buf.copy_to_bytes(buf.remaining());
-        PreparedEvent::event(bytes).map(IncomingEvent).map_err(malformed_event)
-    }
-}
-
 impl WireDecode for IncomingSnapshot {
     fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
@@ -88,7 +78,8 @@ impl WireDecode for IncomingSnapshot {
     }
 }
 
-fn malformed_event(error: InvalidEvent) -> Status {
+/// INVALID_ARGUMENT for bytes that are not a valid `Event`.
+pub(crate) fn malformed_event(error: InvalidEvent) -> Status {
     ApiError::InvalidArgument(format!("malformed Event message: {error}")).to_status()
 }
 

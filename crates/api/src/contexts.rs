@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use myelin_store::ContextStore;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
-use tonic::metadata::MetadataMap;
+use tonic::codegen::http::HeaderMap;
 
 use crate::error::ApiError;
 
@@ -161,7 +161,7 @@ impl Contexts {
     }
 
     /// The context a request is for: `AxonIQ-Context`, then `Context`, else `default`.
-    pub fn resolve(&self, metadata: &MetadataMap) -> Result<Arc<Context>, ApiError> {
+    pub fn resolve(&self, metadata: &HeaderMap) -> Result<Arc<Context>, ApiError> {
         let name = context_name(metadata);
         if let Some(context) = self.get(name) {
             return Ok(context);
@@ -177,7 +177,7 @@ impl Contexts {
 }
 
 /// The context named by request metadata; an empty or non-ASCII header counts as absent.
-pub fn context_name(metadata: &MetadataMap) -> &str {
+pub fn context_name(metadata: &HeaderMap) -> &str {
     [CONTEXT_HEADER, LEGACY_CONTEXT_HEADER]
         .iter()
         .filter_map(|key| metadata.get(*key)?.to_str().ok())
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn context_header_precedence() {
-        let mut metadata = MetadataMap::new();
+        let mut metadata = HeaderMap::new();
         assert_eq!(context_name(&metadata), "default");
         metadata.insert("context", "legacy".parse().expect("ascii"));
         assert_eq!(context_name(&metadata), "legacy");

@@ -3,12 +3,13 @@
 //! The service is routed by hand rather than through the generated `EventStoreServer`, because
 //! the generated trait fixes every event-carrying message to the decoded `Event` type, and
 //! events here travel as the stored bytes ([`crate::codec`]). The routing is the same as the
-//! generated code's: one path per rpc, each handled by `tonic::server::Grpc` with its codec.
+//! generated code's: one path per rpc, each handled by `tonic::server::Grpc` with its codec,
+//! except AppendEvent, which reads its request body itself ([`crate::request_messages`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
@@ -26,13 +27,26 @@ use tonic::server::{Grpc, NamedService};
 use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
-use crate::codec::{AxonCodec, IncomingEvent, IncomingSnapshot, RawEvent, WireDecode, WireEncode};
+use crate::codec::{AxonCodec, IncomingSnapshot, RawEvent, WireDecode, WireEncode, malformed_event};
 use crate::contexts::{Context, Contexts};
-use crate::error::{ApiError, request_error, unary_request_error};
+use crate::error::{ApiError, unary_request_error};
 use crate::list_events;
-use crate::request_end::{self, RequestEnd};
+use crate::request_messages::{ReadError, RequestMessages, check_request_encoding, one_message_response};
 
 const SERVICE_NAME: &str = "io.axoniq.axonserver.grpc.event.EventStore";
+
+/// AppendEvent's answer, `ConfirmationWithConsistencyMarker { success: true }`, framed.
+static APPEND_CONFIRMED: LazyLock<Bytes> = LazyLock::new(|| {
+    let message = ConfirmationWithConsistencyMarker {
+        success: true,
+        consistency_marker: None,
+    };
+    let encoded = prost::Message::encode_to_vec(&message);
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    Bytes::from(framed)
+});
 
 /// Limits the event store enforces on requests.
 #[derive(Debug, Clone, Copy)]
@@ -114,12 +128,8 @@ impl Shared {
         let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_string();
         let s = &self;
         match method.as_str() {
-            "AppendEvent" => {
-                let handler = service_fn(|r| s.append_event(r));
-                s.grpc::<ConfirmationWithConsistencyMarker, IncomingEvent>()
-                    .client_streaming(handler, request_end::watch(request))
-                    .await
-            }
+            // Read off the body directly rather than through tonic (`request_messages`).
+            "AppendEvent" => s.append_event(request).await.unwrap_or_else(Status::into_http),
             "AppendSnapshot" => {
                 let handler = service_fn(|r| s.append_snapshot(r));
                 let response = s.grpc::<Confirmation, IncomingSnapshot>().unary(handler, request).await;
@@ -187,24 +197,25 @@ impl Shared {
     }
 
     fn context<T>(&self, request: &Request<T>) -> Result<Arc<Context>, Status> {
-        Ok(self.contexts.resolve(request.metadata())?)
+        Ok(self.contexts.resolve(request.metadata().as_ref())?)
     }
 
     /// One stream = one transaction, stored when the client half-closes. A stream that ends
     /// any other way (cancel, reset, a bad message) stores nothing: the events are only
     /// collected here until then.
-    async fn append_event(
-        &self,
-        request: Request<Streaming<IncomingEvent>>,
-    ) -> Result<Response<ConfirmationWithConsistencyMarker>, Status> {
-        let context = self.context(&request)?;
-        let end = request.extensions().get::<RequestEnd>().cloned().unwrap_or_default();
-        let mut stream = request.into_inner();
+    async fn append_event(&self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
+        check_request_encoding(request.headers())?;
+        let context = self.contexts.resolve(request.headers())?;
+        let mut messages = RequestMessages::new(request.into_body(), self.limits.max_message_bytes);
         let mut events: Vec<PreparedEvent> = Vec::new();
         let mut transaction_bytes = 0usize;
         // Held until the transaction is stored (or refused): the events stay in memory until then.
         let mut held: Option<OwnedSemaphorePermit> = None;
-        while let Some(IncomingEvent(event)) = stream.message().await.map_err(request_error)? {
+        while let Some(message) = messages.next().await.map_err(|e| match e {
+            ReadError::Framing(status) => status,
+            ReadError::Interrupted => Status::cancelled("the append stream was cancelled; nothing was stored"),
+        })? {
+            let event = PreparedEvent::event(message).map_err(malformed_event)?;
             let event_bytes = event.bytes().len();
             // As the store counts: a 4-byte length before each event.
             transaction_bytes = transaction_bytes.saturating_add(4 + event_bytes);
@@ -231,15 +242,9 @@ impl Shared {
             }
             events.push(event);
         }
-        if !end.half_closed() {
-            return Err(Status::cancelled("the append stream was cancelled; nothing was stored"));
-        }
         let ticket = context.store().append_prepared(events).map_err(ApiError::write)?;
         ticket.await.map_err(ApiError::write)?;
-        Ok(Response::new(ConfirmationWithConsistencyMarker {
-            success: true,
-            consistency_marker: None,
-        }))
+        Ok(one_message_response(APPEND_CONFIRMED.clone()))
     }
 
     async fn append_snapshot(&self, request: Request<IncomingSnapshot>) -> Result<Response<Confirmation>, Status> {

@@ -22,7 +22,7 @@ pub mod error;
 pub mod event_store;
 pub mod list_events;
 pub mod platform;
-pub mod request_end;
+pub mod request_messages;
 pub mod server;
 
 pub use contexts::{Context, Contexts};

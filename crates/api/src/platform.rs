@@ -107,7 +107,9 @@ impl PlatformService for Platform {
         let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
         // The client counts as connected to its context (deleting it then needs force) for as
         // long as the stream runs.
-        let client = self.contexts.client_connected(context_name(request.metadata()));
+        let client = self
+            .contexts
+            .client_connected(context_name(request.metadata().as_ref()));
         let stream = InstructionStream {
             _client: client,
             inbound: request.into_inner(),
