@@ -102,6 +102,15 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         warmup_seconds: f64,
     },
+    /// The check every appended event passes (`myelin_format::validate::validate_event`), on
+    /// the benchmark's events, in a loop: best of 9 rounds, in ns per event.
+    Validate {
+        #[arg(long, default_value_t = 200)]
+        payload_bytes: usize,
+        /// Events checked per round.
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+    },
     /// Loads events, restarts the store, reads them back; reports peak RSS and restart time.
     Memory {
         #[arg(long)]
@@ -136,6 +145,28 @@ fn seconds(name: &str, value: f64) -> Result<Duration> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Validate { payload_bytes, events } => {
+            ensure!(events > 0, "--events must be at least 1");
+            let mut factory = myelin_bench::event::EventFactory::new(payload_bytes);
+            // A thousand distinct events, checked over and over: they stay in the CPU's cache,
+            // so this measures the walk itself.
+            let sample: Vec<_> = (0..1000)
+                .map(|n| factory.encode(&format!("bench-{n:07}"), n as i64, n, 1_796_418_383_000))
+                .collect();
+            let mut best = f64::MAX;
+            for _ in 0..9 {
+                let started = std::time::Instant::now();
+                for event in sample.iter().cycle().take(events as usize) {
+                    myelin_format::validate::validate_event(std::hint::black_box(event))
+                        .map_err(|e| anyhow::anyhow!("the benchmark's own event is invalid: {e}"))?;
+                }
+                best = best.min(started.elapsed().as_nanos() as f64 / events as f64);
+            }
+            println!(
+                "validate_event: {best:.1} ns per event of {} bytes (best of 9 rounds of {events})",
+                sample[0].len()
+            );
+        }
         Command::Probe {
             dir,
             batch_bytes,

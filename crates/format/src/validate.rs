@@ -158,14 +158,21 @@ impl<'a> Reader<'a> {
                         Kind::Str => {
                             let (start, stop) = self.delimited()?;
                             let bytes: &'a [u8] = self.bytes;
-                            let text = std::str::from_utf8(&bytes[start..stop])
-                                .map_err(|_| InvalidEvent::Utf8 { field, offset: start })?;
-                            if let Some(event) = event.as_deref_mut() {
-                                match field {
-                                    2 => event.aggregate_identifier = text,
-                                    4 => event.aggregate_type = text,
-                                    _ => {}
+                            let raw = &bytes[start..stop];
+                            let utf8_error = InvalidEvent::Utf8 { field, offset: start };
+                            match (event.as_deref_mut(), field) {
+                                (Some(event), 2 | 4) => {
+                                    let text = std::str::from_utf8(raw).map_err(|_| utf8_error)?;
+                                    if field == 2 {
+                                        event.aggregate_identifier = text;
+                                    } else {
+                                        event.aggregate_type = text;
+                                    }
                                 }
+                                // Only checked: ASCII (identifiers, type names) is UTF-8, and
+                                // `is_ascii` is cheaper on short strings than a full check.
+                                _ if raw.is_ascii() || std::str::from_utf8(raw).is_ok() => {}
+                                _ => return Err(utf8_error),
                             }
                         }
                         Kind::Message(inner) => {
@@ -224,7 +231,20 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint of at most 10 bytes whose value fits 64 bits.
+    #[inline]
     fn varint(&mut self) -> Result<u64, InvalidEvent> {
+        // Most varints in an event (keys, lengths, small numbers) are one byte.
+        if let Some(&byte) = self.bytes.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, InvalidEvent> {
         let start = self.pos;
         let mut value = 0u64;
         for shift in 0..10 {
