@@ -46,8 +46,8 @@ impl VerifiedBlocks {
         self.inner.lock().segments.get(&segment)?.get(&block).copied()
     }
 
-    /// [`Self::get`] for every block of `blocks`, under one lock (an aggregate read asks for
-    /// all of its events' blocks at once).
+    /// The length of each block of `blocks` in segment `segment` that this process verified,
+    /// under one lock (an aggregate read asks for all of its events' blocks at once).
     pub fn get_all(&self, segment: u64, blocks: impl Iterator<Item = u32>) -> Vec<Option<u32>> {
         let mut inner = self.inner.lock();
         match inner.segments.get(&segment) {
