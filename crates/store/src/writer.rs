@@ -32,8 +32,9 @@ use crate::recovery::WriterStart;
 use crate::segments::{ActiveSegment, ActiveView, ClosedSegment, MemoryIndex, bloom_of};
 
 /// An event checked to be a whole `Event` message, with the fields the writer needs, read in
-/// the same pass on the caller's thread. Only [`PreparedEvent::prepare`] makes one, so the
-/// store holds nothing a protobuf decoder would refuse.
+/// the same pass on the caller's thread. Only [`PreparedEvent::event`] and
+/// [`PreparedEvent::snapshot`] (and the store's own `append`) make one, all through that check,
+/// so the store holds nothing a protobuf decoder would refuse.
 #[derive(Debug, Clone)]
 pub struct PreparedEvent {
     pub(crate) bytes: Bytes,
