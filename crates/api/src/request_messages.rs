@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use tonic::Status;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue};
 use tonic::metadata::MetadataValue;
@@ -201,9 +201,8 @@ impl Body for OneMessage {
         self.done
     }
 
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.message.as_ref().map_or(0, |m| m.len() as u64))
-    }
+    // No exact size hint: hyper would turn it into a `content-length` header, which tonic's
+    // answers never carried.
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use myelin_api::{EventStoreLimits, GrpcConfig};
 use myelin_proto::grpc::control::{ClientIdentification, PlatformInboundInstruction};
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{
-    Event, EventWithToken, GetAggregateEventsRequest, GetAggregateSnapshotsRequest, GetEventsRequest,
-    GetFirstTokenRequest, GetLastTokenRequest, GetTokenAtRequest, PayloadDescription, QueryEventsRequest,
-    ReadHighestSequenceNrRequest,
+    ConfirmationWithConsistencyMarker, Event, EventWithToken, GetAggregateEventsRequest, GetAggregateSnapshotsRequest,
+    GetEventsRequest, GetFirstTokenRequest, GetLastTokenRequest, GetTokenAtRequest, PayloadDescription,
+    QueryEventsRequest, ReadHighestSequenceNrRequest,
 };
 use myelin_proto::grpc::{MetaDataValue, SerializedObject, meta_data_value};
 use prost::Message;
@@ -470,6 +470,58 @@ async fn malformed_protobuf_is_invalid_argument_on_every_rpc() {
     let mut fresh = server.event_store().await;
     append_ok(&mut fresh, &mut written, vec![event("order-1", 3)]).await;
     assert_store_is(&mut client, &written).await;
+    server.stop().await;
+}
+
+/// AppendEvent's answer is written by Myelin itself (not tonic's encoder), so its wire form is
+/// pinned here: what tonic sent — HTTP 200, `content-type: application/grpc` and no
+/// `content-length`, one `ConfirmationWithConsistencyMarker { success: true }`, `grpc-status: 0`
+/// in the trailers. The transaction comes in DATA frames of 7 bytes, cut mid-message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_event_answers_on_the_wire_as_tonic_did() {
+    let server = start().await;
+    let address = server.address;
+    let mut h2 = h2_connect(address).await;
+    let append_path = format!("/{EVENT_STORE}/AppendEvent");
+    let wire: Vec<u8> = (0..3)
+        .flat_map(|sequence| frame(0, &event("wire-1", sequence).encode_to_vec()).to_vec())
+        .collect();
+    let (response, mut body) = h2.open(address, &append_path, &[]).await;
+    for piece in wire.chunks(7) {
+        body.send_data(Bytes::copy_from_slice(piece), false).expect("send");
+    }
+    body.send_data(Bytes::new(), true).expect("half-close");
+    let response = timed("append answer", response).await.expect("an HTTP/2 response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/grpc"[..])
+    );
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "{:?}",
+        response.headers()
+    );
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "not a trailers-only answer"
+    );
+    let mut reply = response.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = reply.data().await {
+        let chunk = chunk.expect("body chunk");
+        let _ = reply.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let confirmation = ConfirmationWithConsistencyMarker {
+        success: true,
+        consistency_marker: None,
+    };
+    assert_eq!(data, frame(0, &confirmation.encode_to_vec()).to_vec());
+    let trailers = reply.trailers().await.expect("trailers").expect("trailers sent");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    let mut client = server.event_store().await;
+    assert_eq!(highest(&mut client, "wire-1").await, 2, "all three events stored");
     server.stop().await;
 }
 
