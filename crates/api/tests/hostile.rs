@@ -296,15 +296,21 @@ async fn h2_status(response: h2::client::ResponseFuture) -> (Status, Vec<u8>) {
         return (status, Vec::new());
     }
     let mut body = response.into_body();
+    let data = h2_data(&mut body).await;
+    let trailers = body.trailers().await.expect("trailers").expect("a grpc-status trailer");
+    let status = Status::from_header_map(&trailers).expect("grpc-status");
+    (status, data)
+}
+
+/// Every DATA byte of a response body, up to its trailers.
+async fn h2_data(body: &mut h2::RecvStream) -> Vec<u8> {
     let mut data = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.expect("body chunk");
         let _ = body.flow_control().release_capacity(chunk.len());
         data.extend_from_slice(&chunk);
     }
-    let trailers = body.trailers().await.expect("trailers").expect("a grpc-status trailer");
-    let status = Status::from_header_map(&trailers).expect("grpc-status");
-    (status, data)
+    data
 }
 
 // --- the store's content ----------------------------------------------------------------------
@@ -507,12 +513,7 @@ async fn append_event_answers_on_the_wire_as_tonic_did() {
         "not a trailers-only answer"
     );
     let mut reply = response.into_body();
-    let mut data = Vec::new();
-    while let Some(chunk) = reply.data().await {
-        let chunk = chunk.expect("body chunk");
-        let _ = reply.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
+    let data = h2_data(&mut reply).await;
     let confirmation = ConfirmationWithConsistencyMarker {
         success: true,
         consistency_marker: None,
