@@ -84,11 +84,6 @@ impl PreparedEvent {
 pub struct PreparedSnapshot(PreparedEvent);
 
 impl PreparedSnapshot {
-    /// The snapshot's bytes, as the client encoded it.
-    pub fn bytes(&self) -> &Bytes {
-        &self.0.bytes
-    }
-
     pub(crate) fn into_inner(self) -> PreparedEvent {
         self.0
     }
