@@ -2,7 +2,7 @@
 //! only when an invariant is broken (a decoder must never panic: an error is a fine answer).
 //!
 //! Every module here uses nothing but std and the crate under test (plus what that crate's
-//! tests already have: `event_validate` uses prost and myelin-proto, as myelin-api does), so the crate's `tests/fuzz_regressions.rs` includes the same file with
+//! tests already have: `event_validate` uses prost and myelin-proto, as myelin-grpc does), so the crate's `tests/fuzz_regressions.rs` includes the same file with
 //! `#[path]` and replays the committed inputs through exactly this code on stable Rust.
 
 pub mod backup_manifest;

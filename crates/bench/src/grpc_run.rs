@@ -1,4 +1,4 @@
-//! Appends over gRPC, end to end: a real `myelin-api` server on `127.0.0.1:0` over a real store,
+//! Appends over gRPC, end to end: a real `myelin-grpc` server on `127.0.0.1:0` over a real store,
 //! and closed-loop clients (one HTTP/2 connection each) sending one AppendEvent stream per
 //! transaction through the load generator's lean gRPC client ([`crate::load::grpc`]), each
 //! waiting for its confirmation before the next. Client and server share this process and its
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::BytesMut;
-use myelin_api::{Contexts, NodeInfoConfig};
+use myelin_grpc::{Contexts, NodeInfoConfig};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{ConfirmationWithConsistencyMarker, Event};
 use myelin_store::{ContextStore, StoreConfig};
@@ -73,7 +73,7 @@ async fn drive(config: &GrpcRunConfig, dir: PathBuf) -> Result<GrpcOutcome> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(myelin_api::serve(
+    let server = tokio::spawn(myelin_grpc::serve(
         listener,
         contexts,
         NodeInfoConfig::default(),

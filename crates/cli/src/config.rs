@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use myelin_api::EventStoreLimits;
+use myelin_grpc::EventStoreLimits;
 use myelin_store::{Durability, StoreConfig};
 
 use crate::properties;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use myelin_api::{Contexts, EventStoreLimits, GrpcConfig, NodeInfoConfig};
+use myelin_grpc::{Contexts, EventStoreLimits, GrpcConfig, NodeInfoConfig};
 use myelin_control::{AccessControl, ControlDb};
 use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState};
 use myelin_store::{ContextStore, DeletionHolds};
@@ -180,7 +180,7 @@ async fn serve_api(
     let stopped = |mut stopping: watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
-    let mut grpc_task = tokio::spawn(myelin_api::serve_with_config(
+    let mut grpc_task = tokio::spawn(myelin_grpc::serve_with_config(
         grpc,
         contexts,
         grpc_config,

@@ -78,7 +78,7 @@ fn context_param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str
         .get(name)
         .map(String::as_str)
         .filter(|c| !c.is_empty())
-        .unwrap_or(myelin_api::contexts::DEFAULT_CONTEXT)
+        .unwrap_or(myelin_grpc::contexts::DEFAULT_CONTEXT)
 }
 
 pub(crate) fn type_name(kind: SegmentKind) -> &'static str {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::{Router, middleware};
-use myelin_api::Contexts;
+use myelin_grpc::Contexts;
 use myelin_control::{AccessControl, ControlDb};
 use myelin_store::{ContextStore, DeletionHolds};
 use tokio::net::TcpListener;

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
-use myelin_api::Contexts;
+use myelin_grpc::Contexts;
 use myelin_control::{AccessControl, ControlDb};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::Event;

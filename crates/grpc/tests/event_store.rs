@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use myelin_api::{EventStoreLimits, GrpcConfig};
+use myelin_grpc::{EventStoreLimits, GrpcConfig};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{
     Event, GetAggregateEventsRequest, GetAggregateSnapshotsRequest, GetEventsRequest, GetFirstTokenRequest,

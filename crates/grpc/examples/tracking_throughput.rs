@@ -1,12 +1,12 @@
 //! Tracking-read throughput over loopback: fills a store, then times one ListEvents stream
-//! reading every event through a tonic client. `cargo run --release -p myelin-api --example
+//! reading every event through a tonic client. `cargo run --release -p myelin-grpc --example
 //! tracking_throughput [events]`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use myelin_api::{Contexts, NodeInfoConfig, serve};
+use myelin_grpc::{Contexts, NodeInfoConfig, serve};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{Event, GetEventsRequest};

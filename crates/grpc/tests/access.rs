@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use myelin_api::GrpcConfig;
+use myelin_grpc::GrpcConfig;
 use myelin_control::{AccessControl, ControlDb, Grant, Role};
 use myelin_proto::grpc::control::ClientIdentification;
 use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use myelin_api::{GrpcConfig, NodeInfoConfig};
+use myelin_grpc::{GrpcConfig, NodeInfoConfig};
 use myelin_proto::grpc::InstructionAck;
 use myelin_proto::grpc::control::platform_inbound_instruction::Request as Inbound;
 use myelin_proto::grpc::control::platform_outbound_instruction::Request as Outbound;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::*;
-use myelin_api::{EventStoreLimits, GrpcConfig};
+use myelin_grpc::{EventStoreLimits, GrpcConfig};
 use myelin_proto::grpc::control::{ClientIdentification, PlatformInboundInstruction};
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{

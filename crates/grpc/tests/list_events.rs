@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use myelin_api::GrpcConfig;
+use myelin_grpc::GrpcConfig;
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{Event, EventWithToken, GetEventsRequest, PayloadDescription};
 use tonic::transport::Channel;

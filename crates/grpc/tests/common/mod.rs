@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use myelin_api::{Contexts, GrpcConfig, ServeError, serve_with_config};
+use myelin_grpc::{Contexts, GrpcConfig, ServeError, serve_with_config};
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{Event, GetLastTokenRequest};
 use myelin_proto::grpc::{MetaDataValue, SerializedObject, meta_data_value};
