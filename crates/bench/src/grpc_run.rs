@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::BytesMut;
-use myelin_grpc::{Contexts, NodeInfoConfig};
+use myelin_grpc::{Contexts, NodeIdentity};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{ConfirmationWithConsistencyMarker, Event};
 use myelin_store::{ContextStore, StoreConfig};
@@ -73,14 +73,9 @@ async fn drive(config: &GrpcRunConfig, dir: PathBuf) -> Result<GrpcOutcome> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(myelin_grpc::serve(
-        listener,
-        contexts,
-        NodeInfoConfig::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(myelin_grpc::serve(listener, contexts, NodeIdentity::default(), async {
+        let _ = stopped.await;
+    }));
 
     let measure_from = Instant::now() + config.warmup;
     let until = measure_from + config.seconds;

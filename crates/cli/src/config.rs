@@ -290,7 +290,10 @@ impl Config {
         }
     }
 
-    /// The directory holding one context's files of one kind: `<storage>/<context>`.
+    /// The directory holding one context's files of one kind: `<storage>/<context>`, as the
+    /// node's `StoreLayout` lays them out (the server builds that layout from `storage`; this
+    /// spells the rule out for the configuration's tests).
+    #[cfg(test)]
     pub fn context_dir(&self, kind: StoreKind, context: &str) -> PathBuf {
         self.storage(kind).storage_dir.join(context)
     }

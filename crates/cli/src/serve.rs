@@ -1,14 +1,16 @@
-//! `myelin serve`: load the configuration, open every configured context's stores, serve the
-//! Axon gRPC API and the HTTP listener until SIGTERM or SIGINT, then stop the listeners and shut
-//! every store down (flush, sync, stop its threads).
+//! `myelin serve`: load the configuration, build the node (control database, identity, every
+//! recorded context's stores), serve the Axon gRPC API and the HTTP listener over it until
+//! SIGTERM or SIGINT, then stop the listeners and shut the node down (every store flushed,
+//! synced and its threads stopped). Wiring only: what a node does is `myelin-node`'s.
 
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use myelin_grpc::{Contexts, EventStoreLimits, GrpcConfig, NodeInfoConfig};
 use myelin_control::{AccessControl, ControlDb};
-use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState};
-use myelin_store::{ContextStore, DeletionHolds};
+use myelin_grpc::{EventStoreLimits, GrpcConfig};
+use myelin_node::{Node, NodeIdentity, StoreLayout};
+use myelin_rest::{RestConfig, RestState};
+use myelin_store::DeletionHolds;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -74,49 +76,54 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
         )
     })?);
     info!("control database {}", control.path().display());
-    // The configured contexts, and those created through the REST API since.
-    let mut names = config.contexts.clone();
-    for context in &config.contexts {
-        control
-            .ensure_context(context)
-            .with_context(|| format!("cannot record context {context} in the control database"))?;
-    }
-    for record in control
-        .contexts()
-        .context("cannot read contexts from the control database")?
-    {
-        if !names.contains(&record.name) {
-            names.push(record.name);
-        }
-    }
-    let contexts = Arc::new(Contexts::new());
-    open_all(&config, &names, &contexts);
-    let served = runtime.block_on(serve_api(&config, contexts.clone(), control, &mut signals));
+    // The listeners are bound first so that the node's identity carries the ports they got
+    // (port 0 in tests), then the stores open, then the listeners start serving.
+    let (grpc, http) = runtime.block_on(bind_listeners(&config))?;
+    let identity = identity(&config, grpc.local_addr()?.port(), http.local_addr()?.port());
+    let node = Arc::new(Node::new(identity, control, Arc::new(store_layout(&config))));
+    node.open_contexts(&config.contexts)
+        .context("cannot read or record contexts in the control database")?;
+    let served = runtime.block_on(serve_api(&config, node.clone(), grpc, http, &mut signals));
     if let Err(err) = &served {
         error!("{err:#}");
     }
     // Stores close off the async threads, after the listeners stopped taking calls; this
     // includes contexts created through the REST API while serving.
-    let open: OpenStores = contexts
-        .names()
-        .into_iter()
-        .filter_map(|name| contexts.remove(&name).map(|store| (name, store)))
-        .collect();
-    shut_down_all(open)?;
+    node.shutdown()?;
     served?;
     info!("stopped cleanly");
     Ok(())
 }
 
-/// Runs the gRPC (Axon API) and HTTP listeners until a shutdown signal, then stops them.
-/// The bound addresses are logged as `gRPC listening on ADDR` / `HTTP listening on ADDR`, so
-/// with port 0 a supervisor (or test) learns the ports from the log.
-async fn serve_api(
-    config: &Config,
-    contexts: Arc<Contexts>,
-    control: Arc<ControlDb>,
-    signals: &mut ShutdownSignals,
-) -> anyhow::Result<()> {
+/// Where contexts' files live, and the stores' settings.
+fn store_layout(config: &Config) -> StoreLayout {
+    StoreLayout {
+        events_dir: config.storage(StoreKind::Events).storage_dir.clone(),
+        snapshots_dir: config.storage(StoreKind::Snapshots).storage_dir.clone(),
+        events: config.store_config(StoreKind::Events),
+        snapshots: config.store_config(StoreKind::Snapshots),
+        // Every store checks the process-wide holds before deleting or rewriting a file.
+        deletion_holds: DeletionHolds::global(),
+    }
+}
+
+/// This node as clients see it, with the ports the listeners were bound to.
+fn identity(config: &Config, grpc_port: u16, http_port: u16) -> NodeIdentity {
+    let host_name = config.hostname.clone().unwrap_or_else(machine_hostname);
+    NodeIdentity {
+        name: config.name.clone().unwrap_or_else(|| host_name.clone()),
+        internal_host_name: host_name.clone(),
+        host_name,
+        grpc_port,
+        http_port,
+        ..NodeIdentity::default()
+    }
+}
+
+/// Binds the gRPC and HTTP listeners. The bound addresses are logged as `gRPC listening on
+/// ADDR` / `HTTP listening on ADDR`, so with port 0 a supervisor (or test) learns the ports
+/// from the log.
+async fn bind_listeners(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
     let bind = |port| (config.bind_address, port);
     let grpc = TcpListener::bind(bind(config.grpc_port))
         .await
@@ -124,18 +131,20 @@ async fn serve_api(
     let http = TcpListener::bind(bind(config.http_port))
         .await
         .with_context(|| format!("cannot listen for HTTP on {}:{}", config.bind_address, config.http_port))?;
-    let (grpc_address, http_address) = (grpc.local_addr()?, http.local_addr()?);
-    info!("gRPC listening on {grpc_address}");
-    info!("HTTP listening on {http_address}");
+    info!("gRPC listening on {}", grpc.local_addr()?);
+    info!("HTTP listening on {}", http.local_addr()?);
+    Ok((grpc, http))
+}
 
-    let host_name = config.hostname.clone().unwrap_or_else(machine_hostname);
-    let node = NodeInfoConfig {
-        node_name: config.name.clone().unwrap_or_else(|| host_name.clone()),
-        host_name,
-        grpc_port: grpc_address.port(),
-        http_port: http_address.port(),
-        version: 0,
-    };
+/// Runs the gRPC (Axon API) and HTTP listeners until a shutdown signal, then stops them.
+async fn serve_api(
+    config: &Config,
+    node: Arc<Node>,
+    grpc: TcpListener,
+    http: TcpListener,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<()> {
+    let control = node.control().clone();
     let access = Arc::new(AccessControl::new(
         config.access_control,
         config.access_token.clone(),
@@ -151,26 +160,18 @@ async fn serve_api(
         max_pending_append_bytes: config.max_pending_append_bytes,
     };
     let rest = Arc::new(RestState {
-        contexts: contexts.clone(),
-        control,
+        node: node.clone(),
         access: access.clone(),
-        provisioner: Arc::new(StoreProvisioner { config: config.clone() }),
-        // Every store checks the process-wide holds before deleting or rewriting a file.
+        // The holds every store obeys (`store_layout`).
         deletion_holds: DeletionHolds::global(),
         config: RestConfig {
-            node: NodeDescription {
-                name: node.node_name.clone(),
-                host_name: node.host_name.clone(),
-                grpc_port: node.grpc_port,
-                http_port: node.http_port,
-            },
             controldb_backup_location: config.controldb_backup_location.clone(),
             data_dirs: config.data_dirs(),
             disk_space_threshold: config.disk_space_threshold_bytes,
         },
     });
     let grpc_config = GrpcConfig {
-        node,
+        node: node.identity().clone(),
         limits,
         access: Some(access),
         ..GrpcConfig::default()
@@ -182,7 +183,7 @@ async fn serve_api(
     };
     let mut grpc_task = tokio::spawn(myelin_grpc::serve_with_config(
         grpc,
-        contexts,
+        node.contexts().clone(),
         grpc_config,
         stopped(stopping.clone()),
     ));
@@ -202,43 +203,6 @@ async fn serve_api(
         .context("HTTP listener task failed")?
         .context("HTTP listener failed")?;
     Ok(())
-}
-
-/// Opens and deletes the stores of contexts created and deleted through the REST API, in the
-/// configured storage directories.
-struct StoreProvisioner {
-    config: Config,
-}
-
-impl Provisioner for StoreProvisioner {
-    fn check_new_context(&self, name: &str) -> Result<(), String> {
-        for kind in [StoreKind::Events, StoreKind::Snapshots] {
-            let dir = self.config.context_dir(kind, name);
-            if dir.exists() && !dir.is_dir() {
-                return Err(format!(
-                    "{} exists and is not a directory: context {name} cannot use it",
-                    dir.display()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
-        open_context(&self.config, name).map_err(|e| format!("{e:#}"))
-    }
-
-    fn delete_context_data(&self, name: &str) -> Result<(), String> {
-        for kind in [StoreKind::Events, StoreKind::Snapshots] {
-            let dir = self.config.context_dir(kind, name);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => info!("context {name}: deleted {}", dir.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("cannot delete {}: {e}", dir.display())),
-            }
-        }
-        Ok(())
-    }
 }
 
 fn describe<E: std::fmt::Display>(ended: Result<Result<(), E>, tokio::task::JoinError>) -> String {
@@ -262,71 +226,6 @@ fn machine_hostname() -> String {
 /// cannot be Myelin settings and are skipped (`std::env::vars` would panic on them).
 fn process_env() -> impl Iterator<Item = (String, String)> {
     std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-}
-
-type OpenStores = Vec<(String, Arc<ContextStore>)>;
-
-/// Opens the stores of one context in the configured directories.
-fn open_context(config: &Config, context: &str) -> anyhow::Result<Arc<ContextStore>> {
-    let events_dir = config.context_dir(StoreKind::Events, context);
-    let snapshots_dir = config.context_dir(StoreKind::Snapshots, context);
-    let store = ContextStore::open(
-        context,
-        events_dir.clone(),
-        snapshots_dir.clone(),
-        config.store_config(StoreKind::Events),
-        config.store_config(StoreKind::Snapshots),
-    )
-    .with_context(|| {
-        format!(
-            "cannot open context {context} (events in {}, snapshots in {})",
-            events_dir.display(),
-            snapshots_dir.display()
-        )
-    })?;
-    let last_token = store.last_token();
-    info!(
-        "context {context}: events in {}, snapshots in {}, last token {last_token}{}",
-        events_dir.display(),
-        snapshots_dir.display(),
-        if last_token < 0 { " (empty)" } else { "" },
-    );
-    Ok(store)
-}
-
-/// Opens each context in turn. A context that cannot be opened (damaged files, a directory
-/// it may not read) is reported and left out; the others open and serve as usual, and calls
-/// to the failed one answer with the reason (AXONIQ-9000) until it is repaired and the
-/// server restarted.
-fn open_all(config: &Config, names: &[String], contexts: &Contexts) {
-    for name in names {
-        match open_context(config, name) {
-            Ok(store) => contexts.insert(store),
-            Err(failure) => {
-                error!("context {name} is unavailable: {failure:#}");
-                contexts.mark_failed(name, format!("{:#}", failure.root_cause()));
-            }
-        }
-    }
-}
-
-/// Shuts every store down, even after one fails, and reports every failure.
-fn shut_down_all(stores: OpenStores) -> anyhow::Result<()> {
-    let mut failed = Vec::new();
-    for (context, store) in stores {
-        match store.shutdown() {
-            Ok(()) => info!("context {context}: closed"),
-            Err(err) => {
-                error!("context {context}: shutdown failed: {err}");
-                failed.push(context);
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("shutdown failed for context(s) {}", failed.join(", ")))
-    }
 }
 
 #[cfg(unix)]

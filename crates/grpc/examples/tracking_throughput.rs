@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use myelin_grpc::{Contexts, NodeInfoConfig, serve};
+use myelin_grpc::{Contexts, NodeIdentity, serve};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{Event, GetEventsRequest};
@@ -60,14 +60,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        contexts.clone(),
-        NodeInfoConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(serve(listener, contexts.clone(), NodeIdentity::default(), async move {
+        let _ = stopped.await;
+    }));
 
     let mut client = EventStoreClient::connect(format!("http://{address}")).await?;
     let (requests, receiver) = tokio::sync::mpsc::channel(16);

@@ -3,8 +3,9 @@
 //! Off by default, as in Axon Server. When on, every call needs an `AxonIQ-Access-Token`
 //! (the configured token, the admin token or an application's token) with a right on the
 //! call's context: appends need WRITE, reads need READ, the platform connection either.
-//! A missing token answers UNAUTHENTICATED with AXONIQ-1000, an unknown one UNAUTHENTICATED
-//! with AXONIQ-1001, and a valid token without the right PERMISSION_DENIED with AXONIQ-1001
+//! A missing token answers UNAUTHENTICATED with AUTHENTICATION_TOKEN_MISSING, an unknown one
+//! UNAUTHENTICATED with AUTHENTICATION_INVALID_TOKEN, and a valid token without the right
+//! PERMISSION_DENIED with AUTHENTICATION_INVALID_TOKEN
 //! (upstream reports all three as PERMISSION_DENIED; clients act on the AXONIQ code, which is
 //! upstream's, and the status code now says which of the three it was).
 
@@ -18,7 +19,8 @@ use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use crate::contexts::context_name;
-use crate::error::ApiError;
+use crate::error::ToStatus;
+use myelin_node::NodeError;
 
 /// Metadata key of the access token (`AxonIQ-Access-Token`; HTTP/2 lower-cases it).
 pub const ACCESS_TOKEN_METADATA_KEY: &str = "axoniq-access-token";
@@ -89,16 +91,16 @@ pub fn required_right(path: &str) -> Option<Right> {
     }
 }
 
-fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Result<(), ApiError> {
+fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Result<(), NodeError> {
     let token = headers
         .get(ACCESS_TOKEN_METADATA_KEY)
-        .ok_or(ApiError::TokenMissing)?
+        .ok_or(NodeError::TokenMissing)?
         .to_str()
-        .map_err(|_| ApiError::InvalidToken)?;
+        .map_err(|_| NodeError::InvalidToken)?;
     let principal = access
         .authenticate_token(token)
-        .map_err(|e| ApiError::Internal(format!("cannot check the access token: {e}")))?
-        .ok_or(ApiError::InvalidToken)?;
+        .map_err(|e| NodeError::Internal(format!("cannot check the access token: {e}")))?
+        .ok_or(NodeError::InvalidToken)?;
     let context = context_name(headers);
     let allowed = match required_right(path) {
         Some(right) => principal.allows(Some(context), right),
@@ -107,7 +109,7 @@ fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Resul
     if allowed {
         Ok(())
     } else {
-        Err(ApiError::PermissionDenied(format!(
+        Err(NodeError::PermissionDenied(format!(
             "{} has no right to {path} on context {context}",
             principal.name
         )))

@@ -19,7 +19,8 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::error::ApiError;
+use crate::error::ToStatus;
+use myelin_node::NodeError;
 
 /// A stored `Event` message as bytes, on its way out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,7 @@ impl WireDecode for IncomingSnapshot {
 
 /// INVALID_ARGUMENT for bytes that are not a valid `Event`.
 pub(crate) fn malformed_event(error: InvalidEvent) -> Status {
-    ApiError::InvalidArgument(format!("malformed Event message: {error}")).to_status()
+    NodeError::InvalidArgument(format!("malformed Event message: {error}")).to_status()
 }
 
 impl RawEventWithToken {
@@ -114,7 +115,7 @@ impl WireEncode for RawEventWithToken {
 
 fn malformed(what: &str, error: prost::DecodeError) -> Status {
     let what = what.rsplit("::").next().unwrap_or(what);
-    ApiError::InvalidArgument(format!("malformed {what} message: {error}")).to_status()
+    NodeError::InvalidArgument(format!("malformed {what} message: {error}")).to_status()
 }
 
 /// A codec writing `E` and reading `D`, where either may be a raw event type or a prost message.

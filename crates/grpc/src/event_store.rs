@@ -28,10 +28,11 @@ use tonic::{Request, Response, Status, Streaming};
 use tower::service_fn;
 
 use crate::codec::{AxonCodec, IncomingSnapshot, RawEvent, WireDecode, WireEncode, malformed_event};
-use crate::contexts::{Context, Contexts};
-use crate::error::{ApiError, unary_request_error};
+use crate::contexts::context_name;
+use crate::error::{ToStatus, status, unary_request_error};
 use crate::list_events;
 use crate::request_messages::{ReadError, RequestMessages, check_request_encoding, one_message_response};
+use myelin_node::{Context, Contexts, NodeError};
 
 const SERVICE_NAME: &str = "io.axoniq.axonserver.grpc.event.EventStore";
 
@@ -59,7 +60,7 @@ pub struct EventStoreLimits {
     pub max_transaction_bytes: usize,
     /// Bytes of unfinished transactions (AppendEvent streams not yet half-closed) held in
     /// memory across every stream and connection. A stream that would go over is refused at
-    /// once with RESOURCE_EXHAUSTED (AXONIQ-1900, Axon's TOO_MANY_REQUESTS) rather than waiting:
+    /// once with RESOURCE_EXHAUSTED (Axon's TOO_MANY_REQUESTS) rather than waiting:
     /// waiting streams could hold the whole budget while none of them can finish.
     pub max_pending_append_bytes: usize,
 }
@@ -180,7 +181,7 @@ impl Shared {
             }
             // Axon's ad-hoc query language over the event store.
             "QueryEvents" => {
-                ApiError::Unsupported("QueryEvents (ad-hoc event queries) is not supported by Myelin".into())
+                NodeError::Unsupported("QueryEvents (ad-hoc event queries) is not supported by Myelin".into())
                     .to_status()
                     .into_http()
             }
@@ -197,7 +198,9 @@ impl Shared {
     }
 
     fn context<T>(&self, request: &Request<T>) -> Result<Arc<Context>, Status> {
-        Ok(self.contexts.resolve(request.metadata().as_ref())?)
+        self.contexts
+            .resolve(context_name(request.metadata().as_ref()))
+            .map_err(status)
     }
 
     /// One stream = one transaction, stored when the client half-closes. A stream that ends
@@ -205,7 +208,7 @@ impl Shared {
     /// collected here until then.
     async fn append_event(&self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
         check_request_encoding(request.headers())?;
-        let context = self.contexts.resolve(request.headers())?;
+        let context = self.contexts.resolve(context_name(request.headers())).map_err(status)?;
         let mut messages = RequestMessages::new(request.into_body(), self.limits.max_message_bytes);
         let mut events: Vec<PreparedEvent> = Vec::new();
         let mut transaction_bytes = 0usize;
@@ -220,11 +223,11 @@ impl Shared {
             // As the store counts: a 4-byte length before each event.
             transaction_bytes = transaction_bytes.saturating_add(4 + event_bytes);
             if transaction_bytes > self.limits.max_transaction_bytes {
-                return Err(ApiError::write(StoreError::TransactionTooLarge {
+                return Err(NodeError::write(StoreError::TransactionTooLarge {
                     bytes: transaction_bytes,
                     limit: self.limits.max_transaction_bytes,
                 })
-                .into());
+                .to_status());
             }
             let more = u32::try_from(4 + event_bytes)
                 .ok()
@@ -233,17 +236,20 @@ impl Shared {
                 (Some(more), Some(held)) => held.merge(more),
                 (Some(more), None) => held = Some(more),
                 (None, _) => {
-                    return Err(ApiError::TooManyRequests(format!(
+                    return Err(NodeError::TooManyRequests(format!(
                         "the server holds {} MiB of unfinished transactions, its limit; retry later",
                         self.limits.max_pending_append_bytes >> 20
                     ))
-                    .into());
+                    .to_status());
                 }
             }
             events.push(event);
         }
-        let ticket = context.store().append_prepared(events).map_err(ApiError::write)?;
-        ticket.await.map_err(ApiError::write)?;
+        let ticket = context
+            .store()
+            .append_prepared(events)
+            .map_err(|e| NodeError::write(e).to_status())?;
+        ticket.await.map_err(|e| NodeError::write(e).to_status())?;
         Ok(one_message_response(APPEND_CONFIRMED.clone()))
     }
 
@@ -253,8 +259,8 @@ impl Shared {
         let ticket = context
             .store()
             .append_prepared_snapshot(snapshot)
-            .map_err(ApiError::write)?;
-        ticket.await.map_err(ApiError::write)?;
+            .map_err(|e| NodeError::write(e).to_status())?;
+        ticket.await.map_err(|e| NodeError::write(e).to_status())?;
         Ok(Response::new(Confirmation { success: true }))
     }
 
@@ -342,15 +348,15 @@ impl Shared {
 async fn blocking_read<T: Send + 'static>(
     context: &Context,
     read: impl Fn(&myelin_store::ContextStore) -> myelin_store::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, Status> {
     let store = context.store().clone();
     if let Some(result) = myelin_store::nonblocking(|| read(&store)) {
-        return result.map_err(ApiError::read);
+        return result.map_err(|e| NodeError::read(e).to_status());
     }
     tokio::task::spawn_blocking(move || read(&store))
         .await
-        .map_err(|e| ApiError::Internal(format!("store read task failed: {e}")))?
-        .map_err(ApiError::read)
+        .map_err(|e| NodeError::Internal(format!("store read task failed: {e}")).to_status())?
+        .map_err(|e| NodeError::read(e).to_status())
 }
 
 fn event_stream(events: Vec<Bytes>) -> impl Stream<Item = Result<RawEvent, Status>> + Send + 'static {

@@ -5,7 +5,7 @@
 //!   `AxonIQ-Context` header.
 //! * The HTTP listener (REST API) is the `myelin-rest` crate's.
 //! * Every error reaches clients through one table ([`error`]): gRPC status, the
-//!   `AxonIQ-ErrorCode` trailer and Axon's `"[AXONIQ-xxxx] message"` text.
+//!   `AxonIQ-ErrorCode` trailer and Axon's `"[<code>] message"` text, from the node's one table.
 //! * Events travel as the bytes the client sent, in and out ([`codec`]); the tracking stream
 //!   ([`list_events`]) never decodes one.
 //!
@@ -25,10 +25,9 @@ pub mod platform;
 pub mod request_messages;
 pub mod server;
 
-pub use contexts::{Context, Contexts};
-pub use error::{ApiError, ErrorCode};
+pub use error::ToStatus;
 pub use event_store::{EventStoreLimits, EventStoreService};
-pub use platform::NodeInfoConfig;
+pub use myelin_node::{Context, Contexts, NodeError, NodeIdentity};
 pub use server::{GrpcConfig, ServeError, serve, serve_with_config};
 
 /// Completes when the server starts stopping (or is gone).

@@ -28,8 +28,8 @@ use tonic::{Status, Streaming};
 
 use crate::blacklist::Blacklist;
 use crate::codec::RawEventWithToken;
-use crate::contexts::Context;
-use crate::error::{ApiError, request_error};
+use crate::error::{ToStatus, request_error};
+use myelin_node::{Context, NodeError};
 
 /// Events per batch at most: one `spawn_blocking` read and one channel message.
 const BATCH_EVENTS_MAX: usize = 1024;
@@ -120,8 +120,8 @@ enum End {
     Fail(Status),
 }
 
-impl From<ApiError> for End {
-    fn from(error: ApiError) -> Self {
+impl From<NodeError> for End {
+    fn from(error: NodeError) -> Self {
         End::Fail(error.to_status())
     }
 }
@@ -138,7 +138,7 @@ impl Tracker {
     async fn serve(&mut self) -> End {
         loop {
             if *self.stopping.borrow() {
-                return ApiError::ShuttingDown.into();
+                return NodeError::ShuttingDown.into();
             }
             // Requests that have already arrived go first, so a half-close ends the stream
             // now rather than after the permits are used up.
@@ -167,7 +167,7 @@ impl Tracker {
                         sent = self.batches.send(Ok(batch)) => if sent.is_err() {
                             return End::Quietly;
                         },
-                        _ = crate::stopped(&mut self.stopping) => return ApiError::ShuttingDown.into(),
+                        _ = crate::stopped(&mut self.stopping) => return NodeError::ShuttingDown.into(),
                     }
                 }
                 continue;
@@ -184,11 +184,11 @@ impl Tracker {
                 },
                 changed = self.commits.changed(), if waiting_for_commit => {
                     if changed.is_err() {
-                        return ApiError::ShuttingDown.into();
+                        return NodeError::ShuttingDown.into();
                     }
                 }
                 _ = self.batches.closed() => return End::Quietly,
-                _ = crate::stopped(&mut self.stopping) => return ApiError::ShuttingDown.into(),
+                _ = crate::stopped(&mut self.stopping) => return NodeError::ShuttingDown.into(),
             }
         }
     }
@@ -220,7 +220,7 @@ impl Tracker {
 
     /// Reads up to the permits (and the batch bounds) off the async threads, then drops
     /// blacklisted events. A blacklisted event uses no permit.
-    async fn read_batch(&mut self) -> Result<Batch, ApiError> {
+    async fn read_batch(&mut self) -> Result<Batch, NodeError> {
         let Some(mut cursor) = self.position.take() else {
             return Ok(Vec::new());
         };
@@ -245,9 +245,10 @@ impl Tracker {
             (cursor, batch, result)
         })
         .await;
-        let (cursor, mut batch, result) = read.map_err(|e| ApiError::Internal(format!("tracking read failed: {e}")))?;
+        let (cursor, mut batch, result) =
+            read.map_err(|e| NodeError::Internal(format!("tracking read failed: {e}")))?;
         self.position = Some(cursor);
-        result.map_err(ApiError::read)?;
+        result.map_err(NodeError::read)?;
         if !self.blacklist.is_empty() {
             batch.retain(|(_, event)| self.blacklist.admit(event));
         }

@@ -4,7 +4,8 @@
 //! A single node always answers "stay on this connection". On the instruction stream every
 //! inbound instruction that carries an `instruction_id` is acknowledged, because the Java
 //! connector treats a heartbeat without an ack as a dead server and reconnects in a loop.
-//! Instructions Axon Server SE does not handle get `success=false` with AXONIQ-1002, as there.
+//! Instructions Axon Server SE does not handle get `success=false` with UNSUPPORTED_INSTRUCTION, as
+//! there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,52 +21,27 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::contexts::{ClientGuard, Contexts, context_name};
-use crate::error::{ApiError, request_error};
+use crate::contexts::context_name;
+use crate::error::{ToStatus, request_error};
+use myelin_node::{ClientGuard, Contexts, ErrorCode, NodeError, NodeIdentity};
 
-/// UNSUPPORTED_INSTRUCTION.
-const UNSUPPORTED_INSTRUCTION: &str = "AXONIQ-1002";
 /// Outbound instructions waiting for a slow client; beyond that the stream's task waits.
 const OUTBOUND_QUEUE_MAX: usize = 32;
 
-/// What GetPlatformServer tells clients about this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeInfoConfig {
-    pub node_name: String,
-    pub host_name: String,
-    /// 0: the port the gRPC listener is bound to.
-    pub grpc_port: u16,
-    pub http_port: u16,
-    pub version: i32,
-}
-
-impl Default for NodeInfoConfig {
-    fn default() -> Self {
-        NodeInfoConfig {
-            node_name: "myelin".into(),
-            host_name: "localhost".into(),
-            grpc_port: 8124,
-            http_port: 8024,
-            version: 0,
-        }
-    }
-}
-
-impl NodeInfoConfig {
-    fn node_info(&self) -> NodeInfo {
-        NodeInfo {
-            host_name: self.host_name.clone(),
-            grpc_port: i32::from(self.grpc_port),
-            http_port: i32::from(self.http_port),
-            version: self.version,
-            node_name: self.node_name.clone(),
-        }
+/// NodeInfo, as GetPlatformServer tells clients about `node`.
+fn node_info(node: &NodeIdentity) -> NodeInfo {
+    NodeInfo {
+        host_name: node.host_name.clone(),
+        grpc_port: i32::from(node.grpc_port),
+        http_port: i32::from(node.http_port),
+        version: node.version,
+        node_name: node.name.clone(),
     }
 }
 
 pub struct Platform {
     contexts: Arc<Contexts>,
-    node: NodeInfoConfig,
+    node: NodeIdentity,
     heartbeat_interval: Duration,
     stopping: watch::Receiver<bool>,
 }
@@ -73,7 +49,7 @@ pub struct Platform {
 impl Platform {
     pub fn new(
         contexts: Arc<Contexts>,
-        node: NodeInfoConfig,
+        node: NodeIdentity,
         heartbeat_interval: Duration,
         stopping: watch::Receiver<bool>,
     ) -> Self {
@@ -93,7 +69,7 @@ impl PlatformService for Platform {
         _request: Request<ClientIdentification>,
     ) -> Result<Response<PlatformInfo>, Status> {
         Ok(Response::new(PlatformInfo {
-            primary: Some(self.node.node_info()),
+            primary: Some(node_info(&self.node)),
             same_connection: true,
         }))
     }
@@ -114,7 +90,7 @@ impl PlatformService for Platform {
             _client: client,
             inbound: request.into_inner(),
             outbound,
-            node_name: self.node.node_name.clone(),
+            node_name: self.node.name.clone(),
             heartbeat_interval: self.heartbeat_interval,
             stopping: self.stopping.clone(),
         };
@@ -158,7 +134,7 @@ impl InstructionStream {
                 },
                 _ = self.outbound.closed() => return,
                 _ = crate::stopped(&mut self.stopping) => {
-                    let _ = self.outbound.try_send(Err(ApiError::ShuttingDown.to_status()));
+                    let _ = self.outbound.try_send(Err(NodeError::ShuttingDown.to_status()));
                     return;
                 }
             };
@@ -188,7 +164,7 @@ fn answer(instruction: PlatformInboundInstruction, node_name: &str) -> Option<Pl
         message: "Unsupported instruction".into(),
         location: node_name.to_string(),
         details: vec!["Unsupported instruction".into()],
-        error_code: UNSUPPORTED_INSTRUCTION.into(),
+        error_code: ErrorCode::UnsupportedInstruction.id().into(),
     });
     Some(PlatformOutboundInstruction {
         instruction_id: String::new(),

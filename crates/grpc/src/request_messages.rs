@@ -20,7 +20,8 @@ use tonic::Status;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue};
 use tonic::metadata::MetadataValue;
 
-use crate::error::ApiError;
+use crate::error::ToStatus;
+use myelin_node::NodeError;
 
 /// Compression flag and length before every gRPC message.
 const HEADER_BYTES: usize = 5;
@@ -73,7 +74,7 @@ where
                 None if self.chunk.is_empty() && self.partial.is_empty() => return Ok(None),
                 None => {
                     return Err(ReadError::Framing(
-                        ApiError::InvalidArgument("malformed request: the stream ended inside a message".into())
+                        NodeError::InvalidArgument("malformed request: the stream ended inside a message".into())
                             .to_status(),
                     ));
                 }
@@ -134,7 +135,7 @@ where
         }
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         if len > self.max_message_bytes {
-            return Err(ApiError::MessageTooLarge(format!(
+            return Err(NodeError::MessageTooLarge(format!(
                 "Error, decoded message length too large: found {len} bytes, the limit is: {} bytes",
                 self.max_message_bytes
             ))

@@ -14,15 +14,15 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::access::AccessLayer;
-use crate::contexts::Contexts;
 use crate::error::RequestErrors;
 use crate::event_store::{EventStoreLimits, EventStoreService};
-use crate::platform::{NodeInfoConfig, Platform};
+use crate::platform::Platform;
+use myelin_node::{Contexts, NodeIdentity};
 
 /// gRPC listener settings. Defaults are Axon Server's where it has one.
 #[derive(Debug, Clone)]
 pub struct GrpcConfig {
-    pub node: NodeInfoConfig,
+    pub node: NodeIdentity,
     pub limits: EventStoreLimits,
     /// HTTP/2 pings to idle clients (`axoniq.axonserver.keep-alive-time`, 2.5 s); `None`: never.
     /// Pings *from* clients are always answered: h2 has no ping-strike policy, so clients that
@@ -43,7 +43,7 @@ pub struct GrpcConfig {
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
-            node: NodeInfoConfig::default(),
+            node: NodeIdentity::default(),
             limits: EventStoreLimits::default(),
             keep_alive_time: Some(Duration::from_millis(2500)),
             keep_alive_timeout: Duration::from_secs(5),
@@ -66,7 +66,7 @@ pub enum ServeError {
 pub async fn serve(
     listener: TcpListener,
     contexts: Arc<Contexts>,
-    node: NodeInfoConfig,
+    node: NodeIdentity,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let config = GrpcConfig {

@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use myelin_grpc::GrpcConfig;
 use myelin_control::{AccessControl, ControlDb, Grant, Role};
+use myelin_grpc::GrpcConfig;
 use myelin_proto::grpc::control::ClientIdentification;
 use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;
 use myelin_proto::grpc::event::GetLastTokenRequest;

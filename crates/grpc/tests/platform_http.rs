@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use myelin_grpc::{GrpcConfig, NodeInfoConfig};
+use myelin_grpc::{GrpcConfig, NodeIdentity};
 use myelin_proto::grpc::InstructionAck;
 use myelin_proto::grpc::control::platform_inbound_instruction::Request as Inbound;
 use myelin_proto::grpc::control::platform_outbound_instruction::Request as Outbound;
@@ -43,12 +43,13 @@ fn inbound(id: &str, request: Option<Inbound>) -> PlatformInboundInstruction {
 
 #[tokio::test]
 async fn get_platform_server_says_same_connection() {
-    let node = NodeInfoConfig {
-        node_name: "node-a".into(),
+    let node = NodeIdentity {
+        name: "node-a".into(),
         host_name: "myelin.local".into(),
         grpc_port: 0,
         http_port: 8024,
         version: 0,
+        ..NodeIdentity::default()
     };
     let config = GrpcConfig {
         node,

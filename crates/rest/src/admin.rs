@@ -1,11 +1,9 @@
 //! Administration: contexts, users and applications, with Axon Server's paths and JSON shapes,
 //! and `/v1/public/me`.
 //!
-//! Contexts live in the control database and in the registry the gRPC API serves from. Creating
-//! one opens its stores before it becomes visible; deleting one refuses while clients use it
-//! (open tracking streams or platform connections) unless `force=true`, shuts its stores down
-//! (flushing and syncing what was acknowledged) and, unless `preserveEventStore=true`, deletes
-//! its files, as Axon's `DELETE /v1/context/{name}` does — but not while a backup lease is live.
+//! Creating and deleting a context is the node's business ([`myelin_node::Node`]: the order of
+//! the steps, the roll-back, the in-use and backup-lease refusals); these handlers parse the
+//! request, run the node's method off the async threads and render its answer.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use myelin_control::{ApplicationRecord, Grant, Principal, Role, UserRecord};
+use myelin_node::DeleteContext;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -59,13 +58,13 @@ pub struct ContextDetailJson {
 }
 
 async fn context_records(state: &SharedState) -> Result<HashMap<String, myelin_control::ContextRecord>, RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let records = blocking(move || Ok(control.contexts()?)).await?;
     Ok(records.into_iter().map(|r| (r.name.clone(), r)).collect())
 }
 
 fn context_json(state: &SharedState, name: &str, record: Option<&myelin_control::ContextRecord>) -> ContextJson {
-    let node = state.config.node.name.clone();
+    let node = state.node.identity().name.clone();
     ContextJson {
         context: name.to_string(),
         meta_data: record.map(|r| r.metadata.clone()).unwrap_or_default(),
@@ -85,7 +84,7 @@ fn context_json(state: &SharedState, name: &str, record: Option<&myelin_control:
 #[utoipa::path(get, path = "/v1/public/context", tag = "admin", responses((status = OK, description = "Success", body = Vec<ContextJson>)))]
 pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextJson>>, RestError> {
     let records = context_records(&state).await?;
-    let names = state.contexts.names();
+    let names = state.node.contexts().names();
     Ok(Json(
         names
             .iter()
@@ -99,18 +98,19 @@ pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Ve
 pub async fn list_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextDetailJson>>, RestError> {
     let records = context_records(&state).await?;
     let details = state
-        .contexts
+        .node
+        .contexts()
         .names()
         .iter()
         .filter_map(|name| {
-            let context = state.contexts.get(name)?;
+            let context = state.node.contexts().get(name)?;
             let store = context.store();
             Some(ContextDetailJson {
                 context: context_json(&state, name, records.get(name)),
                 first_token: store.first_token(),
                 last_token: store.last_token(),
                 tracking_streams: context.tracking_streams(),
-                connected_clients: state.contexts.connected_clients(name),
+                connected_clients: state.node.contexts().connected_clients(name),
                 poisoned: store.poisoned(),
             })
         })
@@ -150,34 +150,8 @@ pub async fn create_context(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<CreateContextJson>,
 ) -> Result<StatusCode, RestError> {
-    let name = body.context;
-    refuse_path_component(&name)?;
-    if state.contexts.get(&name).is_some() {
-        return Err(RestError::Conflict(format!("Context {name} already exists")));
-    }
-    let worker = state.clone();
-    let store = blocking(move || {
-        worker
-            .provisioner
-            .check_new_context(&name)
-            .map_err(RestError::Conflict)?;
-        worker.control.create_context(&name, &body.meta_data)?;
-        match worker.provisioner.open_context(&name) {
-            Ok(store) => Ok(store),
-            Err(reason) => {
-                // Leave no record of a context whose stores could not be opened.
-                if let Err(e) = worker.control.delete_context(&name) {
-                    tracing::error!(context = %name, "cannot roll back the context record: {e}");
-                }
-                Err(RestError::Internal(format!(
-                    "cannot open the stores of context {name}: {reason}"
-                )))
-            }
-        }
-    })
-    .await?;
-    tracing::info!(context = store.name(), "context created");
-    state.contexts.insert(store);
+    let node = state.node.clone();
+    blocking(move || Ok(node.create_context(&body.context, &body.meta_data)?)).await?;
     Ok(StatusCode::OK)
 }
 
@@ -211,64 +185,13 @@ pub async fn delete_context(
     Path(name): Path<String>,
     Query(params): Query<DeleteContextParams>,
 ) -> Result<StatusCode, RestError> {
-    let context = state
-        .contexts
-        .get(&name)
-        .ok_or_else(|| RestError::NotFound(format!("Context {name} not found")))?;
-    if !params.preserve_event_store {
-        refuse_path_component(&name)?;
-    }
-    let (streams, clients) = (context.tracking_streams(), state.contexts.connected_clients(&name));
-    if (streams > 0 || clients > 0) && !params.force {
-        return Err(RestError::Conflict(format!(
-            "Context {name} is in use ({streams} tracking streams, {clients} connected clients); \
-             pass force=true to delete it anyway"
-        )));
-    }
-    // Deleting the files deletes listed files: not while a backup may be copying them (not
-    // even with force, which is about clients, not backups).
-    if !params.preserve_event_store && context.store().deletions_held() {
-        return Err(RestError::Conflict(format!(
-            "A backup lease is live: the files of context {name} cannot be deleted until it is \
-             released or expires (or pass preserveEventStore=true)"
-        )));
-    }
-    let Some(store) = state.contexts.remove(&name) else {
-        return Err(RestError::NotFound(format!("Context {name} not found")));
+    let how = DeleteContext {
+        preserve_event_store: params.preserve_event_store,
+        force: params.force,
     };
-    drop(context);
-    let worker = state.clone();
-    let preserve = params.preserve_event_store;
-    blocking(move || {
-        store
-            .shutdown()
-            .map_err(|e| RestError::Internal(format!("cannot shut down the stores of {name}: {e}")))?;
-        drop(store);
-        worker.control.delete_context(&name)?;
-        if !preserve {
-            worker
-                .provisioner
-                .delete_context_data(&name)
-                .map_err(|e| RestError::Internal(format!("cannot delete the files of {name}: {e}")))?;
-        }
-        tracing::info!(context = %name, preserve_event_store = preserve, "context deleted");
-        Ok(())
-    })
-    .await?;
+    let node = state.node.clone();
+    blocking(move || Ok(node.delete_context(&name, how)?)).await?;
     Ok(StatusCode::OK)
-}
-
-/// Refuses the context names `.` and `..`. The control database's rule admits them (dots are
-/// allowed), but a context's files live in `<storage>/<name>`: `..` would put a context's
-/// segments in the storage directory's parent and deleting it would delete that whole parent,
-/// `.` would mix them with every other context and deleting it would delete them all.
-fn refuse_path_component(name: &str) -> Result<(), RestError> {
-    if name == "." || name == ".." {
-        return Err(RestError::BadRequest(format!(
-            "context name {name:?} is not allowed: a context's files live in a directory named after it"
-        )));
-    }
-    Ok(())
 }
 
 /// A role on a context: `{"context": "default", "role": "READ"}`. `"*"` is every context.
@@ -353,7 +276,7 @@ pub struct CreateUserJson {
 }
 
 async fn users(state: &SharedState) -> Result<Json<Vec<UserJson>>, RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let users = blocking(move || Ok(control.users()?)).await?;
     Ok(Json(users.iter().map(user_json).collect()))
 }
@@ -383,7 +306,7 @@ pub async fn upsert_user(
     JsonBody(body): JsonBody<CreateUserJson>,
 ) -> Result<StatusCode, RestError> {
     let grants = body.roles.into_iter().map(grant).collect::<Result<Vec<_>, _>>()?;
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     blocking(move || Ok(control.upsert_user(&body.user_name, &body.password, &grants)?)).await?;
     Ok(StatusCode::OK)
 }
@@ -397,7 +320,7 @@ pub async fn upsert_user(
     responses((status = OK, description = "Deleted"), (status = NOT_FOUND, description = "No such resource", body = ErrorBody))
 )]
 pub async fn delete_user(State(state): State<SharedState>, Path(name): Path<String>) -> Result<StatusCode, RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let deleted = blocking(move || Ok(control.delete_user(&name).map(|deleted| (deleted, name))?)).await?;
     match deleted {
         (true, _) => Ok(StatusCode::OK),
@@ -485,7 +408,7 @@ fn absent() -> utoipa::openapi::Object {
 }
 
 async fn applications(state: &SharedState) -> Result<Json<Vec<ApplicationJson>>, RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let applications = blocking(move || Ok(control.applications()?)).await?;
     Ok(Json(applications.iter().map(application_json).collect()))
 }
@@ -536,7 +459,7 @@ pub async fn create_application(
             }))?);
         }
     }
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let token = blocking(move || Ok(control.create_application(&body.name, &body.description, &grants)?)).await?;
     Ok(token_response(token))
 }
@@ -553,7 +476,7 @@ pub async fn delete_application(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let deleted = blocking(move || Ok(control.delete_application(&name).map(|deleted| (deleted, name))?)).await?;
     match deleted {
         (true, _) => Ok(StatusCode::OK),
@@ -573,7 +496,7 @@ pub async fn rotate_application_token(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let token = blocking(move || Ok(control.rotate_token(&name)?)).await?;
     Ok(token_response(token))
 }
@@ -603,8 +526,8 @@ pub struct MeJson {
 /// This node and the caller.
 #[utoipa::path(get, path = "/v1/public/me", tag = "status", responses((status = OK, description = "Success", body = MeJson)))]
 pub async fn me(State(state): State<SharedState>, Extension(principal): Extension<Principal>) -> Json<MeJson> {
-    let names = state.contexts.names();
-    let node = &state.config.node;
+    let names = state.node.contexts().names();
+    let node = state.node.identity();
     Json(MeJson {
         authentication: state.access.enabled(),
         clustered: false,
@@ -615,8 +538,8 @@ pub async fn me(State(state): State<SharedState>, Extension(principal): Extensio
         context_names: names,
         name: node.name.clone(),
         host_name: node.host_name.clone(),
-        internal_host_name: node.host_name.clone(),
-        grpc_internal_port: 8224,
+        internal_host_name: node.internal_host_name.clone(),
+        grpc_internal_port: node.internal_port,
         grpc_port: node.grpc_port,
         http_port: node.http_port,
         version: env!("CARGO_PKG_VERSION").to_string(),

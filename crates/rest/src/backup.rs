@@ -78,7 +78,7 @@ fn context_param<'a>(params: &'a HashMap<String, String>, name: &str) -> &'a str
         .get(name)
         .map(String::as_str)
         .filter(|c| !c.is_empty())
-        .unwrap_or(myelin_grpc::contexts::DEFAULT_CONTEXT)
+        .unwrap_or(myelin_node::DEFAULT_CONTEXT)
 }
 
 pub(crate) fn type_name(kind: SegmentKind) -> &'static str {
@@ -110,7 +110,7 @@ fn closed_after(store: &ContextStore, kind: SegmentKind, marker: i64) -> (Vec<St
 }
 
 async fn record(state: &SharedState, record: BackupRecord) -> Result<(), RestError> {
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     blocking(move || Ok(control.record_backup(&record)?)).await
 }
 
@@ -158,7 +158,7 @@ pub async fn filenames(
     let marker = integer(&params, "lastSegmentBackedUp", -1i64)?;
     integer(&params, "lastVersionBackedUp", 0i32)?;
     let name = context_param(&params, "context");
-    let Some(context) = state.contexts.get(name) else {
+    let Some(context) = state.node.contexts().get(name) else {
         return Ok(Json(Vec::new()));
     };
     let store = context.store();
@@ -198,7 +198,7 @@ pub struct EventStoreBackup {
     responses(
         (status = OK, description = "Success", body = EventStoreBackup),
         (status = BAD_REQUEST, description = "Bad or missing parameter", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "Unknown context (AxonIQ-ErrorCode AXONIQ-6000)", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Unknown context (AxonIQ-ErrorCode of NO_EVENTSTORE)", body = ErrorBody),
     )
 )]
 pub async fn eventstore(
@@ -210,9 +210,10 @@ pub async fn eventstore(
     integer(&params, "lastClosedVersionBackedUp", 0i32)?;
     let name = context_param(&params, "targetContext");
     let context = state
-        .contexts
+        .node
+        .contexts()
         .get(name)
-        .ok_or_else(|| RestError::NoEventStore(name.to_string()))?;
+        .ok_or_else(|| RestError::Node(myelin_node::NodeError::ContextNotFound(name.to_string())))?;
     let store = context.store();
     let (closed, last_closed, active) = closed_after(store, kind, marker);
     let mut filenames = Vec::with_capacity(closed.len() + 1);
@@ -292,17 +293,18 @@ pub async fn create_control_db_backup_v1(State(state): State<SharedState>) -> Re
 /// writing) zipped with a descriptor of what the event stores held at that moment.
 async fn control_db_backup(state: SharedState) -> Result<impl IntoResponse, RestError> {
     let last_tokens: BTreeMap<String, i64> = state
-        .contexts
+        .node
+        .contexts()
         .names()
         .into_iter()
-        .filter_map(|name| Some((name.clone(), state.contexts.get(&name)?.store().last_token())))
+        .filter_map(|name| Some((name.clone(), state.node.contexts().get(&name)?.store().last_token())))
         .collect();
     let descriptor = serde_json::json!({
         "serverVersion": env!("CARGO_PKG_VERSION"),
-        "node": state.config.node.name,
+        "node": state.node.identity().name,
         "lastTokens": last_tokens,
     });
-    let control = state.control.clone();
+    let control = state.node.control().clone();
     let location = state.config.controldb_backup_location.clone();
     let path = blocking(move || Ok(control.backup_zip(&location, descriptor)?)).await?;
     let path = path_text(&path);

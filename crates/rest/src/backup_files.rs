@@ -102,7 +102,7 @@ pub struct FileBytes(pub Vec<u8>);
         (status = BAD_REQUEST, description = "Bad type", body = ErrorBody),
         (status = NOT_FOUND, description = "Not a file the listing answers now (a rolled active segment: list again)", body = ErrorBody),
         (status = RANGE_NOT_SATISFIABLE, description = "The range lies outside the file (`Content-Range: bytes */<length>`)", body = ErrorBody),
-        (status = SERVICE_UNAVAILABLE, description = "Unknown context (AxonIQ-ErrorCode AXONIQ-6000)", body = ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "Unknown context (AxonIQ-ErrorCode of NO_EVENTSTORE)", body = ErrorBody),
     )
 )]
 pub async fn download(
@@ -112,9 +112,10 @@ pub async fn download(
 ) -> Result<Response, RestError> {
     let kind = parse_segment_type(&kind)?;
     let store = state
-        .contexts
+        .node
+        .contexts()
         .get(&context)
-        .ok_or_else(|| RestError::NoEventStore(context.clone()))?
+        .ok_or_else(|| RestError::Node(myelin_node::NodeError::ContextNotFound(context.clone())))?
         .store()
         .clone();
     let listed = find_listed(&store, kind, &name).ok_or_else(|| {

@@ -1,11 +1,14 @@
 //! How the REST API reports errors: an HTTP status, a JSON body saying what was wrong (and, for
 //! a bad parameter, which one and what it accepts), and Axon's `AxonIQ-ErrorCode` header where
-//! Axon Server sends one.
+//! Axon Server sends one. Axon's codes, and the statuses of every error the node reports, come
+//! from the node's one table ([`myelin_node::NodeError::answer`]); this file adds only the
+//! refusals that belong to HTTP itself (a bad parameter, a range, a media type).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use myelin_control::ControlError;
+use myelin_node::{ErrorCode, NodeError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -52,9 +55,10 @@ pub enum RestError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    /// The context does not exist (Axon's NO_EVENTSTORE, answered 503 upstream).
-    #[error("No event store found for context {0}")]
-    NoEventStore(String),
+    /// An error of the node (an unknown context, a refused lifecycle change, a store failure):
+    /// its code and status are the node's.
+    #[error("{0}")]
+    Node(#[from] NodeError),
     #[error("{0}")]
     Conflict(String),
     /// The request body is over the size limit.
@@ -85,7 +89,9 @@ impl RestError {
             RestError::MissingCredentials(_) | RestError::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
             RestError::Forbidden(_) => StatusCode::FORBIDDEN,
             RestError::NotFound(_) => StatusCode::NOT_FOUND,
-            RestError::NoEventStore(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RestError::Node(error) => {
+                StatusCode::from_u16(error.answer().http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             RestError::Conflict(_) => StatusCode::CONFLICT,
             RestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -94,16 +100,23 @@ impl RestError {
         }
     }
 
-    /// Axon's code for the error (`ErrorCode.java` upstream).
-    pub fn axon_code(&self) -> Option<&'static str> {
+    /// Axon's code for the error, from the node's catalogue.
+    pub fn axon_code(&self) -> Option<ErrorCode> {
         match self {
-            // AUTHENTICATION_TOKEN_MISSING, AUTHENTICATION_INVALID_TOKEN (upstream also uses
-            // the latter for a valid token without the right).
-            RestError::MissingCredentials(_) => Some("AXONIQ-1000"),
-            RestError::InvalidCredentials(_) | RestError::Forbidden(_) => Some("AXONIQ-1001"),
-            RestError::NoEventStore(_) => Some("AXONIQ-6000"),
-            RestError::Internal(_) => Some("AXONIQ-0001"),
+            // Axon also answers a valid token without the right with an invalid token's code.
+            RestError::MissingCredentials(_) => Some(ErrorCode::AuthenticationTokenMissing),
+            RestError::InvalidCredentials(_) | RestError::Forbidden(_) => Some(ErrorCode::AuthenticationInvalidToken),
+            RestError::Node(error) => error.answer().code,
+            RestError::Internal(_) => Some(ErrorCode::Other),
             _ => None,
+        }
+    }
+
+    /// Whether the fault is the server's (worth an error in the log) rather than the client's.
+    fn is_server_fault(&self) -> bool {
+        match self {
+            RestError::Node(error) => error.is_server_fault(),
+            other => other.status().is_server_error(),
         }
     }
 }
@@ -122,8 +135,8 @@ impl From<ControlError> for RestError {
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let code = self.axon_code();
-        if status.is_server_error() && !matches!(self, RestError::NoEventStore(_)) {
+        let code = self.axon_code().map(ErrorCode::id);
+        if self.is_server_fault() {
             tracing::error!(%status, "REST request failed: {self}");
         } else {
             tracing::debug!(%status, "REST request refused: {self}");

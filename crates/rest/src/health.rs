@@ -118,8 +118,8 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
 fn event_stores(state: &SharedState) -> Component {
     let mut status = Status::Up;
     let mut details = serde_json::Map::new();
-    for name in state.contexts.names() {
-        let Some(context) = state.contexts.get(&name) else {
+    for name in state.node.contexts().names() {
+        let Some(context) = state.node.contexts().get(&name) else {
             continue;
         };
         let store = context.store();
@@ -138,7 +138,7 @@ fn event_stores(state: &SharedState) -> Component {
         );
     }
     // Contexts whose stores could not be opened at startup.
-    for (name, reason) in state.contexts.failures() {
+    for (name, reason) in state.node.contexts().failures() {
         status = Status::Down;
         details.insert(name, json!({ "status": "DOWN", "error": reason }));
     }

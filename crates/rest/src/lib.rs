@@ -28,9 +28,9 @@ use std::sync::Arc;
 
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::{Router, middleware};
-use myelin_grpc::Contexts;
-use myelin_control::{AccessControl, ControlDb};
-use myelin_store::{ContextStore, DeletionHolds};
+use myelin_control::AccessControl;
+use myelin_node::Node;
+use myelin_store::DeletionHolds;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,35 +43,9 @@ pub use error::RestError;
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v3/api-docs";
 
-/// Opens and removes the stores behind contexts created and deleted through the API. The
-/// server's configuration knows where a context's files live; this crate does not.
-pub trait Provisioner: Send + Sync + 'static {
-    /// Why a new context cannot be called `name` in this node's directories (a file already
-    /// holds the place of its directory, say), or `Ok` when it can. Asked before anything is
-    /// recorded; the answer is a 409.
-    fn check_new_context(&self, name: &str) -> Result<(), String> {
-        let _ = name;
-        Ok(())
-    }
-    /// Opens (creating if needed) the stores of context `name`.
-    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String>;
-    /// Deletes the files of context `name`, whose stores are already shut down.
-    fn delete_context_data(&self, name: &str) -> Result<(), String>;
-}
-
-/// This node, as `/v1/public/me` and `/v1/public/context` describe it.
-#[derive(Debug, Clone)]
-pub struct NodeDescription {
-    pub name: String,
-    pub host_name: String,
-    pub grpc_port: u16,
-    pub http_port: u16,
-}
-
 /// Settings of the REST API.
 #[derive(Debug, Clone)]
 pub struct RestConfig {
-    pub node: NodeDescription,
     /// Absolute directory for control-database backups
     /// (`axoniq.axonserver.controldb-backup-location`).
     pub controldb_backup_location: PathBuf,
@@ -83,10 +57,9 @@ pub struct RestConfig {
 
 /// Everything a handler can reach.
 pub struct RestState {
-    pub contexts: Arc<Contexts>,
-    pub control: Arc<ControlDb>,
+    /// The node: its identity, control database and contexts, and their lifecycle.
+    pub node: Arc<Node>,
     pub access: Arc<AccessControl>,
-    pub provisioner: Arc<dyn Provisioner>,
     /// Where backup leases are kept: the registry the stores check before deleting or
     /// rewriting a listed file. The server passes [`DeletionHolds::global`], which every store
     /// obeys by default.

@@ -28,8 +28,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     responses((status = OK, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"))
 )]
 pub async fn prometheus(State(state): State<SharedState>) -> Result<impl IntoResponse, RestError> {
-    let names = state.contexts.names();
-    let control = state.control.clone();
+    let names = state.node.contexts().names();
+    let control = state.node.control().clone();
     let lookup = names.clone();
     let last_backups = blocking(move || {
         lookup
@@ -41,7 +41,7 @@ pub async fn prometheus(State(state): State<SharedState>) -> Result<impl IntoRes
     let mut families = Vec::new();
     let mut streams = Vec::new();
     for name in &names {
-        if let Some(context) = state.contexts.get(name) {
+        if let Some(context) = state.node.contexts().get(name) {
             let metrics = context.store().metrics();
             families.push((name.clone(), "events", metrics.events));
             families.push((name.clone(), "snapshots", metrics.snapshots));

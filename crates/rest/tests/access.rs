@@ -48,7 +48,7 @@ async fn access_matrix() {
         access_control: true,
         ..Options::default()
     });
-    let control = &rest.state.control;
+    let control = rest.state.node.control();
     let app_token = control
         .create_application(
             "reader",

@@ -54,14 +54,14 @@ async fn contexts_are_created_listed_and_deleted() {
         .expect("listed")
         .clone();
     assert_eq!(orders["lastToken"], 2);
-    assert!(rest.state.control.context("orders").expect("read").is_some());
+    assert!(rest.state.node.control().context("orders").expect("read").is_some());
 
     let duplicate = rest.post("/v1/context", Some(json!({"context": "orders"}))).await;
     assert_eq!(duplicate.status, StatusCode::CONFLICT);
     for bad in ["", "_admin", "has space", "slash/name", "../up"] {
         let answer = rest.post("/v1/context", Some(json!({"context": bad}))).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", answer.text());
-        assert!(rest.state.contexts.get(bad).is_none());
+        assert!(rest.state.node.contexts().get(bad).is_none());
     }
     let malformed = rest
         .call(
@@ -74,17 +74,17 @@ async fn contexts_are_created_listed_and_deleted() {
     assert!(malformed.status.is_client_error(), "{}", malformed.status);
 
     // In use: refused without force.
-    let client = rest.state.contexts.client_connected("orders");
+    let client = rest.state.node.contexts().client_connected("orders");
     let refused = rest.delete("/v1/context/orders").await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
-    assert!(rest.state.contexts.get("orders").is_some());
+    assert!(rest.state.node.contexts().get("orders").is_some());
     let forced = rest
         .delete("/v1/context/orders?force=true&preserveEventStore=true")
         .await;
     assert_eq!(forced.status, StatusCode::OK, "{}", forced.text());
     drop(client);
-    assert!(rest.state.contexts.get("orders").is_none());
-    assert!(rest.state.control.context("orders").expect("read").is_none());
+    assert!(rest.state.node.contexts().get("orders").is_none());
+    assert!(rest.state.node.control().context("orders").expect("read").is_none());
     assert!(events_dir.exists(), "preserveEventStore keeps the files");
 
     // Re-created on the preserved files: the events are still there.

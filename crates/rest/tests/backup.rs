@@ -161,7 +161,7 @@ async fn listings_follow_axons_rules() {
     assert!(files[0].ends_with(".snapshots"), "{files:?}");
 
     // Every request is in the backup history.
-    let history = rest.state.control.backups(100).expect("history");
+    let history = rest.state.node.control().backups(100).expect("history");
     assert!(
         history
             .iter()
@@ -247,7 +247,7 @@ async fn replication_log_listing_is_empty_on_a_single_node() {
 async fn control_db_backup_is_a_consistent_zip_on_both_paths() {
     let rest = rest();
     append(&rest.store("default"), "a", 0, 5, 50);
-    let control = rest.state.control.clone();
+    let control = rest.state.node.control().clone();
     // Rows committed before the call must be in the backup.
     for i in 0..20 {
         control

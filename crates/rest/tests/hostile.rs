@@ -388,7 +388,7 @@ async fn admin_state(
     Vec<String>,
     Vec<String>,
 ) {
-    let contexts = rest.state.contexts.names();
+    let contexts = rest.state.node.contexts().names();
     let users = rest.get("/v1/users").await.json();
     let applications = rest.get("/v1/applications").await.json();
     let leases = rest
@@ -736,8 +736,8 @@ async fn context_names_that_are_path_components_are_refused() {
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{name}");
         assert!(answer.json()["error"].is_string());
     }
-    assert_eq!(rest.state.contexts.names(), vec!["default".to_string()]);
-    let records = rest.state.control.contexts().expect("control contexts");
+    assert_eq!(rest.state.node.contexts().names(), vec!["default".to_string()]);
+    let records = rest.state.node.control().contexts().expect("control contexts");
     assert_eq!(
         records.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         vec!["default"]

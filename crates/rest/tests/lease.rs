@@ -206,7 +206,7 @@ async fn a_context_s_files_are_not_deleted_under_a_lease() {
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
     assert!(refused.json()["error"].as_str().expect("message").contains("lease"));
     assert!(events_dir.exists(), "nothing deleted");
-    assert!(rest.state.contexts.get("orders").is_some(), "still served");
+    assert!(rest.state.node.contexts().get("orders").is_some(), "still served");
     // force is about clients, not backups.
     let forced = rest.delete("/v1/context/orders?force=true").await;
     assert_eq!(forced.status, StatusCode::CONFLICT);

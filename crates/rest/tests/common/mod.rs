@@ -9,11 +9,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
-use myelin_grpc::Contexts;
 use myelin_control::{AccessControl, ControlDb};
+use myelin_node::{Node, NodeIdentity, StoreLayout};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::Event;
-use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState, SharedState};
+use myelin_rest::{RestConfig, RestState, SharedState};
 use myelin_store::{ContextStore, DeletionHolds, StoreConfig};
 use prost::Message;
 use tempfile::TempDir;
@@ -32,39 +32,16 @@ pub fn store_config() -> StoreConfig {
     }
 }
 
-/// Opens stores under `<root>/<kind>/<context>` like the server does, obeying this test
+/// Stores under `<root>/<kind>/<context>` like the server lays them out, obeying this test
 /// server's own deletion holds (not the process-wide ones other tests may hold).
 pub struct DirProvisioner {
-    pub root: PathBuf,
-    pub holds: Arc<DeletionHolds>,
+    pub layout: StoreLayout,
 }
 
 impl DirProvisioner {
     pub fn dirs(&self, name: &str) -> (PathBuf, PathBuf) {
-        (
-            self.root.join("events").join(name),
-            self.root.join("snapshots").join(name),
-        )
-    }
-}
-
-impl Provisioner for DirProvisioner {
-    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
-        let (events, snapshots) = self.dirs(name);
-        let store =
-            ContextStore::open(name, events, snapshots, store_config(), store_config()).map_err(|e| e.to_string())?;
-        store.set_deletion_holds(self.holds.clone());
-        Ok(store)
-    }
-
-    fn delete_context_data(&self, name: &str) -> Result<(), String> {
-        let (events, snapshots) = self.dirs(name);
-        for dir in [events, snapshots] {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
+        let [events, snapshots] = self.layout.context_dirs(name);
+        (events, snapshots)
     }
 }
 
@@ -98,13 +75,20 @@ pub fn rest_with(options: Options) -> Rest {
     let root = dir.path().canonicalize().expect("absolute temp dir");
     let control = Arc::new(ControlDb::open(&root.join("control")).expect("control db"));
     let holds = Arc::new(DeletionHolds::new());
-    let provisioner = Arc::new(DirProvisioner {
-        root: root.clone(),
-        holds: holds.clone(),
-    });
-    let contexts = Arc::new(Contexts::new());
-    control.ensure_context("default").expect("context recorded");
-    contexts.insert(provisioner.open_context("default").expect("default opens"));
+    let layout = StoreLayout {
+        events_dir: root.join("events"),
+        snapshots_dir: root.join("snapshots"),
+        events: store_config(),
+        snapshots: store_config(),
+        deletion_holds: holds.clone(),
+    };
+    let provisioner = Arc::new(DirProvisioner { layout: layout.clone() });
+    let identity = NodeIdentity {
+        name: "node-1".to_string(),
+        ..NodeIdentity::default()
+    };
+    let node = Arc::new(Node::new(identity, control.clone(), Arc::new(layout)));
+    node.open_contexts(&["default".to_string()]).expect("default opens");
     let access = Arc::new(AccessControl::new(
         options.access_control,
         Some(TOKEN.to_string()),
@@ -112,18 +96,10 @@ pub fn rest_with(options: Options) -> Rest {
         control.clone(),
     ));
     let state = Arc::new(RestState {
-        contexts,
-        control,
+        node,
         access,
-        provisioner: provisioner.clone(),
         deletion_holds: holds,
         config: RestConfig {
-            node: NodeDescription {
-                name: "node-1".to_string(),
-                host_name: "localhost".to_string(),
-                grpc_port: 8124,
-                http_port: 8024,
-            },
             controldb_backup_location: root.join("backups"),
             data_dirs: vec![root.clone()],
             disk_space_threshold: options.disk_space_threshold,
@@ -204,12 +180,12 @@ impl Rest {
     }
 
     pub fn store(&self, name: &str) -> Arc<ContextStore> {
-        self.state.contexts.get(name).expect("context").store().clone()
+        self.state.node.contexts().get(name).expect("context").store().clone()
     }
 
     /// Shuts every store down (on a plain thread: shutdown blocks).
     pub fn shutdown(&self) {
-        let contexts = self.state.contexts.clone();
+        let contexts = self.state.node.contexts().clone();
         std::thread::spawn(move || {
             for name in contexts.names() {
                 if let Some(store) = contexts.remove(&name) {
@@ -224,7 +200,7 @@ impl Rest {
 
 impl Drop for Rest {
     fn drop(&mut self) {
-        let contexts = self.state.contexts.clone();
+        let contexts = self.state.node.contexts().clone();
         let _ = std::thread::spawn(move || {
             for name in contexts.names() {
                 if let Some(context) = contexts.get(&name) {
