@@ -11,6 +11,9 @@
 //! Benchmarks report figures; they assert nothing about speed. This crate must never be a
 //! dependency of the server: it measures Myelin from the outside, through its public API.
 
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod event;
 pub mod grpc_run;
 pub mod load;

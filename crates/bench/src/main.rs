@@ -11,6 +11,9 @@
 //! of its own under `--dir` and removes it afterwards. This crate must never be a dependency
 //! of the server: it measures the store from the outside, through its public API only.
 
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

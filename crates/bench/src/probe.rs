@@ -12,6 +12,9 @@
 //! made the probe up to 6× faster than any writer that keeps its data (about 0.2 ms instead of
 //! 1.1 ms per 1 MB `pwrite` on the machine in docs/BENCHMARKS.md).
 
+// Syscalls with no safe wrapper in std (each `unsafe` block says why it is sound).
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;

@@ -1,6 +1,9 @@
 //! `myelin`: the Myelin server and its tools. This file only parses arguments and hands them to
 //! the module that does the work; nothing here knows about storage or the wire protocol.
 
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 mod config;
 mod properties;
 mod serve;

@@ -21,6 +21,8 @@ use crate::config::{Config, Overrides, StoreKind};
 /// files and connections do (the default soft limit is often 1,024). Each store holds at most
 /// `myelin.open-segment-files` closed segment files of each kind; connections and streams need
 /// the rest.
+// The crate denies unsafe code; getrlimit/setrlimit have no safe wrapper in std.
+#[allow(unsafe_code)]
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

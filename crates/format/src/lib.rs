@@ -11,6 +11,9 @@
 //! decides when to sync, and never panics on hostile input — every decoder returns an error
 //! naming what is wrong and where.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod bloom;
 pub mod event;
 pub mod index;

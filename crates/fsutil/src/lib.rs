@@ -20,6 +20,7 @@
 //! is returned to the caller, which decides whether the store can go on.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -14,6 +14,9 @@
 //! let a client's request change anything before the whole request is known (an AppendEvent
 //! stream is stored only when it is complete).
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod access;
 pub mod blacklist;
 pub mod codec;

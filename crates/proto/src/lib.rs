@@ -31,6 +31,9 @@
 //!
 //! `google.protobuf.Empty` maps to `()`.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 /// Package `io.axoniq.axonserver.grpc`: shared types (`common.proto`), with
 /// the other packages as submodules.
 pub mod grpc {

@@ -12,6 +12,9 @@
 //!   files are complete and durable (and how much of the active one is committed), the file
 //!   endpoint serves only those, the control database makes its own backups.
 
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod admin;
 pub mod auth;
 pub mod backup;

@@ -18,6 +18,9 @@
 //! The CPU share is taken over the time between the two readings of the counters (each taken
 //! at the midpoint of its walk over `/proc`), not the nominal window.
 
+// Syscalls with no safe wrapper in std (each `unsafe` block says why it is sound).
+#![allow(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::sync::Arc;
