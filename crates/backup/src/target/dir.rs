@@ -1,54 +1,37 @@
 //! The local directory target: an object is a file at its key's path below the root, written
-//! through a temporary file and renamed into place (see the parent module for the guarantees).
+//! through `myelin-fsutil`'s temporary file, fsync, rename and directory fsync (see the parent
+//! module for the guarantees).
 
 use std::fs::{self, File};
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use myelin_fsutil::AtomicFile;
 
 use super::{
     ObjectInfo, READ_CHUNK_BYTES, Result, Target, TargetError, io_error, split_last_component, validate_key,
     validate_prefix,
 };
 
-/// Hex digits of the random part of a temporary file name.
-const TEMP_RANDOM_DIGITS: usize = 16;
-/// The name part of a temporary file is cut to this many bytes so that the temporary name stays
-/// within the usual 255-byte limit of a file name.
-const TEMP_NAME_PART_BYTES_MAX: usize = 200;
-/// Attempts at finding an unused temporary name (a collision needs two equal 64-bit randoms).
-const TEMP_CREATE_ATTEMPTS_MAX: u32 = 8;
+/// Hex digits of the random part of the temporary names used before `myelin-fsutil`.
+const LEGACY_TEMP_RANDOM_DIGITS: usize = 16;
 
-/// Whether a file name is one of [`temp_name`]'s: `.<name>.<16 hex digits>.tmp`.
+/// Whether a file name is a put's temporary file, never an object: `myelin-fsutil`'s
+/// `.<name>.<pid>.<n>.tmp`, or `.<name>.<16 hex digits>.tmp`, the name versions before it used,
+/// which a crash of such a version may have left in a target.
 pub(super) fn is_temp_name(name: &str) -> bool {
+    myelin_fsutil::is_temp_file_name(name) || is_legacy_temp_name(name)
+}
+
+fn is_legacy_temp_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix('.').and_then(|rest| rest.strip_suffix(".tmp")) else {
         return false;
     };
-    let Some(dot) = rest.len().checked_sub(TEMP_RANDOM_DIGITS + 1) else {
+    let Some(dot) = rest.len().checked_sub(LEGACY_TEMP_RANDOM_DIGITS + 1) else {
         return false;
     };
     rest.as_bytes()[dot] == b'.' && rest.as_bytes()[dot + 1..].iter().all(u8::is_ascii_hexdigit)
-}
-
-/// A fresh temporary name for a file to be renamed to `name`.
-fn temp_name(name: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // A random seed per call (RandomState is seeded from the OS) mixed with a process-wide
-    // counter and the pid: distinct across threads, processes and runs without another crate.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    let random = hasher.finish();
-    let mut cut = name.len().min(TEMP_NAME_PART_BYTES_MAX);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let temp = format!(".{}.{random:0width$x}.tmp", &name[..cut], width = TEMP_RANDOM_DIGITS);
-    debug_assert!(is_temp_name(&temp), "{temp}");
-    temp
 }
 
 /// A local directory target at `path`, created (durably) if missing.
@@ -62,7 +45,9 @@ pub fn dir_target(path: &Path) -> Result<Box<dyn Target>> {
                 reason: "exists and is not a directory".to_string(),
             });
         }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => create_dirs_durably(&root)?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            myelin_fsutil::create_dir_all_durably(&root).map_err(io_error("create directory", &root))?;
+        }
         Err(error) => return Err(io_error("inspect", &root)(error)),
     }
     Ok(Box::new(DirTarget { root }))
@@ -98,7 +83,7 @@ impl DirTarget {
     async fn put_with(
         &self,
         key: &str,
-        fill: impl FnOnce(&mut File, &Path) -> Result<()> + Send + 'static,
+        fill: impl FnOnce(&mut AtomicFile, &Path) -> Result<()> + Send + 'static,
     ) -> Result<()> {
         validate_key(key)?;
         let destination = self.path_of(key);
@@ -161,9 +146,11 @@ impl Target for DirTarget {
                     source,
                 });
             }
+            // Not an atomic write: the trait promises a plain download into `local`, which the
+            // callers that need atomicity (restore) give as their own temporary file.
             let mut destination = File::create(&local).map_err(io_error("create", &local))?;
             let size_bytes = copy(&mut source, &path, &mut destination, &local)?;
-            destination.sync_all().map_err(io_error("fsync", &local))?;
+            myelin_fsutil::sync_all(&destination).map_err(io_error("fsync", &local))?;
             Ok(size_bytes)
         })
         .await
@@ -191,7 +178,8 @@ impl Target for DirTarget {
                 Err(error) if is_absent(&error) => return Ok(false),
                 Err(error) => return Err(io_error("delete", &path)(error)),
             }
-            sync_parent(&path)?;
+            let directory = myelin_fsutil::parent(&path);
+            myelin_fsutil::sync_dir(directory).map_err(io_error("fsync directory", directory))?;
             Ok(true)
         })
         .await
@@ -219,7 +207,7 @@ fn is_same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.dev() == b.dev() && a.ino() == b.ino()
 }
 
-fn copy(source: &mut File, source_path: &Path, destination: &mut File, destination_path: &Path) -> Result<u64> {
+fn copy(source: &mut File, source_path: &Path, destination: &mut impl Write, destination_path: &Path) -> Result<u64> {
     // Not io::copy: an error must name the file that failed, source or destination.
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     let mut copied_bytes = 0u64;
@@ -237,98 +225,19 @@ fn copy(source: &mut File, source_path: &Path, destination: &mut File, destinati
     }
 }
 
-/// Removes a temporary file unless disarmed (on success it was renamed away).
-struct TempFileGuard<'a> {
-    path: &'a Path,
-    armed: bool,
-}
-
-impl Drop for TempFileGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed
-            && let Err(error) = fs::remove_file(self.path)
-            && error.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), %error, "could not remove a temporary file");
-        }
-    }
-}
-
-/// Writes `destination` through a temporary file in its directory: fill, fsync, rename, fsync
-/// the directory. Parent directories are created durably first.
-fn write_atomically(destination: &Path, fill: impl FnOnce(&mut File, &Path) -> Result<()>) -> Result<()> {
-    let (Some(directory), Some(name)) = (destination.parent(), destination.file_name().and_then(|n| n.to_str())) else {
-        // Unreachable for a validated key below an absolute root; an error all the same.
-        let source = io::Error::new(io::ErrorKind::InvalidInput, "no parent directory or file name");
-        return Err(TargetError::Io {
-            op: "write",
-            path: destination.to_path_buf(),
-            source,
-        });
-    };
-    create_dirs_durably(directory)?;
-    let (temp_path, mut temp) = create_temp(directory, name)?;
-    let mut guard = TempFileGuard {
-        path: &temp_path,
-        armed: true,
-    };
+/// Writes `destination` through `myelin-fsutil`'s temporary file in its directory: fill, fsync,
+/// rename, fsync the directory. Parent directories are created durably first. A failure removes
+/// the temporary file and leaves the old object.
+fn write_atomically(destination: &Path, fill: impl FnOnce(&mut AtomicFile, &Path) -> Result<()>) -> Result<()> {
+    let directory = myelin_fsutil::parent(destination);
+    myelin_fsutil::create_dir_all_durably(directory).map_err(io_error("create directory", directory))?;
+    let mut temp = AtomicFile::create(destination).map_err(io_error("create a temporary file for", destination))?;
+    let temp_path = temp.temp_path().to_path_buf();
     fill(&mut temp, &temp_path)?;
-    temp.sync_all().map_err(io_error("fsync", &temp_path))?;
-    drop(temp);
-    fs::rename(&temp_path, destination).map_err(io_error("rename into place", destination))?;
-    guard.armed = false;
-    sync_dir(directory)
-}
-
-fn create_temp(directory: &Path, name: &str) -> Result<(PathBuf, File)> {
-    let mut attempts = 0;
-    loop {
-        let path = directory.join(temp_name(name));
-        match File::options().write(true).create_new(true).open(&path) {
-            Ok(file) => return Ok((path, file)),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && attempts < TEMP_CREATE_ATTEMPTS_MAX => {
-                attempts += 1;
-            }
-            Err(error) => return Err(io_error("create", &path)(error)),
-        }
-    }
-}
-
-/// `mkdir -p`, then fsync every created directory's entry in its parent.
-fn create_dirs_durably(directory: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut existing = directory;
-    while !existing.is_dir() {
-        missing.push(existing);
-        existing = existing.parent().ok_or_else(|| TargetError::Io {
-            op: "create directory",
-            path: directory.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no existing ancestor"),
-        })?;
-    }
-    for created in missing.iter().rev() {
-        match fs::create_dir(created) {
-            Ok(()) => {}
-            // Another put created it meanwhile; fsyncing its parent again is harmless.
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && created.is_dir() => {}
-            Err(error) => return Err(io_error("create directory", created)(error)),
-        }
-        sync_parent(created)?;
-    }
-    Ok(())
-}
-
-fn sync_parent(path: &Path) -> Result<()> {
-    match path.parent() {
-        Some(parent) => sync_dir(parent),
-        None => Ok(()),
-    }
-}
-
-fn sync_dir(directory: &Path) -> Result<()> {
-    File::open(directory)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_error("fsync directory", directory))
+    // One error for the three steps: fsutil does not say which failed, and the remedy (look at
+    // the disk holding the target) is the same for each.
+    temp.commit()
+        .map_err(io_error("fsync and rename into place", destination))
 }
 
 /// Walks the directory named by the prefix's complete components; skips temporary files,
@@ -389,13 +298,26 @@ fn list_dir(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
 mod tests {
     use super::*;
 
+    /// The name of the temporary file a put of `name` writes.
+    fn temp_name_of_a_put(dir: &Path, name: &str) -> String {
+        let temp = AtomicFile::create(&dir.join(name)).expect("temporary file");
+        let temp_name = temp
+            .temp_path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string);
+        temp_name.expect("a UTF-8 temporary name")
+    }
+
     #[test]
     fn temp_names_are_recognised_and_unique() {
-        let first = temp_name("00000000000000000000.events");
-        let second = temp_name("00000000000000000000.events");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = temp_name_of_a_put(dir.path(), "00000000000000000000.events");
+        let second = temp_name_of_a_put(dir.path(), "00000000000000000000.events");
         assert_ne!(first, second);
         assert!(is_temp_name(&first) && is_temp_name(&second));
-        assert!(is_temp_name(&temp_name(&"é".repeat(200))));
+        // The longest UTF-8 name a file system takes (254 bytes) still gets a recognised one.
+        assert!(is_temp_name(&temp_name_of_a_put(dir.path(), &"é".repeat(127))));
         for name in [
             "x.tmp",
             ".x.tmp",
@@ -405,5 +327,27 @@ mod tests {
         ] {
             assert!(!is_temp_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn temp_names_left_by_versions_before_fsutil_are_still_recognised() {
+        assert!(is_temp_name(".00000000000000000000.events.0123456789abcdef.tmp"));
+        assert!(is_temp_name(".x.0123456789ABCDEF.tmp"));
+    }
+
+    #[tokio::test]
+    async fn temporary_files_of_either_shape_are_never_listed_but_a_tmp_object_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir_target(dir.path()).expect("dir target");
+        target
+            .put_bytes("a/object.tmp", Bytes::from_static(b"mine"))
+            .await
+            .expect("an object whose name merely ends in .tmp");
+        // What a crash in the middle of a put leaves, today and before fsutil.
+        std::fs::write(dir.path().join("a/.object.4242.7.tmp"), b"partial").expect("write");
+        std::fs::write(dir.path().join("a/.object.0123456789abcdef.tmp"), b"partial").expect("write");
+        let listed = target.list("").await.expect("list");
+        let keys: Vec<_> = listed.iter().map(|object| object.key.as_str()).collect();
+        assert_eq!(keys, ["a/object.tmp"]);
     }
 }

@@ -5,16 +5,18 @@
 //! A key is a relative, '/'-separated path such as `contexts/default/events/active.events` or
 //! `manifests/000003.json`. [`validate_key`] rejects a key that is empty, absolute, ends with '/',
 //! has an empty, `.` or `..` component or one shaped like the local directory's temporary files
-//! (`.<name>.<16 hex digits>.tmp`), or contains a backslash or an ASCII control character (NUL
-//! included). So a key always names a place inside the target, and the same object on both kinds
-//! of target. A key naming something that is not an object (a local directory) reads as absent.
+//! (`.<name>.<pid>.<n>.tmp`, and `.<name>.<16 hex digits>.tmp` from versions before
+//! `myelin-fsutil`), or contains a backslash or an ASCII control character (NUL included). So a
+//! key always names a place inside the target, and the same object on both kinds of target. A key
+//! naming something that is not an object (a local directory) reads as absent.
 //!
 //! # Guarantees
 //! * **Atomic visibility.** `put_file` and `put_bytes` replace an object as a whole: a reader of
 //!   the key sees the previous object or the complete new one, never a partial one. Locally the
-//!   bytes go to a temporary file beside the destination, which is renamed over it once complete;
-//!   on S3 a PUT, or a multipart upload above [`MULTIPART_THRESHOLD_BYTES`], becomes visible only
-//!   when it completes (a failed multipart upload is aborted).
+//!   bytes go to a temporary file beside the destination, which is renamed over it once complete
+//!   (`myelin-fsutil`'s crash-safe write); on S3 a PUT, or a multipart upload above
+//!   [`MULTIPART_THRESHOLD_BYTES`], becomes visible only when it completes (a failed multipart
+//!   upload is aborted).
 //! * **Durability (local directory).** When a put returns, the file's bytes are fsynced, the
 //!   rename is fsynced in its directory, and every directory the put created is fsynced in its
 //!   parent: the object survives a power loss. `delete` fsyncs the directory too. A failed fsync
@@ -198,7 +200,9 @@ fn validate_component(key: &str, component: &str) -> Result<()> {
         "" => invalid("has an empty component ('//')"),
         "." => invalid("has a '.' component"),
         ".." => invalid("has a '..' component"),
-        _ if dir::is_temp_name(component) => invalid("has a component named like a temporary file (.<name>.<hex>.tmp)"),
+        _ if dir::is_temp_name(component) => {
+            invalid("has a component named like a temporary file (.<name>.<pid>.<n>.tmp or .<name>.<hex>.tmp)")
+        }
         _ => Ok(()),
     }
 }
@@ -263,6 +267,7 @@ mod tests {
             "a\0b",
             "a\nb",
             ".x.0123456789abcdef.tmp",
+            "a/.x.4242.0.tmp",
         ] {
             assert!(
                 matches!(validate_key(key), Err(TargetError::InvalidKey { .. })),
