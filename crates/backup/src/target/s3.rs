@@ -210,20 +210,6 @@ impl S3Target {
     }
 }
 
-/// `myelin-fsutil`'s fsync (and its failpoint) for a tokio file, off the async threads. Not an
-/// atomic write: the trait promises a plain download into `local`, which the callers that need
-/// atomicity (restore) give as their own temporary file.
-async fn sync_all(mut file: tokio::fs::File, local: &Path) -> Result<()> {
-    // tokio finishes the last write in the background: flushing waits for it and reports its
-    // error, which `into_std` would drop.
-    file.flush().await.map_err(io_error("write", local))?;
-    let file = file.into_std().await;
-    match tokio::task::spawn_blocking(move || myelin_fsutil::sync_all(&file)).await {
-        Ok(result) => result.map_err(io_error("fsync", local)),
-        Err(error) => Err(io_error("fsync", local)(io::Error::other(error))),
-    }
-}
-
 fn changed_during_upload(local: &Path, expected_bytes: u64, read_bytes: u64) -> TargetError {
     TargetError::Io {
         op: "upload",
@@ -311,7 +297,9 @@ impl Target for S3Target {
                 }),
             });
         }
-        sync_all(file, local).await?;
+        // Not an atomic write: the trait promises a plain download into `local`, which the
+        // callers that need atomicity (restore) give as their own temporary file.
+        crate::fsync::sync_all(file).await.map_err(io_error("fsync", local))?;
         Ok(written_bytes)
     }
 
