@@ -7,6 +7,7 @@
 //! * [`scan`]: reads a segment block by block, every CRC checked.
 //! * [`manifest`], [`run`], [`verify`], [`restore`].
 
+mod fsync;
 pub mod manifest;
 pub mod restore;
 pub mod run;

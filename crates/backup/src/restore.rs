@@ -2,11 +2,11 @@
 //! to the last transaction at or before a token (docs/BACKUP.md).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use myelin_control::{BackupRecord, ControlDb, now_ms};
 use myelin_format::segment::SegmentKind;
+use myelin_fsutil::AtomicFile;
 
 use crate::manifest::{FamilyEntry, FileEntry, Manifest};
 use crate::run::{hash_file, latest_manifest};
@@ -70,7 +70,7 @@ pub struct RestoreReport {
 pub async fn restore(target: &dyn Target, options: &RestoreOptions) -> Result<RestoreReport> {
     let (_, manifest, _) = latest_manifest(target).await?.ok_or(RestoreError::NoBackup)?;
     let dir = &options.data_dir;
-    std::fs::create_dir_all(dir)?;
+    myelin_fsutil::create_dir_all_durably(dir)?;
     let occupied = std::fs::read_dir(dir)?.next().is_some();
     if occupied && !options.force {
         return Err(RestoreError::NotEmpty(dir.display().to_string()));
@@ -99,7 +99,7 @@ pub async fn restore(target: &dyn Target, options: &RestoreOptions) -> Result<Re
     }
     for (context, entry) in &manifest.contexts {
         let context_dir = dir.join(context);
-        std::fs::create_dir_all(&context_dir)?;
+        myelin_fsutil::create_dir_all_durably(&context_dir)?;
         let (last_token, stopped) = restore_family(
             target,
             context,
@@ -123,7 +123,6 @@ pub async fn restore(target: &dyn Target, options: &RestoreOptions) -> Result<Re
             )
             .await?;
         }
-        sync_dir(&context_dir)?;
         report.contexts.insert(
             context.clone(),
             ContextRestored {
@@ -133,7 +132,9 @@ pub async fn restore(target: &dyn Target, options: &RestoreOptions) -> Result<Re
             },
         );
     }
-    sync_dir(dir)?;
+    // Every restored file was synced into its directory as it was renamed there; what remains
+    // is what only this directory saw: the removals of --force and of the downloaded zip.
+    myelin_fsutil::sync_dir(dir)?;
     record(dir, &manifest, &report)?;
     Ok(report)
 }
@@ -158,12 +159,11 @@ async fn restore_control_db(
             file: entry.path.clone(),
             reason: format!("no {} inside: {e}", myelin_control::DB_FILE_NAME),
         })?;
-    let mut bytes = Vec::new();
-    database.read_to_end(&mut bytes)?;
+    myelin_fsutil::write_atomically_with(&dir.join(myelin_control::DB_FILE_NAME), |file| {
+        std::io::copy(&mut database, file).map(drop)
+    })?;
     drop(database);
-    let temporary = dir.join(format!(".{}.restore", myelin_control::DB_FILE_NAME));
-    write_synced(&temporary, &bytes)?;
-    std::fs::rename(&temporary, dir.join(myelin_control::DB_FILE_NAME))?;
+    // A scratch file: a plain remove, made durable by the directory sync that ends the restore.
     std::fs::remove_file(&zip_path)?;
     Ok(())
 }
@@ -199,20 +199,18 @@ async fn restore_family(
         let Some(data) = segment.files.first() else {
             continue;
         };
-        let name = kind.file_name(segment.segment);
-        let path = dir.join(&name);
-        let temporary = dir.join(format!(".{name}.restore"));
-        download_checked(target, data, &temporary, report).await?;
-        let scan = scan_file(&temporary, segment.segment)?;
+        let mut restored = AtomicFile::create(&dir.join(kind.file_name(segment.segment)))?;
+        download_checked(target, data, restored.temp_path(), report).await?;
+        let scan = scan_file(restored.temp_path(), segment.segment)?;
         let holds_cut = to_token.is_some_and(|token| segment.last_token.is_some_and(|last| last > token));
         if closed && !holds_cut {
             // A whole closed segment: its index and bloom files come with it.
-            std::fs::rename(&temporary, &path)?;
+            restored.commit()?;
             for companion in &segment.files[1..] {
                 let companion_name = companion.path.rsplit('/').next().unwrap_or(&companion.path);
-                let companion_temporary = dir.join(format!(".{companion_name}.restore"));
-                download_checked(target, companion, &companion_temporary, report).await?;
-                std::fs::rename(&companion_temporary, dir.join(companion_name))?;
+                let companion_file = AtomicFile::create(&dir.join(companion_name))?;
+                download_checked(target, companion, companion_file.temp_path(), report).await?;
+                companion_file.commit()?;
             }
             last_token = scan.last_token().map_or(last_token, |t| t as i64);
             continue;
@@ -230,15 +228,13 @@ async fn restore_family(
                 .unwrap_or((myelin_format::segment::FILE_HEADER_BYTES as u64, 0)),
             _ => (scan.valid_len, scan.events),
         };
-        let file = std::fs::OpenOptions::new().write(true).open(&temporary)?;
+        let file = restored.file()?;
         file.set_len(cut + 4)?;
         {
             use std::os::unix::fs::FileExt;
             file.write_all_at(&[0u8; 4], cut)?;
         }
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temporary, &path)?;
+        restored.commit()?;
         if events > 0 {
             last_token = (segment.first_token + events - 1) as i64;
         } else {
@@ -261,7 +257,9 @@ async fn restore_family(
     Ok((last_token, stopped))
 }
 
-/// Downloads a file and checks it against the manifest before it is used.
+/// Downloads a file and checks it against the manifest before it is used. `local` is the
+/// temporary file of an [`AtomicFile`] or a scratch file: `get_to_file` writes into it in
+/// place (created or truncated, never replaced), so the atomic file's handle sees the bytes.
 async fn download_checked(
     target: &dyn Target,
     entry: &FileEntry,
@@ -305,15 +303,4 @@ fn record(dir: &Path, manifest: &Manifest, report: &RestoreReport) -> Result<()>
         })?;
     }
     Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -492,7 +492,10 @@ impl Copier<'_> {
                 use std::os::unix::fs::FileExt;
                 file.write_all_at(&[0u8; 4], scan.valid_len)?;
             }
-            file.sync_all()?;
+            // The staging copy is scratch, edited in place (no temporary file and rename: after
+            // a crash nothing reads it); the fsync surfaces a failed write-back before it is
+            // hashed and uploaded.
+            myelin_fsutil::sync_all(&file)?;
             drop(file);
             let (size, sha256) = hash_file(&local)?;
             target.put_file(&key, &local).await?;

@@ -308,7 +308,11 @@ impl Server {
                 .await
                 .map_err(|e| copy_error(format!("cannot write {}: {e}", local.display())))?;
         }
-        file.sync_all()
+        // Not a crash-safe write, nor need it be: a staging file is scratch, read back and
+        // uploaded by this run and deleted with the staging directory; after a crash nothing
+        // reads it. The fsync is for this run: a failed write-back (EIO, ENOSPC) surfaces here,
+        // before the file is uploaded under the digest taken from the stream.
+        crate::fsync::sync_all(file)
             .await
             .map_err(|e| copy_error(format!("cannot sync {}: {e}", local.display())))?;
         let sha256 = hex(&hasher.finalize());
@@ -351,9 +355,8 @@ async fn copy_local(from: &Path, to: &Path) -> Result<Fetched> {
                 .map_err(|e| error(format!("cannot write {}: {e}", to.display())))?;
             size += n as u64;
         }
-        output
-            .sync_all()
-            .map_err(|e| error(format!("cannot sync {}: {e}", to.display())))?;
+        // A staging file: synced for this run's sake, not renamed (see `download`).
+        myelin_fsutil::sync_all(&output).map_err(|e| error(format!("cannot sync {}: {e}", to.display())))?;
         Ok(Fetched {
             size,
             sha256: hex(&hasher.finalize()),

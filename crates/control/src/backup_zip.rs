@@ -6,15 +6,16 @@
 //! never restarts because nothing it reads can change under it. The main connection's mutex is
 //! not held at all while copying.
 //!
-//! The zip is written under a hidden temporary name in the target directory, synced, renamed into
-//! place and the directory synced, so a crash leaves either no backup or a complete one (plus, at
-//! worst, a hidden `.controldb*.tmp` file).
+//! The zip is written through `myelin-fsutil`'s atomic file: under a hidden temporary name in the
+//! target directory, synced, renamed into place and the directory synced, so a crash leaves either
+//! no backup or a complete one (plus, at worst, hidden `.controldb*.tmp` files).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use myelin_fsutil::AtomicFile;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
@@ -53,23 +54,24 @@ impl ControlDb {
             }
         };
         let _one_at_a_time = self.backup_lock.lock();
-        fs::create_dir_all(location)?;
+        myelin_fsutil::create_dir_all_durably(location)?;
         let location = fs::canonicalize(location)?;
         let created_at_ms = unused_millis(&location)?;
         let final_path = location.join(format!("controldb{created_at_ms}.zip"));
 
+        // The copy is scratch, zipped and then removed: never renamed, so not an atomic file.
         let mut temporaries = Temporaries::default();
         let copy_path = temporaries.add(location.join(format!(".controldb{created_at_ms}.sqlite3.tmp")));
         temporaries.add(location.join(format!(".controldb{created_at_ms}.sqlite3.tmp-journal")));
-        let zip_path = temporaries.add(location.join(format!(".controldb{created_at_ms}.zip.tmp")));
         temporaries.remove_all(); // leftovers of a crash at the same millisecond
 
         let schema_version = self.copy_snapshot(&copy_path)?;
         descriptor.insert("createdAt".into(), created_at_ms.into());
         descriptor.insert("schemaVersion".into(), schema_version.into());
-        write_zip(&zip_path, &copy_path, &Value::Object(descriptor), created_at_ms)?;
-        fs::rename(&zip_path, &final_path)?;
-        sync_dir(&location)?;
+        // Dropped on an error, it removes its temporary file: no partial zip is ever left.
+        let mut zip = AtomicFile::create(&final_path)?;
+        write_zip(zip.file()?, &copy_path, &Value::Object(descriptor), created_at_ms)?;
+        zip.commit()?;
         tracing::info!(path = %final_path.display(), "control database backed up");
         Ok(final_path)
     }
@@ -143,8 +145,9 @@ fn run_backup(backup: &Backup<'_, '_>) -> Result<()> {
     }
 }
 
-fn write_zip(zip_path: &Path, db_copy: &Path, descriptor: &Value, created_at_ms: i64) -> Result<()> {
-    let mut zip = ZipWriter::new(BufWriter::new(File::create(zip_path)?));
+/// Writes the zip into `file`; the caller syncs and renames it.
+fn write_zip(file: &mut File, db_copy: &Path, descriptor: &Value, created_at_ms: i64) -> Result<()> {
+    let mut zip = ZipWriter::new(BufWriter::new(file));
     let mut copy = File::open(db_copy)?;
     let copy_bytes = copy.metadata()?.len();
     let options = SimpleFileOptions::default()
@@ -154,11 +157,11 @@ fn write_zip(zip_path: &Path, db_copy: &Path, descriptor: &Value, created_at_ms:
     io::copy(&mut copy, &mut zip)?;
     zip.start_file(DESCRIPTOR_NAME, options)?;
     serde_json::to_writer_pretty(&mut zip, descriptor).map_err(io::Error::other)?;
-    let file = zip.finish()?.into_inner().map_err(io::IntoInnerError::into_error)?;
+    zip.finish()?.into_inner().map_err(io::IntoInnerError::into_error)?;
+    // Written whole, not yet synced: where a failed fsync would strike.
     fail::fail_point!("control::backup", |_| Err(ControlError::Io(io::Error::other(
         "failpoint control::backup"
     ))));
-    file.sync_all()?;
     Ok(())
 }
 
@@ -175,16 +178,6 @@ fn unused_millis(location: &Path) -> Result<i64> {
         kind: "backup",
         name: format!("{}/controldb{now}.zip", location.display()),
     })
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 /// Zip entries carry a DOS time (no zone); UTC is used. Out of range (before 1980) gives 1980.

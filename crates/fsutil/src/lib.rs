@@ -29,6 +29,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The ending of every temporary file this crate creates.
 pub const TEMP_SUFFIX: &str = ".tmp";
+/// The destination's name is cut to this many bytes in a temporary name, so that the temporary
+/// name (with its dots, pid, counter and suffix) stays within the usual 255-byte limit of a name.
+const TEMP_NAME_PART_BYTES_MAX: usize = 200;
+/// Temporary names tried before giving up. A name is taken only by a file a crashed process
+/// left: its pid may be ours again (pid 1 in every container), and a deterministic program
+/// reaches the same counter for the same destination, so the next counter value is tried.
+const TEMP_CREATE_ATTEMPTS_MAX: u32 = 16;
 
 /// Turns an active failpoint into an I/O error: `return` gives EIO, `return(enospc)` ENOSPC.
 macro_rules! failpoint {
@@ -59,21 +66,33 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates the temporary file for `destination`, whose directory must exist.
     pub fn create(destination: &Path) -> io::Result<AtomicFile> {
-        let temp_path = unique_temp_path(destination)?;
-        let open = || -> io::Result<File> {
+        let open = |temp_path: &Path| -> io::Result<File> {
             failpoint!("fsutil::create");
             OpenOptions::new()
                 .write(true)
                 .read(true)
                 .create_new(true)
-                .open(&temp_path)
+                .open(temp_path)
         };
-        let file = open()?;
-        Ok(AtomicFile {
-            destination: destination.to_path_buf(),
-            temp_path,
-            file: Some(file),
-        })
+        let mut attempts = 1;
+        loop {
+            let temp_path = unique_temp_path(destination)?;
+            match open(&temp_path) {
+                Ok(file) => {
+                    return Ok(AtomicFile {
+                        destination: destination.to_path_buf(),
+                        temp_path,
+                        file: Some(file),
+                    });
+                }
+                // Never removed: on a volume shared between containers it may be another
+                // live writer's, with the same pid in its own namespace.
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists && attempts < TEMP_CREATE_ATTEMPTS_MAX => {
+                    attempts += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The temporary file, to fill.
@@ -229,6 +248,21 @@ pub fn is_temp_path(path: &Path) -> bool {
         .is_some_and(|name| name.ends_with(TEMP_SUFFIX))
 }
 
+/// Whether a file name has exactly the shape of this crate's temporary files,
+/// `.<name>.<pid>.<n>.tmp`. Stricter than [`is_temp_path`], for directories where a name of
+/// someone else's may end in `.tmp` (a backup target holding whatever keys it is given).
+pub fn is_temp_file_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|rest| rest.strip_suffix(TEMP_SUFFIX)) else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '.');
+    let is_number = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(n), Some(pid), Some(base)) => !base.is_empty() && is_number(pid) && is_number(n),
+        _ => false,
+    }
+}
+
 /// `.<name>.<pid>.<n>.tmp` beside `destination`: unique among this process's writers (the
 /// counter) and among processes (the pid), and hidden from a plain `ls`.
 fn unique_temp_path(destination: &Path) -> io::Result<PathBuf> {
@@ -237,8 +271,15 @@ fn unique_temp_path(destination: &Path) -> io::Result<PathBuf> {
         .file_name()
         .and_then(|name| name.to_str())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the destination has no file name"))?;
+    let mut cut = name.len().min(TEMP_NAME_PART_BYTES_MAX);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let base = name.get(..cut).unwrap_or(name);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Ok(parent(destination).join(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id())))
+    let temp_name = format!(".{base}.{}.{n}{TEMP_SUFFIX}", std::process::id());
+    debug_assert!(is_temp_file_name(&temp_name), "{temp_name}");
+    Ok(parent(destination).join(temp_name))
 }
 
 #[cfg(test)]
@@ -301,6 +342,56 @@ mod tests {
         let first = AtomicFile::create(&path).expect("first");
         let second = AtomicFile::create(&path).expect("second");
         assert_ne!(first.temp_path(), second.temp_path());
+    }
+
+    #[test]
+    fn a_long_destination_name_still_gets_a_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 253 bytes: a legal name, too long to take a temporary name's additions whole.
+        let name = format!("{}x", "é".repeat(126));
+        let path = dir.path().join(&name);
+        write_atomically(&path, b"content").expect("atomic write of a long name");
+        assert_eq!(std::fs::read(&path).expect("read"), b"content");
+    }
+
+    #[test]
+    fn a_temporary_name_left_by_a_crashed_process_is_stepped_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        // What a crashed process with our pid would have left under the next counter values.
+        let next = AtomicFile::create(&path).expect("probe");
+        let probe_name = next.temp_path().to_path_buf();
+        drop(next);
+        let (prefix, counter) = probe_name
+            .to_str()
+            .and_then(|probe| probe.strip_suffix(TEMP_SUFFIX))
+            .and_then(|probe| probe.rsplit_once('.'))
+            .expect("a counter in the temporary name");
+        let counter: u64 = counter.parse().expect("a numeric counter");
+        // Tests running beside this one take counter values too: leave a few, fewer than the
+        // attempts allowed.
+        for stale in counter + 1..=counter + 8 {
+            std::fs::write(format!("{prefix}.{stale}{TEMP_SUFFIX}"), b"stale").expect("write stale");
+        }
+        write_atomically(&path, b"new").expect("atomic write past stale temporary files");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+    }
+
+    #[test]
+    fn only_names_of_this_crates_shape_are_temporary_file_names() {
+        for name in [".index.1.0.tmp", ".a.b.4242.17.tmp"] {
+            assert!(is_temp_file_name(name), "{name}");
+        }
+        for name in [
+            "index.tmp",
+            ".index.tmp",
+            "..1.0.tmp",
+            ".index.1.x.tmp",
+            ".index.1.0.tmp.x",
+            "index.1.0.tmp",
+        ] {
+            assert!(!is_temp_file_name(name), "{name}");
+        }
     }
 
     #[test]
