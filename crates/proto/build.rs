@@ -43,9 +43,14 @@ fn main() {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
 
+    #[cfg(feature = "services")]
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .compile_with_config(config, &files, &[proto_dir, wkt_include])
+        .expect("compiling the Axon Server .proto files failed");
+    #[cfg(not(feature = "services"))]
+    config
+        .compile_protos(&files, &[proto_dir, wkt_include])
         .expect("compiling the Axon Server .proto files failed");
 }

@@ -1,7 +1,8 @@
 //! Wire types and gRPC service stubs of the Axon Server API, for Myelin.
 //!
 //! This crate is generated code and nothing else: the protobuf messages and
-//! the tonic client/server scaffolding for Axon Server's public gRPC API,
+//! (with the `services` feature) the tonic client/server scaffolding for Axon
+//! Server's public gRPC API,
 //! built at compile time from Myelin's own `.proto` files in `proto/`. Those
 //! files are written to be wire-compatible with the upstream API (release
 //! 2026.1.0): package names, message and field names, field numbers, types,
@@ -34,52 +35,60 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+/// The generated code of one protobuf package (what `tonic::include_proto!` does, without
+/// needing tonic when the `services` feature is off).
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
+
 /// Package `io.axoniq.axonserver.grpc`: shared types (`common.proto`), with
 /// the other packages as submodules.
 pub mod grpc {
-    tonic::include_proto!("io.axoniq.axonserver.grpc");
+    include_proto!("io.axoniq.axonserver.grpc");
 
     /// Package `io.axoniq.axonserver.grpc.event`: the aggregate-based event
     /// store, event scheduler and event transformation services.
     pub mod event {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.event");
+        include_proto!("io.axoniq.axonserver.grpc.event");
 
         /// Package `io.axoniq.axonserver.grpc.event.dcb`: the DCB event store,
         /// snapshot store and scheduler.
         pub mod dcb {
-            tonic::include_proto!("io.axoniq.axonserver.grpc.event.dcb");
+            include_proto!("io.axoniq.axonserver.grpc.event.dcb");
         }
     }
 
     /// Package `io.axoniq.axonserver.grpc.control`: `PlatformService`
     /// (connection set-up and the instruction stream).
     pub mod control {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.control");
+        include_proto!("io.axoniq.axonserver.grpc.control");
     }
 
     /// Package `io.axoniq.axonserver.grpc.command`: `CommandService`.
     pub mod command {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.command");
+        include_proto!("io.axoniq.axonserver.grpc.command");
     }
 
     /// Package `io.axoniq.axonserver.grpc.query`: `QueryService`.
     pub mod query {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.query");
+        include_proto!("io.axoniq.axonserver.grpc.query");
     }
 
     /// Package `io.axoniq.axonserver.grpc.admin`: administration services.
     pub mod admin {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.admin");
+        include_proto!("io.axoniq.axonserver.grpc.admin");
     }
 
     /// Package `io.axoniq.axonserver.grpc.streams`: persistent event streams.
     pub mod streams {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.streams");
+        include_proto!("io.axoniq.axonserver.grpc.streams");
     }
 
     /// Package `io.axoniq.axonserver.grpc.license`: `LicenseService`.
     pub mod license {
-        tonic::include_proto!("io.axoniq.axonserver.grpc.license");
+        include_proto!("io.axoniq.axonserver.grpc.license");
     }
 }
 
@@ -87,7 +96,8 @@ pub mod grpc {
 ///
 /// Each pair is the trait to implement (e.g. [`server::EventStore`]) and the
 /// wrapper that turns an implementation into a tonic service
-/// (e.g. [`server::EventStoreServer`]).
+/// (e.g. [`server::EventStoreServer`]). Only with the `services` feature.
+#[cfg(feature = "services")]
 pub mod server {
     pub use crate::grpc::command::command_service_server::{CommandService, CommandServiceServer};
     pub use crate::grpc::control::platform_service_server::{PlatformService, PlatformServiceServer};
@@ -115,5 +125,6 @@ pub const CONTEXT_METADATA_KEY: &str = "axoniq-context";
 /// gRPC metadata key carrying the access token (`AxonIQ-Access-Token`).
 pub const ACCESS_TOKEN_METADATA_KEY: &str = "axoniq-access-token";
 
-#[cfg(test)]
+// The wire tests call the generated services; the workspace's tests build this crate with them.
+#[cfg(all(test, feature = "services"))]
 mod wire_tests;
