@@ -7,6 +7,9 @@
 //! * [`scan`]: reads a segment block by block, every CRC checked.
 //! * [`manifest`], [`run`], [`verify`], [`restore`].
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 mod fsync;
 pub mod manifest;
 pub mod restore;

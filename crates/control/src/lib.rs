@@ -23,6 +23,9 @@
 //! This crate must never store a clear-text password or token, never panic on input from a
 //! client, and never change data when it reports an error for bad input.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod access;
 mod applications;
 mod backup_zip;
