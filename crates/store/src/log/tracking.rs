@@ -96,6 +96,16 @@ impl SegmentLog {
                 ));
             };
             let count = block.count as u64;
+            // Blocks never straddle a segment's end: one that does means the segment holds
+            // more events than its index (or the writer) counted, and serving them would give
+            // two events the same token.
+            if token + count > end_token {
+                return Err(StoreError::corrupt(
+                    path.to_path_buf(),
+                    offset,
+                    format!("block of {count} events at token {token} runs past the segment's end at {end_token}"),
+                ));
+            }
             if token + count > cursor.next_token {
                 let skip = cursor.next_token.saturating_sub(token) as usize;
                 for (i, (_, event)) in block.events().enumerate().skip(skip) {

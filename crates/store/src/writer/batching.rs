@@ -120,7 +120,7 @@ impl BatchPolicy {
         if pending.is_empty() {
             return self.decide_idle(pending, now);
         }
-        if pending.bytes >= self.max_batch_bytes || now >= self.window_end() {
+        if pending.bytes >= self.max_batch_bytes || self.window_end().is_none_or(|end| now >= end) {
             return Decision::Flush;
         }
         if !pending.queue_seen_empty {
@@ -157,9 +157,11 @@ impl BatchPolicy {
         };
     }
 
-    /// Until when appends may keep joining the current batch (rule 2).
-    fn window_end(&self) -> Instant {
-        self.last_flush_end + self.last_flush_duration + self.flush_delay
+    /// Until when appends may keep joining the current batch (rule 2). Instants that cannot
+    /// be represented (a validated config never gets there) close the window at once.
+    fn window_end(&self) -> Option<Instant> {
+        let window = self.last_flush_duration.saturating_add(self.flush_delay);
+        self.last_flush_end.checked_add(window)
     }
 
     /// Until when an empty queue is waited on for the last batch's appenders (rule 4); `None`
@@ -169,19 +171,15 @@ impl BatchPolicy {
         if pending.transactions == 0 || pending.transactions >= self.last_batch_transactions {
             return None;
         }
-        Some(started + self.flush_delay)
+        started.checked_add(self.flush_delay)
     }
 
     fn decide_idle(&self, pending: &Pending, now: Instant) -> Decision {
         match (self.sync_interval, pending.unsynced_since) {
-            (Some(interval), Some(since)) => {
-                let due = since + interval;
-                if now >= due {
-                    Decision::SyncWritten
-                } else {
-                    Decision::WaitUntil(due)
-                }
-            }
+            (Some(interval), Some(since)) => match since.checked_add(interval) {
+                Some(due) if now < due => Decision::WaitUntil(due),
+                _ => Decision::SyncWritten,
+            },
             _ => Decision::Idle,
         }
     }

@@ -28,7 +28,7 @@ use myelin_format::segment::{
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use crate::config::Durability;
+use crate::config::{Durability, MAX_SEGMENT_BYTES};
 use crate::error::{Result, StoreError};
 use crate::io::{sync_data, write_all_at};
 use crate::log::SegmentLog;
@@ -251,6 +251,15 @@ impl Writer {
         let encoded =
             encode_transaction(&events, &mut self.buf).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         self.multi_block |= encoded.blocks > 1;
+        // Tokens are gapless: each staged transaction starts where the one before it ends, the
+        // first where the published head is.
+        debug_assert_eq!(
+            self.next_token,
+            self.staged
+                .last()
+                .map_or(self.log.head(), |s| s.first_token + s.events.len() as u64)
+        );
+        debug_assert!(self.end + self.buf.len() as u64 + MARKER_BYTES as u64 <= self.capacity);
         let first_token = self.next_token;
         self.next_token += events.len() as u64;
         Ok(Some((events, encoded, first_token)))
@@ -319,8 +328,11 @@ impl Writer {
     /// with a multi-block transaction syncs before writing the size field too, so a crash can
     /// never leave part of that transaction valid.
     fn write_batch(&mut self) -> Result<()> {
+        self.check_batch_bounds()?;
         let io = |e| StoreError::io(self.path.to_path_buf(), e);
-        let (size_field, rest) = self.buf.split_at(MARKER_BYTES);
+        let Some((size_field, rest)) = self.buf.split_at_checked(MARKER_BYTES) else {
+            return Err(self.inconsistent(format!("a batch of {} bytes has no size field", self.buf.len())));
+        };
         write_all_at(&self.file, rest, self.end + MARKER_BYTES as u64).map_err(io)?;
         if self.multi_block {
             self.sync_active().map_err(io)?;
@@ -333,6 +345,28 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// The batch, and a roll marker after it, end inside the active file, and every offset
+    /// in it fits an `i32` (what Axon and the index expect). `try_stage` makes room so this
+    /// always holds; checked for real anyway, once per batch, because a violation would write
+    /// past the file's end or index offsets that wrap.
+    fn check_batch_bounds(&self) -> Result<()> {
+        let batch_end = self.end + self.buf.len() as u64;
+        if batch_end + MARKER_BYTES as u64 > self.capacity || self.capacity > MAX_SEGMENT_BYTES {
+            return Err(self.inconsistent(format!(
+                "a batch ending at {batch_end} does not fit a segment of {} bytes (at most {MAX_SEGMENT_BYTES})",
+                self.capacity
+            )));
+        }
+        Ok(())
+    }
+
+    fn inconsistent(&self, reason: String) -> StoreError {
+        StoreError::Inconsistent {
+            dir: self.log.dir.clone(),
+            reason: format!("{}: {reason}", self.path.display()),
+        }
     }
 
     fn sync_interval_data(&mut self) {

@@ -20,9 +20,15 @@ impl Writer {
             event_bytes: 0,
             written_bytes: self.buf.len() as u64,
         };
+        // `check_batch_bounds` held before the write: every offset below fits an i32, so the
+        // 32-bit casts into the index and seek table are lossless.
+        debug_assert!(start + self.buf.len() as u64 <= crate::config::MAX_SEGMENT_BYTES);
         {
             let mut view = active.view.write();
             for staged in &self.staged {
+                // The events readers will count in this segment get exactly the tokens the
+                // writer handed out.
+                debug_assert_eq!(staged.first_token, active.first_token + view.count);
                 let tx_start = start + staged.encoded.start as u64;
                 let block_first_events = &staged.encoded.block_first_events;
                 for &first_event in block_first_events {

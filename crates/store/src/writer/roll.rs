@@ -66,6 +66,19 @@ impl Writer {
     /// makes it the active one. Recovery treats a newest file that ends in a roll marker as
     /// closed and creates the successor itself, so a crash between the two steps is safe.
     fn roll(&mut self, size: u64) -> Result<(), Rolling> {
+        // The successor is named after the token that follows the active segment's last
+        // event; a name off by one would make recovery see a gap or an overlap.
+        let active_end = {
+            let segments = self.log.segments.read();
+            segments.active.first_token + segments.active.view.read().count
+        };
+        if active_end != self.next_token {
+            let reason = format!(
+                "rolling at token {}, but the segment ends at {active_end}",
+                self.next_token
+            );
+            return Err(Rolling::Active(self.inconsistent(reason)));
+        }
         if !self.successor_pending {
             fail::fail_point!("store::roll", |_| Err(Rolling::Active(StoreError::io(
                 self.path.to_path_buf(),
