@@ -129,7 +129,7 @@ impl Writer {
         let path = self.path.clone();
         let tmp = temp_path(&path);
         let file = create_segment(&tmp, size)?;
-        if let Err(e) = std::fs::rename(&tmp, &path) {
+        if let Err(e) = myelin_fsutil::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
             return Err(Rolling::NewFile(StoreError::io(path.to_path_buf(), e).into_no_space()));
         }
