@@ -84,9 +84,10 @@ impl Family {
         context: &str,
         validator: impl FnOnce(&Arc<SegmentLog>) -> Box<dyn Validator>,
     ) -> Result<Family> {
+        config.validate()?;
         let (log, start) = open_log(kind, dir, config)?;
         let log = Arc::new(log);
-        let (requests, requests_rx) = sync_channel(config.queue_capacity.max(1));
+        let (requests, requests_rx) = sync_channel(config.queue_capacity);
         let (indexer, indexer_rx) = std::sync::mpsc::channel();
         let writer = Writer::new(log.clone(), start, validator(&log), indexer);
         let name = format!("{context}-{}", kind.data_suffix());
@@ -400,4 +401,26 @@ fn prepare(kind: SegmentKind, events: Vec<Bytes>) -> Result<Vec<PreparedEvent>> 
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_with_a_setting_out_of_range_is_refused_before_any_file_is_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("default");
+        let bad = StoreConfig {
+            max_batch_bytes: 0,
+            ..StoreConfig::default()
+        };
+        let opened = ContextStore::open("default", data.clone(), data.clone(), bad, StoreConfig::default());
+        match opened {
+            Err(StoreError::InvalidArgument(message)) => assert!(message.contains("max_batch_bytes"), "{message}"),
+            Err(other) => panic!("expected InvalidArgument, got {other}"),
+            Ok(_) => panic!("a store opened with max_batch_bytes = 0"),
+        }
+        assert!(!data.exists(), "nothing was created");
+    }
 }

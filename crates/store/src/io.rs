@@ -2,6 +2,11 @@
 //! directory sync after create/rename, zero pre-allocation, atomic replace. Every operation
 //! that can fail in production has a failpoint (the `failpoints` feature) so tests can make it
 //! fail on purpose.
+//!
+//! The crash-safe sequences themselves (temp file, fsync, rename, directory fsync) are
+//! `myelin-fsutil`'s, the one copy every crate uses; this module only puts the store's own
+//! failpoints (`store::sync_dir`, `store::write_index`, ...) and error type around them, so
+//! tests that name those failpoints see them fire at the same steps as before.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -139,7 +144,7 @@ pub(crate) fn open_for_reading(path: &Path) -> io::Result<File> {
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let sync = || -> io::Result<()> {
         failpoint!("store::sync_dir");
-        File::open(dir)?.sync_all()
+        myelin_fsutil::sync_dir(dir)
     };
     sync().map_err(|e| StoreError::io(dir, e))
 }
@@ -153,7 +158,7 @@ pub(crate) fn create_preallocated(path: &Path, size_bytes: u64, header: &[u8]) -
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         preallocate(&file, size_bytes)?;
         file.write_all_at(header, 0)?;
-        file.sync_all()?;
+        myelin_fsutil::sync_all(&file)?;
         Ok(file)
     };
     let file = create().map_err(|e| StoreError::io(path, e))?;
@@ -177,30 +182,32 @@ fn preallocate(file: &File, size_bytes: u64) -> io::Result<()> {
 }
 
 pub(crate) fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
+    myelin_fsutil::parent(path)
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, directory fsync.
+/// Writes `bytes` to `path` atomically and durably (`myelin_fsutil::write_atomically`: temp
+/// file, fsync, rename, directory fsync). `failpoint_name` fails the whole write before it
+/// starts; `store::sync_dir` fails it after the rename, as a failed directory sync would.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], failpoint_name: &str) -> Result<()> {
-    let tmp = temp_path(path);
     let write = || -> io::Result<()> {
         fail::fail_point!(failpoint_name, |_| Err(io::Error::from_raw_os_error(libc::EIO)));
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        file.write_all_at(bytes, 0)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        myelin_fsutil::write_atomically(path, bytes)
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(StoreError::io(path, e));
-    }
-    sync_dir(parent(path))
+    write().map_err(|e| StoreError::io(path, e))?;
+    let dir = parent(path);
+    let synced = || -> io::Result<()> {
+        failpoint!("store::sync_dir");
+        Ok(())
+    };
+    synced().map_err(|e| StoreError::io(dir, e))
 }
 
+/// The name an empty active segment's larger replacement is created under (recovery removes
+/// it if a crash leaves it behind).
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
+    name.push(myelin_fsutil::TEMP_SUFFIX);
     path.with_file_name(name)
 }
 

@@ -32,7 +32,7 @@ pub(crate) struct WriterStart {
 }
 
 pub(crate) fn open_log(kind: SegmentKind, dir: &Path, config: &StoreConfig) -> Result<(SegmentLog, WriterStart)> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    myelin_fsutil::create_dir_all_durably(dir).map_err(|e| StoreError::io(dir, e))?;
     let names = list_segments(kind, dir)?;
     let (closed_names, active_first) = match names.split_last() {
         Some((last, rest)) => (rest.to_vec(), *last),
@@ -126,11 +126,20 @@ fn empty_scan() -> Scan {
     }
 }
 
-/// A temp file of an interrupted index or bloom write, or of an interrupted replacement of an
-/// empty active segment by a larger one (`<number>.<suffix>.tmp`).
+/// A temp file of an interrupted index or bloom write (`myelin-fsutil`'s
+/// `.<number>.<suffix>.<pid>.<n>.tmp`), or of an interrupted replacement of an empty active
+/// segment by a larger one (`<number>.<suffix>.tmp`, also how older versions named index
+/// temp files).
 fn is_leftover_temp(kind: SegmentKind, name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(".tmp") else {
+    let Some(stem) = name.strip_suffix(myelin_fsutil::TEMP_SUFFIX) else {
         return false;
+    };
+    let stem = match stem.strip_prefix('.') {
+        Some(hidden) => match strip_numbered_suffix(hidden).and_then(strip_numbered_suffix) {
+            Some(stem) => stem,
+            None => return false,
+        },
+        None => stem,
     };
     let Some((number, suffix)) = stem.split_once('.') else {
         return false;
@@ -138,6 +147,12 @@ fn is_leftover_temp(kind: SegmentKind, name: &str) -> bool {
     !number.is_empty()
         && number.bytes().all(|b| b.is_ascii_digit())
         && [kind.data_suffix(), kind.index_suffix(), kind.bloom_suffix()].contains(&suffix)
+}
+
+/// `name` without a final `.<digits>`, if it has one.
+fn strip_numbered_suffix(name: &str) -> Option<&str> {
+    let (rest, digits) = name.rsplit_once('.')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
 }
 
 /// First tokens of the data files of `kind` in `dir`, ascending. Leftover temp files of
@@ -467,4 +482,42 @@ fn check_continuity(dir: &Path, kind: SegmentKind, closed: &[Arc<ClosedSegment>]
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftover_temp_files_of_either_naming_are_recognised() {
+        let kind = SegmentKind::Events;
+        let index = kind.index_file_name(462);
+        let data = kind.file_name(462);
+        assert!(
+            is_leftover_temp(kind, &format!(".{index}.4711.0.tmp")),
+            "myelin-fsutil's"
+        );
+        assert!(is_leftover_temp(kind, &format!("{data}.tmp")), "a segment replacement");
+        assert!(
+            is_leftover_temp(kind, &format!("{index}.tmp")),
+            "older versions' index temp"
+        );
+    }
+
+    #[test]
+    fn files_that_are_not_the_stores_temp_files_are_left_alone() {
+        let kind = SegmentKind::Events;
+        let index = kind.index_file_name(462);
+        for name in [
+            index.clone(),
+            format!(".{index}.tmp"),
+            format!(".{index}.x.0.tmp"),
+            format!(".{index}.1.tmp"),
+            ".notes.1.2.tmp".to_string(),
+            "backup.tar.tmp".to_string(),
+            format!("{}.tmp", SegmentKind::Snapshots.file_name(0)),
+        ] {
+            assert!(!is_leftover_temp(kind, &name), "{name}");
+        }
+    }
 }
