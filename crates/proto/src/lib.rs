@@ -34,6 +34,9 @@
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+// Generated oneofs mirror Axon's messages as they are; boxing a variant would change the API.
+// (tonic's generator adds this allowance itself; prost's, used without the services, does not.)
+#![allow(clippy::large_enum_variant)]
 
 /// The generated code of one protobuf package (what `tonic::include_proto!` does, without
 /// needing tonic when the `services` feature is off).

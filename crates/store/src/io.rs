@@ -8,6 +8,10 @@
 //! failpoints (`store::sync_dir`, `store::write_index`, ...) and error type around them, so
 //! tests that name those failpoints see them fire at the same steps as before.
 
+// posix_fallocate, lseek(SEEK_DATA/SEEK_HOLE) and preadv2(RWF_NOWAIT) have no safe wrapper in
+// std; each `unsafe` block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;

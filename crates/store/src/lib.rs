@@ -14,6 +14,9 @@
 //! This crate must never depend on a network layer (tonic, axum): it is plain threads and
 //! files, usable from async code through [`AppendTicket`] and commit listeners.
 
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 mod closed_index;
 mod config;
 mod context;
