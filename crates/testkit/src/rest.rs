@@ -1,0 +1,253 @@
+//! The REST router in-process: real stores and a real control database in a temporary
+//! directory, called without a socket, and the answers read whole.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use bytes::Bytes;
+use myelin_control::{AccessControl, ControlDb};
+use myelin_grpc::Contexts;
+use myelin_rest::{NodeDescription, Provisioner, RestConfig, RestState, SharedState};
+use myelin_store::{ContextStore, DeletionHolds, StoreConfig};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// Answers larger than this fail the test (the largest, a backup file, is a few MiB).
+const ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+pub const ADMIN_TOKEN: &str = "admin-secret-token";
+pub const TOKEN: &str = "read-write-secret-token";
+
+/// The stores' configuration: segments of [`SEGMENT_BYTES`](crate::store::SEGMENT_BYTES).
+pub fn store_config() -> StoreConfig {
+    crate::store::small_segments()
+}
+
+/// Opens stores under `<root>/<kind>/<context>` like the server does, obeying this test
+/// server's own deletion holds (not the process-wide ones other tests may hold).
+pub struct DirProvisioner {
+    pub root: PathBuf,
+    pub holds: Arc<DeletionHolds>,
+}
+
+impl DirProvisioner {
+    pub fn dirs(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.root.join("events").join(name),
+            self.root.join("snapshots").join(name),
+        )
+    }
+}
+
+impl Provisioner for DirProvisioner {
+    fn open_context(&self, name: &str) -> Result<Arc<ContextStore>, String> {
+        let (events, snapshots) = self.dirs(name);
+        let store =
+            ContextStore::open(name, events, snapshots, store_config(), store_config()).map_err(|e| e.to_string())?;
+        store.set_deletion_holds(self.holds.clone());
+        Ok(store)
+    }
+
+    fn delete_context_data(&self, name: &str) -> Result<(), String> {
+        let (events, snapshots) = self.dirs(name);
+        for dir in [events, snapshots] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The router over context `default`, a control database and this harness's deletion holds,
+/// all under one temporary directory (`dir`).
+pub struct Rest {
+    pub state: SharedState,
+    pub router: Router,
+    pub provisioner: Arc<DirProvisioner>,
+    pub dir: TempDir,
+}
+
+/// What a test may change of the harness.
+pub struct Options {
+    pub access_control: bool,
+    pub disk_space_threshold: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access_control: false,
+            disk_space_threshold: 1,
+        }
+    }
+}
+
+/// The harness with the default [`Options`]: access control off.
+pub fn rest() -> Rest {
+    rest_with(Options::default())
+}
+
+pub fn rest_with(options: Options) -> Rest {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().canonicalize().expect("absolute temp dir");
+    let control = Arc::new(ControlDb::open(&root.join("control")).expect("control db"));
+    let holds = Arc::new(DeletionHolds::new());
+    let provisioner = Arc::new(DirProvisioner {
+        root: root.clone(),
+        holds: holds.clone(),
+    });
+    let contexts = Arc::new(Contexts::new());
+    control.ensure_context("default").expect("context recorded");
+    contexts.insert(provisioner.open_context("default").expect("default opens"));
+    let access = Arc::new(AccessControl::new(
+        options.access_control,
+        Some(TOKEN.to_string()),
+        Some(ADMIN_TOKEN.to_string()),
+        control.clone(),
+    ));
+    let state = Arc::new(RestState {
+        contexts,
+        control,
+        access,
+        provisioner: provisioner.clone(),
+        deletion_holds: holds,
+        config: RestConfig {
+            node: NodeDescription {
+                name: "node-1".to_string(),
+                host_name: "localhost".to_string(),
+                grpc_port: 8124,
+                http_port: 8024,
+            },
+            controldb_backup_location: root.join("backups"),
+            data_dirs: vec![root.clone()],
+            disk_space_threshold: options.disk_space_threshold,
+        },
+    });
+    Rest {
+        router: myelin_rest::router(state.clone()),
+        state,
+        provisioner,
+        dir,
+    }
+}
+
+/// A response, its body read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("UTF-8 body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Rest {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).expect("request"))
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
+            .await
+            .expect("body");
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str) -> Answer {
+        self.call(Method::GET, uri, &[], None).await
+    }
+
+    pub async fn post(&self, uri: &str, body: Option<serde_json::Value>) -> Answer {
+        self.call(Method::POST, uri, &[], body).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> Answer {
+        self.call(Method::DELETE, uri, &[], None).await
+    }
+
+    pub fn store(&self, name: &str) -> Arc<ContextStore> {
+        self.state.contexts.get(name).expect("context").store().clone()
+    }
+
+    /// Shuts every store down (on a plain thread: shutdown blocks).
+    pub fn shutdown(&self) {
+        let contexts = self.state.contexts.clone();
+        std::thread::spawn(move || {
+            for name in contexts.names() {
+                if let Some(store) = contexts.remove(&name) {
+                    store.shutdown().expect("store shuts down");
+                }
+            }
+        })
+        .join()
+        .expect("shutdown thread");
+    }
+}
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        let contexts = self.state.contexts.clone();
+        let _ = std::thread::spawn(move || {
+            for name in contexts.names() {
+                if let Some(context) = contexts.get(&name) {
+                    let _ = context.store().shutdown();
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// A documented path with its parameters filled in: names that exist nowhere for `{name}`,
+/// `{id}` and `{file}`, a real context and type, so that the file endpoint gets as far as
+/// looking the file up. A parameter without a value here fails loudly.
+pub fn fill_placeholders(path: &str) -> String {
+    let filled = path
+        .replace("{name}", "missing-name")
+        .replace("{id}", "missing-name")
+        .replace("{context}", "default")
+        .replace("{type}", "EVENT")
+        .replace("{file}", "missing-name");
+    assert!(
+        !filled.contains('{'),
+        "{path}: give the new path parameter a value in fill_placeholders"
+    );
+    filled
+}
