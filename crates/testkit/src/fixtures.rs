@@ -14,11 +14,16 @@ pub const FIXTURES_VAR: &str = "MYELIN_AXON_FIXTURES";
 
 /// The directory of Axon Server's fixture files. Panics, naming the path it expected and how to
 /// point it elsewhere, when the directory is missing.
+#[track_caller]
 pub fn axon_fixtures() -> PathBuf {
-    locate(std::env::var_os(FIXTURES_VAR)).unwrap_or_else(|missing| panic!("{missing}"))
+    match locate(std::env::var_os(FIXTURES_VAR)) {
+        Ok(dir) => dir,
+        Err(missing) => panic!("{missing}"),
+    }
 }
 
 /// One fixture, `relative` to [`axon_fixtures`]; panics naming the path when it is missing.
+#[track_caller]
 pub fn axon_fixture(relative: &str) -> PathBuf {
     let path = axon_fixtures().join(relative);
     assert!(
@@ -31,6 +36,7 @@ pub fn axon_fixture(relative: &str) -> PathBuf {
 
 /// A writable copy of a fixture directory in a fresh temporary directory: the fixtures are
 /// read-only, and a store writes index files next to its segments.
+#[track_caller]
 pub fn copy_axon_fixture(relative: &str) -> TempDir {
     let dir = tempfile::tempdir().expect("temporary directory for a fixture copy");
     copy_axon_fixture_into(relative, dir.path());
@@ -39,6 +45,7 @@ pub fn copy_axon_fixture(relative: &str) -> TempDir {
 
 /// Copies a fixture directory (with its subdirectories) into `target`, creating it, every file
 /// writable.
+#[track_caller]
 pub fn copy_axon_fixture_into(relative: &str, target: &Path) {
     copy_writable(&axon_fixture(relative), target);
 }
