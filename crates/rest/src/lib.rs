@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::{Router, middleware};
-use myelin_grpc::Contexts;
 use myelin_control::{AccessControl, ControlDb};
+use myelin_grpc::Contexts;
 use myelin_store::{ContextStore, DeletionHolds};
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
