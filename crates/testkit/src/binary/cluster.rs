@@ -22,11 +22,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts one node per options, all processes at once, then waits until each listens;
     /// panics, keeping the logs, when one does not start.
+    #[track_caller]
     pub fn start(options: impl IntoIterator<Item = NodeOptions>) -> Cluster {
         let starting: Vec<_> = options.into_iter().map(NodeOptions::spawn).collect();
-        Cluster {
-            nodes: starting.into_iter().map(|node| node.wait_until_listening()).collect(),
+        let mut nodes = Vec::with_capacity(starting.len());
+        // A loop, not a closure, so that a failure is reported at the test's line.
+        for node in starting {
+            nodes.push(node.wait_until_listening());
         }
+        Cluster { nodes }
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -42,6 +46,7 @@ impl Cluster {
     }
 
     /// SIGTERM to every node at once, then waits for each: all must exit cleanly.
+    #[track_caller]
     pub fn stop(mut self) {
         for node in &mut self.nodes {
             node.terminate();

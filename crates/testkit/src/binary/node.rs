@@ -92,6 +92,7 @@ impl NodeOptions {
 
     /// Starts the node and waits until both listeners are up; panics, keeping its log, when
     /// it does not start.
+    #[track_caller]
     pub fn start(self) -> Node {
         self.spawn().wait_until_listening()
     }
@@ -153,6 +154,7 @@ pub(super) struct Starting {
 impl Starting {
     /// Waits until the log names both listening addresses; panics, keeping the log, when the
     /// process exits first or the deadline passes.
+    #[track_caller]
     pub(super) fn wait_until_listening(mut self) -> Node {
         loop {
             let text = std::fs::read_to_string(&self.process.log_path).unwrap_or_default();
@@ -165,12 +167,10 @@ impl Starting {
             }
             if let Ok(Some(status)) = self.process.child.try_wait() {
                 self.process.ended = true;
-                self.process
-                    .fail(&format!("myelin exited ({status}) before it listened"));
+                self.process.fail(&format!("exited ({status}) before it listened"));
             }
             if Instant::now() > self.deadline {
-                self.process
-                    .fail(&format!("myelin did not listen within {START_TIMEOUT:?}"));
+                self.process.fail(&format!("did not listen within {START_TIMEOUT:?}"));
             }
             std::thread::sleep(POLL_INTERVAL);
         }
@@ -256,6 +256,7 @@ impl Node {
 
     /// SIGTERM and wait: the node must exit, and exit cleanly (status 0); else the test fails
     /// with its log kept.
+    #[track_caller]
     pub fn stop(mut self) {
         self.process.terminate();
         self.process.wait_for_clean_exit();
@@ -272,6 +273,7 @@ impl Node {
     }
 
     /// The second half of [`Node::stop`].
+    #[track_caller]
     pub(super) fn wait_for_clean_exit(mut self) {
         self.process.wait_for_clean_exit();
     }
@@ -307,12 +309,13 @@ impl Process {
         }
     }
 
+    #[track_caller]
     fn wait_for_clean_exit(&mut self) {
         let status = self.wait(STOP_TIMEOUT);
         match status {
             Some(status) if status.success() => {}
-            Some(status) => self.fail(&format!("myelin exited with {status} after SIGTERM")),
-            None => self.fail(&format!("myelin did not exit within {STOP_TIMEOUT:?} of SIGTERM")),
+            Some(status) => self.fail(&format!("exited with {status} after SIGTERM")),
+            None => self.fail(&format!("did not exit within {STOP_TIMEOUT:?} of SIGTERM")),
         }
     }
 
@@ -349,12 +352,14 @@ impl Process {
         kept
     }
 
-    /// Kills the process, keeps its log and fails the test with the log's end.
+    /// Kills the process, keeps its log and fails the test with the log's end; `what` the
+    /// process did is said of `myelin on <address> (pid <pid>)`.
+    #[track_caller]
     fn fail(&mut self, what: &str) -> ! {
         self.kill();
         let kept = self.keep_log();
         panic!(
-            "{what}; {} (pid {}); log kept at {}, ending with:\n{}",
+            "myelin on {} (pid {}) {what}; its log is kept at {}, ending with:\n{}",
             self.address,
             self.child.id(),
             kept.display(),
