@@ -158,7 +158,11 @@ impl Starting {
     pub(super) fn wait_until_listening(mut self) -> Node {
         loop {
             let text = std::fs::read_to_string(&self.process.log_path).unwrap_or_default();
-            if let (Some(grpc), Some(http)) = (logged_address(&text, GRPC_LINE), logged_address(&text, HTTP_LINE)) {
+            // Whole lines only: a line still being written could end in half a port number.
+            let text = text
+                .get(..text.rfind('\n').map_or(0, |end| end + 1))
+                .unwrap_or_default();
+            if let (Some(grpc), Some(http)) = (logged_address(text, GRPC_LINE), logged_address(text, HTTP_LINE)) {
                 return Node {
                     process: self.process,
                     grpc,
