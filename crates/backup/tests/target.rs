@@ -2,19 +2,17 @@
 //! S3-compatible server (moto, started by `scripts/s3-test-server`), plus what only one of them
 //! has (the local directory's temporary files, S3's multipart uploads and environment settings).
 
-mod common;
-
 use std::fmt::Debug;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use common::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3TestServer};
 use myelin_backup::target::{
     MULTIPART_PART_BYTES, MULTIPART_THRESHOLD_BYTES, ObjectInfo, Target, TargetError, dir_target, open_target,
     s3_target,
 };
+use myelin_testkit::s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3TestServer};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;

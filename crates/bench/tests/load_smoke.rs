@@ -10,10 +10,10 @@
 //! existing one may be older than the sources; `cargo build -p myelin` first to be sure).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use myelin_bench::load::record::Record;
+use myelin_testkit::binary::{Binary, Node};
 
 const LOAD: &str = env!("CARGO_BIN_EXE_myelin-load");
 
@@ -36,78 +36,22 @@ fn myelin_binary() -> PathBuf {
     sibling
 }
 
-/// `myelin serve` on 127.0.0.1 with ports chosen by the OS; killed when dropped.
-struct Server {
-    child: Child,
-    grpc: String,
+/// `myelin serve` on 127.0.0.1 with ports chosen by the OS; killed when dropped. Small
+/// segments: the run writes a few MB, not the default 256 MiB files.
+fn start_server() -> Node {
+    Binary::new(myelin_binary()).node().segment_size("4MB").start()
 }
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let log = dir.join("server.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(myelin_binary())
-            .args(["serve", "--data"])
-            .arg(dir.join("data"))
-            .args([
-                "--set",
-                "myelin.bind-address=127.0.0.1",
-                "--set",
-                "axoniq.axonserver.port=0",
-                "--set",
-                "server.port=0",
-                // Small segments: the run writes a few MB, not the default 256 MiB files.
-                "--set",
-                "axoniq.axonserver.event.segment-size=4MB",
-            ])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("myelin starts");
-        let mut server = Server {
-            child,
-            grpc: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline && server.grpc.is_empty() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(address) = text.lines().find_map(|l| l.split("gRPC listening on ").nth(1)) {
-                server.grpc = address.trim().to_string();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(
-            !server.grpc.is_empty(),
-            "server did not start:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        server
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(server: &Server, args: &[&str]) -> Vec<Record> {
+fn run(server: &Node, args: &[&str]) -> Vec<Record> {
     let output: Output = Command::new(LOAD)
         .args(&args[..1])
         .args([
             "--system",
             "myelin",
             "--target",
-            &server.grpc,
+            &server.grpc_address().to_string(),
             "--server-pid",
-            &server.pid(),
+            &server.pid().to_string(),
         ])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -154,8 +98,7 @@ fn assert_sane(r: &Record) {
 
 #[test]
 fn every_workload_runs_against_the_real_server() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = start_server();
     let window = ["--seconds", "1.5", "--warmup-seconds", "0.3"];
 
     // The store is empty: the tracking read fills it first (a load record), then reads it all.

@@ -11,15 +11,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use myelin_proto::grpc::event::{Event, GetLastTokenRequest};
+use myelin_testkit::binary::{Binary, Node, output_text as text};
+use myelin_testkit::client::history;
+use myelin_testkit::events::drill_event as event;
+use myelin_testkit::fixtures::copy_axon_fixture_into;
+use myelin_testkit::s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3TestServer};
 use parking_lot::Mutex;
 
-mod common;
+/// The binary under test (or the one `MYELIN_BIN` names).
+fn myelin() -> Binary {
+    Binary::new(env!("CARGO_BIN_EXE_myelin"))
+}
 
-use common::*;
+/// Runs one of the binary's tools to its end.
+fn tool(args: &[&str]) -> Output {
+    myelin().run(args)
+}
 
-#[allow(dead_code)]
-#[path = "../../backup/tests/common/mod.rs"]
-mod s3common;
+fn tool_with(args: &[&str], env: &[(String, String)]) -> Output {
+    myelin().run_with_env(args, env)
+}
 
 /// Writers append 1–3 event transactions to their own aggregates and record what was
 /// acknowledged.
@@ -29,7 +40,7 @@ struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start_load(server: &Server, writers: usize) -> Load {
+async fn start_load(server: &Node, writers: usize) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -194,13 +205,13 @@ async fn restore_drill() {
 /// streamed from the server over HTTP rather than read by path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_drill_s3_streaming() {
-    let s3 = s3common::S3TestServer::start().await;
+    let s3 = S3TestServer::start().await;
     s3.create_bucket("drill").await;
     let root = tempfile::tempdir().expect("temp dir");
     let env = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), s3common::S3_ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), s3common::S3_SECRET_KEY.to_string()),
-        ("AWS_REGION".to_string(), s3common::S3_REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID".to_string(), S3_ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), S3_SECRET_KEY.to_string()),
+        ("AWS_REGION".to_string(), S3_REGION.to_string()),
         ("AWS_ENDPOINT_URL".to_string(), s3.endpoint.clone()),
     ];
     let drill = Drill {
@@ -217,7 +228,12 @@ async fn restore_drill_s3_streaming() {
 async fn run_drill(root: &Path, drill: &Drill) {
     let live_dir = root.join("live");
     let target = drill.target.clone();
-    let server = Server::start_with(&live_dir, &root.join("live.log"), drill.segment_size);
+    let server = myelin()
+        .node()
+        .data_dir(&live_dir)
+        .log_file(root.join("live.log"))
+        .segment_size(drill.segment_size)
+        .start();
 
     // Several incremental backups while writers append and segments roll.
     let load = start_load(&server, 4).await;
@@ -286,7 +302,11 @@ async fn run_drill(root: &Path, drill: &Drill) {
         "restore reports the manifest's last token {backed_up_last}: {}",
         text(&output)
     );
-    let restored_server = Server::start(&restored_dir, &root.join("restored.log"));
+    let restored_server = myelin()
+        .node()
+        .data_dir(&restored_dir)
+        .log_file(root.join("restored.log"))
+        .start();
     let mut restored_client = restored_server.client().await;
     let restored = history(&mut restored_client).await;
     same(&restored, &live);
@@ -340,7 +360,11 @@ async fn run_drill(root: &Path, drill: &Drill) {
         "{}",
         text(&output)
     );
-    let pit_server = Server::start(&pit_dir, &root.join("pit.log"));
+    let pit_server = myelin()
+        .node()
+        .data_dir(&pit_dir)
+        .log_file(root.join("pit.log"))
+        .start();
     let mut pit_client = pit_server.client().await;
     let pit = history(&mut pit_client).await;
     same(&pit, &live);
@@ -386,30 +410,21 @@ const DEFECTS: [Defect; 4] = [
     }),
 ];
 
-/// Files written by the real Axon Server (AXON_COMPAT §6), in the repository's sibling
-/// `shared/` directory.
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/axon-server-se")
-        .join(name)
-}
-
 /// Axon Server's own data, served by Myelin, backed up by local copies (Axon's model),
 /// restored into a fresh directory: it reads with upstream's expectations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axon_fixture_backup_restores_into_myelin() {
     let root = tempfile::tempdir().expect("temp dir");
     let live_dir = root.path().join("live");
-    // The fixture holds one context's files; Axon's layout is <storage>/<context>/.
-    copy_dir(&fixture("token-at"), &live_dir.join("default"));
-    for file in files_under(&live_dir, ".events") {
-        let mut permissions = std::fs::metadata(&file).expect("meta").permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        permissions.set_readonly(false);
-        std::fs::set_permissions(&file, permissions).expect("writable copy");
-    }
+    // Files written by the real Axon Server (AXON_COMPAT §6): one context's files; Axon's
+    // layout is <storage>/<context>/.
+    copy_axon_fixture_into("token-at", &live_dir.join("default"));
     let target = root.path().join("backup").to_string_lossy().to_string();
-    let server = Server::start(&live_dir, &root.path().join("live.log"));
+    let server = myelin()
+        .node()
+        .data_dir(&live_dir)
+        .log_file(root.path().join("live.log"))
+        .start();
 
     // A dry run prints the plan and writes nothing.
     let plan = tool(&["backup", "--server", &server.http_url(), "--to", &target, "--dry-run"]);
@@ -457,7 +472,11 @@ async fn axon_fixture_backup_restores_into_myelin() {
         "{}",
         text(&output)
     );
-    let restored = Server::start(&restored_dir, &root.path().join("restored.log"));
+    let restored = myelin()
+        .node()
+        .data_dir(&restored_dir)
+        .log_file(root.path().join("restored.log"))
+        .start();
     let mut client = restored.client().await;
     let token_at = |instant| myelin_proto::grpc::event::GetTokenAtRequest { instant };
     for (instant, expected) in [(0, 0), (278, 834), (4062, 2000)] {
@@ -485,16 +504,17 @@ async fn axon_fixture_backup_restores_into_myelin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_needs_an_admin_token_when_access_control_is_on() {
     let root = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_with_settings(
-        &root.path().join("live"),
-        &root.path().join("live.log"),
-        "16KB",
-        &[
+    let server = myelin()
+        .node()
+        .data_dir(root.path().join("live"))
+        .log_file(root.path().join("live.log"))
+        .segment_size("16KB")
+        .settings([
             "axoniq.axonserver.accesscontrol.enabled=true",
             "axoniq.axonserver.accesscontrol.admin-token=drill-admin-secret",
             "axoniq.axonserver.accesscontrol.token=drill-app-secret",
-        ],
-    );
+        ])
+        .start();
     let target = root.path().join("backup").to_string_lossy().to_string();
     let url = server.http_url();
     for token in [None, Some("drill-app-secret"), Some("wrong")] {

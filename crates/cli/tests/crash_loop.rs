@@ -8,8 +8,6 @@
 //! `MYELIN_CRASH_ROUNDS` sets the number of rounds (default 30, the short variant the test
 //! command runs; docs/RELIABILITY.md records the long one).
 
-mod common;
-
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -18,16 +16,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
 use myelin_format::segment::SegmentKind;
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{Event, ReadHighestSequenceNrRequest};
+use myelin_testkit::binary::{Binary, Node};
+use myelin_testkit::client::{events_between, last_token};
 use parking_lot::Mutex;
 use prost::Message;
 
 const WRITERS: usize = 4;
 /// More than one block can hold (32767 events): the transaction spans blocks.
 const HUGE_TRANSACTION_EVENTS: usize = 33_000;
+
+/// The binary under test (or the one `MYELIN_BIN` names).
+fn myelin() -> Binary {
+    Binary::new(env!("CARGO_BIN_EXE_myelin"))
+}
 
 /// A small deterministic generator (xorshift), so a failing round can be replayed by its seed.
 struct Random(u64);
@@ -91,7 +95,7 @@ impl Acked {
 
 /// Writers until the server dies under them; each continues its aggregate where the store is.
 /// Kills the server at a random moment; returns the transactions acknowledged.
-async fn write_until_killed(server: Server, acked: &Arc<Acked>, round: usize, random: &mut Random) -> usize {
+async fn write_until_killed(server: Node, acked: &Arc<Acked>, round: usize, random: &mut Random) -> usize {
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let mut client = server.client().await;
@@ -178,7 +182,7 @@ const FULL_CHECK_EVERY: usize = 100;
 /// check present and identical); the verified prefix is spot-checked against its hashes, and
 /// re-read whole every `FULL_CHECK_EVERY` rounds and at the end.
 async fn check(
-    server: &Server,
+    server: &Node,
     acked: &Acked,
     verified: &mut Verified,
     round: usize,
@@ -311,7 +315,11 @@ async fn crash_loop() {
     let mut total_transactions = 0;
     let started = std::time::Instant::now();
     for round in 0..rounds {
-        let server = Server::start(&data, &root.path().join(format!("round-{round}.log")));
+        let server = myelin()
+            .node()
+            .data_dir(&data)
+            .log_file(root.path().join(format!("round-{round}.log")))
+            .start();
         let full = round % FULL_CHECK_EVERY == FULL_CHECK_EVERY - 1;
         let stored = check(&server, &acked, &mut verified, round, full, &mut spot).await;
         total_transactions += write_until_killed(server, &acked, round, &mut random).await;
@@ -325,7 +333,11 @@ async fn crash_loop() {
     }
     // A last start: recovery after the last kill, the same checks over the whole history, then
     // a clean stop.
-    let server = Server::start(&data, &root.path().join("final.log"));
+    let server = myelin()
+        .node()
+        .data_dir(&data)
+        .log_file(root.path().join("final.log"))
+        .start();
     let final_count = check(&server, &acked, &mut verified, rounds, true, &mut spot).await;
     server.stop();
     check_segments(&data.join("default"));

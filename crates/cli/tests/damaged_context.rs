@@ -2,15 +2,20 @@
 //! healthy contexts serve as usual, and every call to the damaged one answers UNAVAILABLE with
 //! AXONIQ-9000 naming the file and offset (and the health endpoint says DOWN, with why).
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
 use myelin_format::segment::{SegmentKind, block_bytes, decode_block};
 use myelin_proto::grpc::event::GetLastTokenRequest;
+use myelin_testkit::binary::Binary;
+use myelin_testkit::client::history;
+use myelin_testkit::events::drill_event as event;
 use tonic::Request;
+
+/// The binary under test (or the one `MYELIN_BIN` names).
+fn myelin() -> Binary {
+    Binary::new(env!("CARGO_BIN_EXE_myelin"))
+}
 
 fn in_context<T>(context: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -37,7 +42,13 @@ async fn a_damaged_context_leaves_the_others_serving() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
     let settings = ["myelin.contexts=default,orders"];
-    let server = Server::start_with_settings(&data, &root.path().join("first.log"), "1MB", &settings);
+    let server = myelin()
+        .node()
+        .data_dir(&data)
+        .log_file(root.path().join("first.log"))
+        .segment_size("1MB")
+        .settings(settings)
+        .start();
     let mut client = server.client().await;
     for s in 0..100 {
         let events = vec![event("order-1", s, false)];
@@ -68,7 +79,13 @@ async fn a_damaged_context_leaves_the_others_serving() {
     drop(file);
     let damaged = std::fs::read(&segment).expect("segment");
 
-    let server = Server::start_with_settings(&data, &root.path().join("second.log"), "1MB", &settings);
+    let server = myelin()
+        .node()
+        .data_dir(&data)
+        .log_file(root.path().join("second.log"))
+        .segment_size("1MB")
+        .settings(settings)
+        .start();
     let mut client = server.client().await;
     // The healthy context reads and takes appends.
     assert_eq!(history(&mut client).await.len(), 5);
@@ -125,7 +142,12 @@ async fn a_damaged_context_leaves_the_others_serving() {
 async fn a_new_context_whose_directory_is_taken_by_a_file_is_refused() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
-    let server = Server::start_with_settings(&data, &root.path().join("server.log"), "1MB", &[]);
+    let server = myelin()
+        .node()
+        .data_dir(&data)
+        .log_file(root.path().join("server.log"))
+        .segment_size("1MB")
+        .start();
     assert!(data.join("myelin-controldb.sqlite3").is_file());
     let http = reqwest::Client::new();
     let response = http

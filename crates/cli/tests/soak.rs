@@ -7,14 +7,14 @@
 //! `MYELIN_SOAK_SECONDS` sets the length (default 15, the variant the test command runs;
 //! docs/RELIABILITY.md records the 10-minute run).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use myelin_proto::grpc::event::GetEventsRequest;
+use myelin_testkit::binary::{Binary, Node};
+use myelin_testkit::client::last_token;
+use myelin_testkit::events::drill_event as event;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -22,6 +22,11 @@ const CLIENTS: usize = 64;
 const APPENDERS: usize = CLIENTS / 2;
 /// Permits a tailer asks for at first, and again each time it has read this many.
 const PERMITS: i64 = 10_000;
+
+/// The binary under test (or the one `MYELIN_BIN` names).
+fn myelin() -> Binary {
+    Binary::new(env!("CARGO_BIN_EXE_myelin"))
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -69,7 +74,7 @@ fn status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
-async fn sample(server: &Server, http: &reqwest::Client, started: Instant, appended: u64) -> Sample {
+async fn sample(server: &Node, http: &reqwest::Client, started: Instant, appended: u64) -> Sample {
     let pid = server.pid();
     let url = server.http_url();
     Sample {
@@ -180,7 +185,12 @@ async fn soak() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
     // Segments small enough to roll many times in a long run (descriptors must stay bounded).
-    let server = Server::start_with(&data, &root.path().join("server.log"), "4MB");
+    let server = myelin()
+        .node()
+        .data_dir(&data)
+        .log_file(root.path().join("server.log"))
+        .segment_size("4MB")
+        .start();
     let http = reqwest::Client::new();
     let started = Instant::now();
     let baseline = sample(&server, &http, started, 0).await;
@@ -189,10 +199,17 @@ async fn soak() {
     let (last, last_seen) = watch::channel(-1i64);
 
     let appenders: Vec<_> = (0..APPENDERS)
-        .map(|n| tokio::spawn(append_until(server.grpc.clone(), n, until, appended.clone())))
+        .map(|n| {
+            tokio::spawn(append_until(
+                server.grpc_address().to_string(),
+                n,
+                until,
+                appended.clone(),
+            ))
+        })
         .collect();
     let tailers: Vec<_> = (0..CLIENTS - APPENDERS)
-        .map(|n| tokio::spawn(tail(server.grpc.clone(), n, last_seen.clone())))
+        .map(|n| tokio::spawn(tail(server.grpc_address().to_string(), n, last_seen.clone())))
         .collect();
 
     let mut samples = vec![baseline];

@@ -1,15 +1,15 @@
 //! gRPC access control: tokens checked before any service runs, rights per context.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use myelin_control::{AccessControl, ControlDb, Grant, Role};
 use myelin_grpc::GrpcConfig;
 use myelin_proto::grpc::control::ClientIdentification;
 use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;
 use myelin_proto::grpc::event::GetLastTokenRequest;
+use myelin_testkit::client::{append, error_code, last_token};
+use myelin_testkit::events::client_event as event;
+use myelin_testkit::grpc::start_with;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 

@@ -1,16 +1,16 @@
 //! EventStore rpcs through a tonic client against a real server (AXON_COMPAT §3).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use myelin_grpc::{EventStoreLimits, GrpcConfig};
 use myelin_proto::grpc::SerializedObject;
 use myelin_proto::grpc::event::{
     Event, GetAggregateEventsRequest, GetAggregateSnapshotsRequest, GetEventsRequest, GetFirstTokenRequest,
     GetTokenAtRequest, QueryEventsRequest, ReadHighestSequenceNrRequest,
 };
+use myelin_testkit::client::{append, error_code, last_token, request_stream};
+use myelin_testkit::events::{client_event as event, client_snapshot as snapshot, loose_event};
+use myelin_testkit::grpc::{start, start_with};
 use tonic::{Code, Request};
 
 async fn aggregate_events(

@@ -6,14 +6,11 @@
 //! answer), and at the end of each test the store holds exactly what the well-formed calls
 //! wrote, byte for byte.
 
-mod common;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::*;
 use myelin_grpc::{EventStoreLimits, GrpcConfig};
 use myelin_proto::grpc::control::{ClientIdentification, PlatformInboundInstruction};
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
@@ -23,6 +20,9 @@ use myelin_proto::grpc::event::{
     QueryEventsRequest, ReadHighestSequenceNrRequest,
 };
 use myelin_proto::grpc::{MetaDataValue, SerializedObject, meta_data_value};
+use myelin_testkit::client::{append, error_code, last_token, request_stream};
+use myelin_testkit::events::{client_event as event, client_snapshot as snapshot, loose_event};
+use myelin_testkit::grpc::{start, start_with};
 use prost::Message;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

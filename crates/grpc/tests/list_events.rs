@@ -1,13 +1,13 @@
 //! The tracking stream (ListEvents): positioning, permits, blacklist, tailing, half-close.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use myelin_grpc::GrpcConfig;
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{Event, EventWithToken, GetEventsRequest, PayloadDescription};
+use myelin_testkit::client::{append, error_code, last_token, request_stream};
+use myelin_testkit::events::{client_event as event, loose_event};
+use myelin_testkit::grpc::{start, start_with};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 

@@ -1,10 +1,7 @@
 //! PlatformService and HTTP/2 keep-alive pings.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use myelin_grpc::{GrpcConfig, NodeIdentity};
 use myelin_proto::grpc::InstructionAck;
 use myelin_proto::grpc::control::platform_inbound_instruction::Request as Inbound;
@@ -13,6 +10,8 @@ use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;
 use myelin_proto::grpc::control::{
     ClientIdentification, EventProcessorInfo, Heartbeat, PlatformInboundInstruction, PlatformOutboundInstruction,
 };
+use myelin_testkit::client::request_stream;
+use myelin_testkit::grpc::{start, start_with};
 use tokio::net::TcpStream;
 use tonic::Streaming;
 

@@ -1,12 +1,10 @@
 //! Access control on: every route × {no credentials, wrong token, application token, admin
 //! token, user with basic auth}.
 
-mod common;
-
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
-use common::*;
 use myelin_control::{Grant, Role};
+use myelin_testkit::rest::{ADMIN_TOKEN, Options, TOKEN, fill_placeholders, rest_with};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Class {

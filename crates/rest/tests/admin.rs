@@ -1,11 +1,10 @@
 //! Contexts, users, applications, `/v1/public/me`, health, metrics, the OpenAPI document.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
-use common::*;
+use myelin_testkit::rest::{Options, fill_placeholders, rest, rest_with};
+use myelin_testkit::store::append_sized as append;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,13 +1,12 @@
 //! The backup endpoints: Axon's shapes, the listing rules, and the control-database backup.
 
-mod common;
-
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::StatusCode;
-use common::*;
+use myelin_testkit::rest::{Rest, rest};
+use myelin_testkit::store::append_sized as append;
 use serde_json::Value;
 
 fn strings(value: &Value) -> Vec<String> {
@@ -17,6 +16,10 @@ fn strings(value: &Value) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().expect("string").to_string())
         .collect()
+}
+
+fn exists(path: &str) -> bool {
+    std::path::Path::new(path).exists()
 }
 
 /// Segment numbers (first tokens) of the data files in a listing, in order.

@@ -1,8 +1,6 @@
 //! `GET /v1/backup/files/{context}/{type}/{file}`: closed files whole and in ranges, the active
 //! segment's committed prefix, digests, and names that must never be served.
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
-use common::*;
 use myelin_format::segment::{FILE_HEADER_BYTES, decode_block};
 use myelin_store::{ContextStore, SegmentKind};
+use myelin_testkit::events::sized_event as event;
+use myelin_testkit::rest::{Answer, Rest, rest};
+use myelin_testkit::store::append_sized as append;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

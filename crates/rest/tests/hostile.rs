@@ -4,15 +4,14 @@
 //! endpoints. Every refusal is a 4xx with the JSON error body, nothing outside the data
 //! directory is served, and nothing changes.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::*;
 use myelin_store::{ContextStore, SegmentKind};
+use myelin_testkit::rest::{Answer, Rest, rest};
+use myelin_testkit::store::append_sized as append;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

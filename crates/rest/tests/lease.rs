@@ -1,11 +1,10 @@
 //! Backup leases: taken, renewed, released, expired; what they hold back; health and metrics.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::*;
+use myelin_testkit::rest::{Answer, Rest, rest};
+use myelin_testkit::store::append_sized as append;
 use serde_json::{Value, json};
 
 fn lease_id(answer: &Answer) -> String {

@@ -2,12 +2,11 @@
 //! from the format description alone (AXON_COMPAT §5), sharing no code with `myelin-format`
 //! — its own CRC-32, its own protobuf walk.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
 use myelin_proto::grpc::event::Event;
+use myelin_testkit::events::event_with_payload as event;
+use myelin_testkit::store::{append, open, small_config};
 
 /// Bitwise CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as java.util.zip.CRC32.
 fn crc32(bytes: &[u8]) -> u32 {

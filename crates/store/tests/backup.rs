@@ -1,15 +1,14 @@
 //! What the store offers backups: the committed length of the active segment (a prefix of
 //! whole transactions that never changes) and the deletion holds a lease takes.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use myelin_format::segment::{FILE_HEADER_BYTES, decode_block};
 use myelin_store::{DeletionHolds, Durability, SegmentKind, StoreConfig};
+use myelin_testkit::events::event_with_payload as event;
+use myelin_testkit::store::{append, open, small_config};
 
 /// Parses `bytes` as a segment prefix: blocks from the header on, each whole and with a valid
 /// CRC, up to the very end or an end marker. Returns where parsing stopped and the events seen.

@@ -9,20 +9,19 @@
 //! or fails with `StoreError::Corrupt` naming the damaged file and block. Never altered bytes,
 //! never a panic. A matrix runs all its cases and then lists every one that failed.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::*;
 use myelin_format::segment::{
     BLOCK_HEADER_BYTES, FILE_HEADER_BYTES, MAX_EVENTS_PER_BLOCK, SegmentKind, block_bytes, decode_block,
 };
 use myelin_proto::grpc::event::Event;
 use myelin_store::{ContextStore, Cursor, StoreConfig, StoreError};
+use myelin_testkit::events::{decode_all as decode, event_with_payload as event};
+use myelin_testkit::store::{append, small_config};
 use prost::Message;
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 //! Injected I/O failures (the `failpoints` feature): a failed fsync poisons the store.
 #![cfg(feature = "failpoints")]
 
-mod common;
-
-use common::*;
 use myelin_store::StoreError;
+use myelin_testkit::events::{decode_all as decode, event_with_payload as event};
+use myelin_testkit::store::{append, open, read_all, small_config};
 
 #[test]
 fn failed_fsync_poisons_the_store_but_reads_continue() {

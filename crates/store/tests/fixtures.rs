@@ -1,14 +1,14 @@
 //! Files written by Axon Server itself open, read and answer as upstream's tests expect
 //! (AXON_COMPAT §6).
 
-mod common;
-
-use common::*;
 use myelin_format::segment::SegmentKind;
+use myelin_testkit::events::decode_all as decode;
+use myelin_testkit::fixtures::copy_axon_fixture;
+use myelin_testkit::store::{open, read_all, small_config};
 
 #[test]
 fn version_zero_files_with_arbitrary_flags() {
-    let dir = copy_fixture("data/default");
+    let dir = copy_axon_fixture("data/default");
     let store = open(dir.path(), StoreConfigDefaults::tiny());
     let events = read_all(&store);
     assert_eq!(events.len(), 28);
@@ -20,7 +20,7 @@ fn version_zero_files_with_arbitrary_flags() {
 
 #[test]
 fn index_is_rebuilt_when_missing() {
-    let dir = copy_fixture("event-store-without-index/default");
+    let dir = copy_axon_fixture("event-store-without-index/default");
     let store = open(dir.path(), StoreConfigDefaults::tiny());
     assert_eq!(store.last_token(), 462 * 3 - 1);
     for first in [0u64, 462] {
@@ -55,7 +55,7 @@ fn index_is_rebuilt_when_missing() {
 
 #[test]
 fn segment_with_upstream_index_files() {
-    let dir = copy_fixture("event-store-with-last-segment-index/default");
+    let dir = copy_axon_fixture("event-store-with-last-segment-index/default");
     let store = open(dir.path(), StoreConfigDefaults::tiny());
     assert_eq!(store.last_token(), 461);
     assert_eq!(read_all(&store).len(), 462);
@@ -66,7 +66,7 @@ fn segment_with_upstream_index_files() {
 
 #[test]
 fn snapshot_segment() {
-    let dir = copy_fixture("multiple-snapshot-segments");
+    let dir = copy_axon_fixture("multiple-snapshot-segments");
     let store = open(dir.path(), StoreConfigDefaults::tiny());
     assert_eq!(store.last_token(), -1, "snapshots carry no event tokens");
     let raw = std::fs::read(dir.path().join("00000000000000000000.snapshots")).expect("read");
@@ -105,7 +105,7 @@ fn snapshot_segment() {
 
 #[test]
 fn token_at_follows_upstream() {
-    let dir = copy_fixture("token-at");
+    let dir = copy_axon_fixture("token-at");
     let store = open(dir.path(), StoreConfigDefaults::tiny());
     assert_eq!(store.last_token(), 2485);
     assert_eq!(store.head(), 2486);

@@ -1,14 +1,13 @@
 //! `ContextStore::metrics`: counters match what was appended and read, exactly; segment count
 //! and bytes on disk follow the files.
 
-mod common;
-
 use std::path::Path;
 
 use bytes::Bytes;
-use common::*;
 use myelin_proto::grpc::event::Event;
 use myelin_store::{ContextStore, FamilyMetrics, SegmentKind, StoreError};
+use myelin_testkit::events::{encode as bytes, event_with_payload as event};
+use myelin_testkit::store::{append, open, read_all, read_from, small_config};
 
 /// Per block: 7 header bytes and a 4-byte CRC; per event a 4-byte length prefix.
 fn framed_bytes(transactions: u64, events: u64, event_bytes: u64) -> f64 {

@@ -4,10 +4,9 @@
 //!
 //! The only test in this binary, because it lowers the process's descriptor limit.
 
-mod common;
-
-use common::{append, event, open, read_all};
 use myelin_store::StoreConfig;
+use myelin_testkit::events::event_with_payload as event;
+use myelin_testkit::store::{append, open, read_all};
 
 const DESCRIPTOR_LIMIT: u64 = 96;
 const SEGMENTS: usize = 300;

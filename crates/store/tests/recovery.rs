@@ -1,15 +1,14 @@
 //! Startup after crashes: torn writes are cut back to whole transactions, anything else that
 //! is damaged stops the context with the file and offset named.
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
 use myelin_format::segment::{SegmentKind, block_bytes, decode_block};
 use myelin_proto::grpc::event::Event;
 use myelin_store::{ContextStore, StoreConfig, StoreError};
+use myelin_testkit::events::{decode_all as decode, event_with_payload as event};
+use myelin_testkit::store::{append, open, read_all, small_config};
 use proptest::prelude::*;
 
 /// A small torn-write window so tests can place damage beyond it.

@@ -1,15 +1,14 @@
 //! Behaviour of the store through its public API: appends, sequence rules, snapshots,
 //! segment rolls, large transactions, concurrency, indexes.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::*;
 use myelin_proto::grpc::event::Event;
 use myelin_proto::grpc::{MetaDataValue, meta_data_value};
 use myelin_store::{SegmentKind, StoreError};
+use myelin_testkit::events::{decode_all as decode, encode as bytes, event_with_payload as event};
+use myelin_testkit::store::{append, open, read_all, read_from, small_config};
 
 #[test]
 fn events_round_trip_field_equal() {
@@ -87,7 +86,7 @@ fn snapshots_are_checked_and_listed() {
     let snapshot = |seq: i64| {
         let mut s = event("agg", seq, b"state");
         s.snapshot = true;
-        common::bytes(&s)
+        bytes(&s)
     };
     let err = store
         .append_snapshot(snapshot(5))

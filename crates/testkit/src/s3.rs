@@ -1,7 +1,8 @@
-//! Shared by the integration tests of this crate: a real S3-compatible server on 127.0.0.1.
+//! A real S3-compatible server on 127.0.0.1 for the backup tests: moto, started by
+//! `scripts/s3-test-server` (which creates its Python venv on first use), killed when dropped.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ impl S3TestServer {
     /// test fails.
     pub async fn start() -> S3TestServer {
         require_python3();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-server");
+        let script = crate::workspace_root().join("scripts").join("s3-test-server");
         for _ in 0..START_ATTEMPTS_MAX {
             let port = free_port();
             let log_dir = tempfile::tempdir().expect("temporary directory for the S3 server's log");

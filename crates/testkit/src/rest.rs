@@ -1,8 +1,7 @@
-//! The REST router over real stores and a real control database in a temporary directory,
-//! called in-process (no socket needed), and event helpers.
-#![allow(dead_code)]
+//! The REST router in-process: real stores and a real control database in a temporary
+//! directory, called without a socket, and the answers read whole.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,25 +10,20 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
 use myelin_control::{AccessControl, ControlDb};
 use myelin_node::{Node, NodeIdentity, StoreLayout};
-use myelin_proto::grpc::SerializedObject;
-use myelin_proto::grpc::event::Event;
 use myelin_rest::{RestConfig, RestState, SharedState};
 use myelin_store::{ContextStore, DeletionHolds, StoreConfig};
-use prost::Message;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-/// Segments this small roll every few dozen events.
-pub const SEGMENT_BYTES: u64 = 8 * 1024;
+/// Answers larger than this fail the test (the largest, a backup file, is a few MiB).
+const ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 pub const ADMIN_TOKEN: &str = "admin-secret-token";
 pub const TOKEN: &str = "read-write-secret-token";
 
+/// The stores' configuration: segments of [`SEGMENT_BYTES`](crate::store::SEGMENT_BYTES).
 pub fn store_config() -> StoreConfig {
-    StoreConfig {
-        segment_size_bytes: SEGMENT_BYTES,
-        ..StoreConfig::default()
-    }
+    crate::store::small_segments()
 }
 
 /// Stores under `<root>/<kind>/<context>` like the server lays them out, obeying this test
@@ -45,6 +39,8 @@ impl DirProvisioner {
     }
 }
 
+/// The router over context `default`, a control database and this harness's deletion holds,
+/// all under one temporary directory (`dir`).
 pub struct Rest {
     pub state: SharedState,
     pub router: Router,
@@ -52,6 +48,7 @@ pub struct Rest {
     pub dir: TempDir,
 }
 
+/// What a test may change of the harness.
 pub struct Options {
     pub access_control: bool,
     pub disk_space_threshold: u64,
@@ -66,6 +63,7 @@ impl Default for Options {
     }
 }
 
+/// The harness with the default [`Options`]: access control off.
 pub fn rest() -> Rest {
     rest_with(Options::default())
 }
@@ -113,6 +111,7 @@ pub fn rest_with(options: Options) -> Rest {
     }
 }
 
+/// A response, its body read whole.
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -161,7 +160,7 @@ impl Rest {
             .expect("router answers");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+        let body = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
             .await
             .expect("body");
         Answer { status, headers, body }
@@ -210,40 +209,6 @@ impl Drop for Rest {
         })
         .join();
     }
-}
-
-/// One serialized event of `aggregate` at `sequence` with a payload of about `size` bytes.
-pub fn event(aggregate: &str, sequence: i64, size: usize) -> Bytes {
-    Event {
-        message_identifier: format!("{aggregate}-{sequence}"),
-        aggregate_identifier: aggregate.to_string(),
-        aggregate_sequence_number: sequence,
-        aggregate_type: "Test".to_string(),
-        timestamp: 1_700_000_000_000 + sequence,
-        payload: Some(SerializedObject {
-            r#type: "Payload".to_string(),
-            revision: String::new(),
-            data: vec![b'x'; size],
-        }),
-        ..Event::default()
-    }
-    .encode_to_vec()
-    .into()
-}
-
-/// Appends `count` one-event transactions to `aggregate` starting at `first` (blocking).
-pub fn append(store: &ContextStore, aggregate: &str, first: i64, count: i64, size: usize) {
-    for sequence in first..first + count {
-        store
-            .append(vec![event(aggregate, sequence, size)])
-            .expect("append queued")
-            .wait()
-            .expect("append committed");
-    }
-}
-
-pub fn exists(path: &str) -> bool {
-    Path::new(path).exists()
 }
 
 /// A documented path with its parameters filled in: names that exist nowhere for `{name}`,

@@ -1,0 +1,87 @@
+//! The real `myelin` binary: `myelin serve` as a child process ([`Node`]), several at once
+//! ([`Cluster`]), and its one-shot tool commands ([`Binary::run`]).
+//!
+//! A node listens on ports the OS chooses (port 0, learned from its log lines) on the loopback
+//! address it is given — 127.0.0.1, 127.0.0.2, ... all reach this machine on Linux without any
+//! setup, so several nodes run side by side, each on its own address as on its own host.
+
+mod cluster;
+mod log;
+mod node;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use cluster::{Cluster, loopback_nodes};
+pub use node::{Node, NodeOptions};
+
+/// Names the `myelin` binary to test, overriding the one the test passes (for example a release
+/// build); tests of crates other than the CLI find the binary only through it.
+pub const BIN_VAR: &str = "MYELIN_BIN";
+
+/// The `myelin` executable the tests run.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    path: PathBuf,
+}
+
+impl Binary {
+    /// `default` (the CLI's tests pass `env!("CARGO_BIN_EXE_myelin")`), unless [`BIN_VAR`]
+    /// names another.
+    pub fn new(default: impl Into<PathBuf>) -> Binary {
+        let path = std::env::var_os(BIN_VAR)
+            .filter(|value| !value.is_empty())
+            .map_or_else(|| default.into(), PathBuf::from);
+        Binary { path }
+    }
+
+    /// The binary [`BIN_VAR`] names; panics saying so when it is not set.
+    pub fn from_env() -> Binary {
+        let path = std::env::var_os(BIN_VAR)
+            .filter(|value| !value.is_empty())
+            .unwrap_or_else(|| panic!("set {BIN_VAR} to the myelin binary to test (e.g. target/debug/myelin)"));
+        Binary {
+            path: PathBuf::from(path),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Options for a `myelin serve` of this binary, to adjust and start.
+    pub fn node(&self) -> NodeOptions {
+        NodeOptions::new(self.clone())
+    }
+
+    /// Runs `myelin <args>` to its end (stdin closed) and returns what it printed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// [`Binary::run`] with extra environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(String, String)]) -> Output {
+        Command::new(&self.path)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {} ({BIN_VAR}): {error}", self.path.display()))
+    }
+}
+
+/// A run's exit code, stdout and stderr, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The `n`th loopback address, `127.0.0.<n>` (`n` from 1): node `n`'s own address.
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
