@@ -37,16 +37,21 @@ const TEMP_NAME_PART_BYTES_MAX: usize = 200;
 /// reaches the same counter for the same destination, so the next counter value is tried.
 const TEMP_CREATE_ATTEMPTS_MAX: u32 = 16;
 
-/// Turns an active failpoint into an I/O error: `return` gives EIO, `return(enospc)` ENOSPC.
+/// The I/O error an active failpoint stands for: `return` gives EIO, `return(enospc)` ENOSPC.
+/// Every crate that injects file-system faults (this one, the store) answers with it, so a
+/// test configures them all the same way.
+pub fn injected_error(argument: Option<String>) -> io::Error {
+    let code = match argument.as_deref() {
+        Some("enospc") => libc::ENOSPC,
+        _ => libc::EIO,
+    };
+    io::Error::from_raw_os_error(code)
+}
+
+/// Turns an active failpoint into an [`injected_error`].
 macro_rules! failpoint {
     ($name:expr) => {
-        fail::fail_point!($name, |arg: Option<String>| {
-            let code = match arg.as_deref() {
-                Some("enospc") => libc::ENOSPC,
-                _ => libc::EIO,
-            };
-            Err(io::Error::from_raw_os_error(code))
-        })
+        fail::fail_point!($name, |arg| Err(injected_error(arg)))
     };
 }
 

@@ -19,16 +19,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StoreError};
 
-/// Turns an active failpoint into an I/O error: `return` gives EIO, `return(enospc)` ENOSPC.
+/// Turns an active failpoint into an I/O error (fsutil's: `return` EIO, `return(enospc)` ENOSPC).
 macro_rules! failpoint {
     ($name:expr) => {
-        fail::fail_point!($name, |arg: Option<String>| {
-            let code = match arg.as_deref() {
-                Some("enospc") => libc::ENOSPC,
-                _ => libc::EIO,
-            };
-            Err(io::Error::from_raw_os_error(code))
-        })
+        fail::fail_point!($name, |arg| Err(myelin_fsutil::injected_error(arg)))
     };
 }
 

@@ -24,6 +24,7 @@ pub mod client;
 pub mod events;
 pub mod fixtures;
 pub mod store;
+pub mod tidy;
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
