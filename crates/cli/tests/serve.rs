@@ -1,126 +1,20 @@
 //! `myelin serve` as an operator runs it: a real process, real signals, real directories.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
 
-/// Generous: opening a store may rebuild indexes, and CI machines are slow.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+use myelin_testkit::binary::{Binary, Process, run_to_end};
 
-/// `myelin` with a clean environment, working in `cwd`, segments kept small so a test does not
-/// pre-allocate 256 MiB files, listening on free ports of 127.0.0.1 only.
+/// `myelin <args>` in `cwd` with a clean environment (the test kit's operator command line).
 fn myelin(cwd: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_myelin"));
-    command
-        .args(args)
-        .args([
-            "--set",
-            "axoniq.axonserver.event.segment-size=1MB",
-            "--set",
-            "axoniq.axonserver.snapshot.segment-size=1MB",
-            "--set",
-            "myelin.bind-address=127.0.0.1",
-            "--set",
-            "axoniq.axonserver.port=0",
-            "--set",
-            "server.port=0",
-        ])
-        .current_dir(cwd)
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// A running server whose log lines arrive on a channel.
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Server {
-    fn start(mut command: Command) -> Server {
-        let mut child = command.spawn().expect("myelin starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (sender, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Server {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits until `count` log lines containing `needle` have appeared.
-    fn wait_for(&mut self, needle: &str, count: usize) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while self.seen.iter().filter(|l| l.contains(needle)).count() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "no {count}× `{needle}` in the log within {STARTUP_TIMEOUT:?}; log so far:\n{}",
-                        self.seen.join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit and returns its status and the whole log.
-    fn finish(mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("myelin did not exit; log so far:\n{}", self.seen.join("\n"));
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        // The reader thread ends at EOF, which follows the exit.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status, self.seen.join("\n"))
-    }
-}
-
-fn run_to_end(command: &mut Command) -> (ExitStatus, String) {
-    let output = command.output().expect("myelin runs");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    Binary::new(env!("CARGO_BIN_EXE_myelin")).command(cwd, args)
 }
 
 #[test]
 fn opens_every_context_and_stops_cleanly_on_sigterm_and_sigint() {
     let dir = tempfile::tempdir().expect("temp dir");
     for signal in ["TERM", "INT"] {
-        let mut server = Server::start(myelin(
+        let mut server = Process::start(myelin(
             dir.path(),
             &["serve", "--data", "store", "--set", "myelin.contexts=default,orders"],
         ));
@@ -141,7 +35,7 @@ fn opens_every_context_and_stops_cleanly_on_sigterm_and_sigint() {
 #[test]
 fn serve_is_the_default_command() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = Server::start(myelin(dir.path(), &["--data", "d"]));
+    let mut server = Process::start(myelin(dir.path(), &["--data", "d"]));
     server.wait_for("HTTP listening on", 1);
     server.signal("TERM");
     let (status, log) = server.finish();
@@ -157,7 +51,7 @@ fn a_context_that_cannot_open_leaves_the_others_serving() {
     std::fs::create_dir(dir.path().join("store")).expect("mkdir");
     // A plain file where the context's directory should be.
     std::fs::write(dir.path().join("store/broken"), b"not a directory").expect("write");
-    let mut server = Server::start(myelin(
+    let mut server = Process::start(myelin(
         dir.path(),
         &["serve", "--data", "store", "--set", "myelin.contexts=default,broken"],
     ));
@@ -210,11 +104,16 @@ fn bad_configuration_fails_the_start_naming_the_key() {
 fn listens_on_the_logged_ports_and_answers_http() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = Server::start(myelin(dir.path(), &["serve", "--data", "d"]));
+    let mut server = Process::start(myelin(dir.path(), &["serve", "--data", "d"]));
     server.wait_for("HTTP listening on", 1);
     server.wait_for("gRPC listening on", 1);
     let address = |prefix: &str| {
-        let line = server.seen.iter().find(|l| l.contains(prefix)).expect("logged").clone();
+        let line = server
+            .seen()
+            .iter()
+            .find(|l| l.contains(prefix))
+            .expect("logged")
+            .clone();
         line.rsplit(' ').next().expect("address").to_string()
     };
     let (http, grpc) = (address("HTTP listening on"), address("gRPC listening on"));

@@ -8,6 +8,7 @@
 mod cluster;
 mod log;
 mod node;
+mod process;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 
 pub use cluster::{Cluster, loopback_nodes};
 pub use node::{Node, NodeOptions};
+pub use process::{PROCESS_TIMEOUT, Process, run_to_end};
 
 /// Names the `myelin` binary to test, overriding the one the test passes (for example a release
 /// build); tests of crates other than the CLI find the binary only through it.
