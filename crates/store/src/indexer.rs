@@ -15,6 +15,7 @@ use myelin_format::index::{IndexPosition, IndexSummary, SeekEntry, encode_index}
 use myelin_format::segment::{FILE_HEADER_BYTES, MAX_EVENTS_PER_BLOCK, SegmentKind};
 use tracing::{error, info};
 
+use crate::config::MAX_SEGMENT_BYTES;
 use crate::error::{Result, StoreError};
 use crate::io::write_atomically;
 use crate::log::{SegmentLog, is_indexed};
@@ -62,6 +63,7 @@ impl Scan {
             .last()
             .is_none_or(|s| block.offset >= u64::from(s.offset) + seek_interval_bytes)
         {
+            debug_assert!(block.offset + block.total_bytes() <= MAX_SEGMENT_BYTES);
             self.seek.push(SeekEntry {
                 token: self.first_token + self.count,
                 offset: block.offset as u32,
@@ -109,6 +111,15 @@ pub(crate) fn scan_segment(
     limit: u64,
     seek_interval_bytes: u64,
 ) -> Result<Scan> {
+    // Offsets go into the index as 32-bit numbers (and Axon reads them as Java ints): a file
+    // longer than any segment can be would index wrapped offsets, so it is refused whole.
+    if limit > MAX_SEGMENT_BYTES {
+        return Err(StoreError::corrupt(
+            path.to_path_buf(),
+            MAX_SEGMENT_BYTES,
+            format!("a segment file of {limit} bytes, longer than any segment ({MAX_SEGMENT_BYTES})"),
+        ));
+    }
     let mut reader = ChunkReader::new(file, path.clone());
     let mut scan = Scan {
         first_token,
@@ -256,6 +267,32 @@ pub(crate) fn run_indexer(log: Weak<SegmentLog>, closed: Receiver<Arc<ClosedSegm
                 *segment.memory_index.write() = None;
             }
             Err(e) => error!(error = %e, segment = segment.first_token, "writing index files failed; kept in memory"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_file_longer_than_any_segment_is_refused_not_indexed_with_wrapped_offsets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path: Arc<Path> = dir.path().join(SegmentKind::Events.file_name(0)).into();
+        let file = File::create(&path).expect("create");
+        // Sparse: no disk space is used.
+        file.set_len(MAX_SEGMENT_BYTES + 1).expect("set_len");
+        let scanned = scan_segment(
+            SegmentKind::Events,
+            Arc::new(file),
+            path,
+            0,
+            MAX_SEGMENT_BYTES + 1,
+            4096,
+        );
+        match scanned {
+            Err(StoreError::Corrupt { reason, .. }) => assert!(reason.contains("longer than any segment"), "{reason}"),
+            other => panic!("expected a corrupt-data error, got {other:?}"),
         }
     }
 }

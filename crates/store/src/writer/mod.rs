@@ -139,6 +139,9 @@ impl Writer {
             let request = match self.policy.decide(&self.pending(), Instant::now()) {
                 Decision::Flush => {
                     self.flush();
+                    // What keeps this loop from spinning: a flush always empties the batch,
+                    // whether it succeeded or failed.
+                    debug_assert!(self.staged.is_empty() && self.waiting.is_empty() && self.buf.is_empty());
                     continue;
                 }
                 Decision::SyncWritten => {
