@@ -147,6 +147,10 @@ pub enum ConfigError {
         origin: Origin,
         expected: String,
     },
+    /// A value the property's own range admits but the store cannot use (a segment smaller
+    /// than its header and roll marker, say); `reason` is the store's, naming its field.
+    #[error("the settings give the {store} store a value it cannot use: {reason}")]
+    StoreBounds { store: &'static str, reason: String },
     #[error("environment variables {first} and {second} both set `{key}`, to different values")]
     ConflictingEnv {
         key: &'static str,
@@ -258,6 +262,17 @@ impl Config {
         settings.apply_overrides(overrides)?;
         let mut config = settings.resolve()?;
         config.files_read = files;
+        // The store checks its own bounds when it opens; checking them here as well stops a
+        // start with a configuration error before anything is opened.
+        for (kind, store) in [(StoreKind::Events, "event"), (StoreKind::Snapshots, "snapshot")] {
+            config
+                .store_config(kind)
+                .validate()
+                .map_err(|e| ConfigError::StoreBounds {
+                    store,
+                    reason: e.to_string(),
+                })?;
+        }
         Ok(config)
     }
 
@@ -1068,6 +1083,22 @@ mod tests {
         assert_eq!(config.index_cache_bytes, 128 << 20);
         assert_eq!(config.open_segment_files, 8);
         assert_eq!(config.max_pending_append_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn a_setting_the_store_cannot_use_stops_the_start_with_the_stores_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = load(
+            &sets(&[("axoniq.axonserver.snapshot.segment-size", "5")]),
+            &[],
+            dir.path(),
+        )
+        .expect_err("a 5-byte segment cannot hold its header");
+        assert!(
+            matches!(err, ConfigError::StoreBounds { store: "snapshot", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("segment_size_bytes = 5"), "{err}");
     }
 
     fn bad_value(flags: &[(&str, &str)]) -> String {
