@@ -79,12 +79,16 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     })?);
     info!("control database {}", control.path().display());
     // The listeners are bound first so that the node's identity carries the ports they got
-    // (port 0 in tests), then the stores open, then the listeners start serving.
+    // (port 0 in tests), then the stores open, and only then are the addresses logged and the
+    // listeners served: `gRPC listening on` means ready, as it did when binding came last.
     let (grpc, http) = runtime.block_on(bind_listeners(&config))?;
-    let identity = identity(&config, grpc.local_addr()?.port(), http.local_addr()?.port());
+    let (grpc_address, http_address) = (grpc.local_addr()?, http.local_addr()?);
+    let identity = identity(&config, grpc_address.port(), http_address.port());
     let node = Arc::new(Node::new(identity, control, Arc::new(store_layout(&config))));
     node.open_contexts(&config.contexts)
         .context("cannot read or record contexts in the control database")?;
+    info!("gRPC listening on {grpc_address}");
+    info!("HTTP listening on {http_address}");
     let served = runtime.block_on(serve_api(&config, node.clone(), grpc, http, &mut signals));
     if let Err(err) = &served {
         error!("{err:#}");
@@ -122,9 +126,9 @@ fn identity(config: &Config, grpc_port: u16, http_port: u16) -> NodeIdentity {
     }
 }
 
-/// Binds the gRPC and HTTP listeners. The bound addresses are logged as `gRPC listening on
-/// ADDR` / `HTTP listening on ADDR`, so with port 0 a supervisor (or test) learns the ports
-/// from the log.
+/// Binds the gRPC and HTTP listeners. Once the stores are open the bound addresses are logged
+/// as `gRPC listening on ADDR` / `HTTP listening on ADDR`, so with port 0 a supervisor (or
+/// test) learns the ports from the log.
 async fn bind_listeners(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
     let bind = |port| (config.bind_address, port);
     let grpc = TcpListener::bind(bind(config.grpc_port))
@@ -133,8 +137,6 @@ async fn bind_listeners(config: &Config) -> anyhow::Result<(TcpListener, TcpList
     let http = TcpListener::bind(bind(config.http_port))
         .await
         .with_context(|| format!("cannot listen for HTTP on {}:{}", config.bind_address, config.http_port))?;
-    info!("gRPC listening on {}", grpc.local_addr()?);
-    info!("HTTP listening on {}", http.local_addr()?);
     Ok((grpc, http))
 }
 
