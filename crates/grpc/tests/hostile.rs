@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use myelin_grpc::{EventStoreLimits, GrpcConfig};
 use myelin_proto::grpc::control::{ClientIdentification, PlatformInboundInstruction};
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
@@ -20,13 +20,12 @@ use myelin_proto::grpc::event::{
     QueryEventsRequest, ReadHighestSequenceNrRequest,
 };
 use myelin_proto::grpc::{MetaDataValue, SerializedObject, meta_data_value};
-use myelin_testkit::client::{append, error_code, last_token, request_stream};
+use myelin_testkit::client::{RawCodec, append, error_code, last_token, request_stream};
 use myelin_testkit::events::{client_event as event, client_snapshot as snapshot, loose_event};
 use myelin_testkit::grpc::{start, start_with};
 use prost::Message;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
@@ -39,42 +38,6 @@ const EVENT_STORE: &str = "io.axoniq.axonserver.grpc.event.EventStore";
 const PLATFORM: &str = "io.axoniq.axonserver.grpc.control.PlatformService";
 
 // --- calls with raw message bytes ---------------------------------------------------------------
-
-/// Sends messages as given and hands back the reply messages undecoded.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {

@@ -1,12 +1,17 @@
 //! gRPC client calls the tests repeat, against any server (in-process or the real binary):
-//! append a transaction, the last token, the whole history, a request stream fed by hand.
+//! append a transaction, the last token, the whole history, a request stream fed by hand, and
+//! a codec that sends and receives raw message bytes (for malformed and hostile input).
 
 use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
 
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use myelin_proto::grpc::event::{Event, GetEventsRequest, GetLastTokenRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 /// How long a read of the history waits for the next event before the test fails.
@@ -77,4 +82,47 @@ pub fn request_stream<T>() -> (mpsc::Sender<T>, ReceiverStream<T>) {
 /// Axon's error code in a status's `AxonIQ-ErrorCode` metadata, if any.
 pub fn error_code(status: &tonic::Status) -> Option<&str> {
     status.metadata().get("axoniq-errorcode")?.to_str().ok()
+}
+
+/// A codec that sends messages as the bytes given and hands replies back undecoded: for calls
+/// whose requests are deliberately not what the rpc's type says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+/// [`RawCodec`]'s encoder.
+#[derive(Debug)]
+pub struct RawEncoder;
+
+/// [`RawCodec`]'s decoder.
+#[derive(Debug)]
+pub struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
