@@ -246,25 +246,22 @@ pub fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Whether `path` names one of this crate's temporary files.
-pub fn is_temp_path(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.ends_with(TEMP_SUFFIX))
+/// Whether a file name has exactly the shape of this crate's temporary files,
+/// `.<name>.<pid>.<n>.tmp`: strict, for directories where a name of someone else's may end in
+/// `.tmp` (a backup target holding whatever keys it is given).
+pub fn is_temp_file_name(name: &str) -> bool {
+    temp_file_destination(name).is_some()
 }
 
-/// Whether a file name has exactly the shape of this crate's temporary files,
-/// `.<name>.<pid>.<n>.tmp`. Stricter than [`is_temp_path`], for directories where a name of
-/// someone else's may end in `.tmp` (a backup target holding whatever keys it is given).
-pub fn is_temp_file_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.').and_then(|rest| rest.strip_suffix(TEMP_SUFFIX)) else {
-        return false;
-    };
+/// The `<name>` of one of this crate's temporary file names, `.<name>.<pid>.<n>.tmp` (the
+/// destination's file name, cut to its first 200 bytes); `None` for any other name.
+pub fn temp_file_destination(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
     let mut parts = rest.rsplitn(3, '.');
     let is_number = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(n), Some(pid), Some(base)) => !base.is_empty() && is_number(pid) && is_number(n),
-        _ => false,
+        (Some(n), Some(pid), Some(base)) if !base.is_empty() && is_number(pid) && is_number(n) => Some(base),
+        _ => None,
     }
 }
 
@@ -312,7 +309,12 @@ mod tests {
         std::fs::write(&path, b"old").expect("write");
         let mut file = AtomicFile::create(&path).expect("create");
         file.write_all(b"half").expect("write");
-        assert!(is_temp_path(file.temp_path()));
+        let temp_name = file
+            .temp_path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert_eq!(temp_file_destination(temp_name), Some("index"));
         drop(file);
         assert_eq!(std::fs::read(&path).expect("read"), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);

@@ -131,15 +131,13 @@ fn empty_scan() -> Scan {
 /// segment by a larger one (`<number>.<suffix>.tmp`, also how older versions named index
 /// temp files).
 fn is_leftover_temp(kind: SegmentKind, name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(myelin_fsutil::TEMP_SUFFIX) else {
-        return false;
+    let stem = if name.starts_with('.') {
+        myelin_fsutil::temp_file_destination(name)
+    } else {
+        name.strip_suffix(myelin_fsutil::TEMP_SUFFIX)
     };
-    let stem = match stem.strip_prefix('.') {
-        Some(hidden) => match strip_numbered_suffix(hidden).and_then(strip_numbered_suffix) {
-            Some(stem) => stem,
-            None => return false,
-        },
-        None => stem,
+    let Some(stem) = stem else {
+        return false;
     };
     let Some((number, suffix)) = stem.split_once('.') else {
         return false;
@@ -147,12 +145,6 @@ fn is_leftover_temp(kind: SegmentKind, name: &str) -> bool {
     !number.is_empty()
         && number.bytes().all(|b| b.is_ascii_digit())
         && [kind.data_suffix(), kind.index_suffix(), kind.bloom_suffix()].contains(&suffix)
-}
-
-/// `name` without a final `.<digits>`, if it has one.
-fn strip_numbered_suffix(name: &str) -> Option<&str> {
-    let (rest, digits) = name.rsplit_once('.')?;
-    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
 }
 
 /// First tokens of the data files of `kind` in `dir`, ascending. Leftover temp files of
