@@ -182,32 +182,21 @@ impl Rest {
         self.state.node.contexts().get(name).expect("context").store().clone()
     }
 
-    /// Shuts every store down (on a plain thread: shutdown blocks).
+    /// Shuts the node down, every store with it (on a plain thread: shutdown blocks).
     pub fn shutdown(&self) {
-        let contexts = self.state.node.contexts().clone();
-        std::thread::spawn(move || {
-            for name in contexts.names() {
-                if let Some(store) = contexts.remove(&name) {
-                    store.shutdown().expect("store shuts down");
-                }
-            }
-        })
-        .join()
-        .expect("shutdown thread");
+        let node = self.state.node.clone();
+        std::thread::spawn(move || node.shutdown())
+            .join()
+            .expect("shutdown thread")
+            .expect("every store shuts down");
     }
 }
 
+/// A test that failed before `shutdown` still shuts the stores down.
 impl Drop for Rest {
     fn drop(&mut self) {
-        let contexts = self.state.node.contexts().clone();
-        let _ = std::thread::spawn(move || {
-            for name in contexts.names() {
-                if let Some(context) = contexts.get(&name) {
-                    let _ = context.store().shutdown();
-                }
-            }
-        })
-        .join();
+        let node = self.state.node.clone();
+        let _ = std::thread::spawn(move || node.shutdown()).join();
     }
 }
 

@@ -73,6 +73,19 @@ impl Binary {
     }
 }
 
+/// The flags every `myelin serve` the kit starts gets: listen on `address` only, on ports the
+/// OS chooses (learned from the log), with segments of `segment_size` so that no test
+/// pre-allocates 256 MiB files.
+fn serve_flags(address: IpAddr, segment_size: &str) -> [String; 5] {
+    [
+        format!("--set=myelin.bind-address={address}"),
+        "--set=axoniq.axonserver.port=0".to_string(),
+        "--set=server.port=0".to_string(),
+        format!("--set=axoniq.axonserver.event.segment-size={segment_size}"),
+        format!("--set=axoniq.axonserver.snapshot.segment-size={segment_size}"),
+    ]
+}
+
 /// A run's exit code, stdout and stderr, for assertion messages.
 pub fn output_text(output: &Output) -> String {
     format!(

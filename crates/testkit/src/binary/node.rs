@@ -11,7 +11,7 @@ use myelin_proto::grpc::event::event_store_client::EventStoreClient;
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{BIN_VAR, Binary, log, loopback};
+use super::{BIN_VAR, Binary, log, loopback, serve_flags};
 
 /// Generous: opening a store may rebuild indexes, and test machines are slow and shared.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,15 +107,11 @@ impl NodeOptions {
         let log_path = self.log_file.unwrap_or_else(|| own_dir.path().join("myelin.log"));
         let log_file = std::fs::File::create(&log_path)
             .unwrap_or_else(|error| panic!("cannot create the log file {}: {error}", log_path.display()));
-        let segment_size = &self.segment_size;
         let child = Command::new(self.binary.path())
             .arg("serve")
             .arg("--data")
             .arg(&data_dir)
-            .arg(format!("--set=myelin.bind-address={}", self.address))
-            .args(["--set=axoniq.axonserver.port=0", "--set=server.port=0"])
-            .arg(format!("--set=axoniq.axonserver.event.segment-size={segment_size}"))
-            .arg(format!("--set=axoniq.axonserver.snapshot.segment-size={segment_size}"))
+            .args(serve_flags(self.address, &self.segment_size))
             .args(self.settings.iter().map(|setting| format!("--set={setting}")))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             // An empty working directory: no stray axonserver.properties is read.

@@ -4,13 +4,14 @@
 //! for every other test.
 
 use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::Binary;
+use super::{Binary, serve_flags};
 
 /// Generous: opening a store may rebuild indexes, and CI machines are slow.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -23,18 +24,7 @@ impl Binary {
         let mut command = Command::new(self.path());
         command
             .args(args)
-            .args([
-                "--set",
-                "axoniq.axonserver.event.segment-size=1MB",
-                "--set",
-                "axoniq.axonserver.snapshot.segment-size=1MB",
-                "--set",
-                "myelin.bind-address=127.0.0.1",
-                "--set",
-                "axoniq.axonserver.port=0",
-                "--set",
-                "server.port=0",
-            ])
+            .args(serve_flags(IpAddr::V4(Ipv4Addr::LOCALHOST), "1MB"))
             .current_dir(cwd)
             .env_clear()
             .env("RUST_LOG", "info")
