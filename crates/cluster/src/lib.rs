@@ -1,0 +1,11 @@
+//! Replication as in Axon Server Enterprise, on openraft: one Raft group per replication group
+//! plus `_admin`, log-entry segments in Axon's framing, the raft state in the control database,
+//! node roles, formation and the admin operations.
+//!
+//! This crate must never acknowledge a write before it is committed under the role rules, never
+//! let a token be assigned twice, and never delete a log segment a backup may still need.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
+pub mod log;
