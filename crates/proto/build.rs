@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "admin.proto",
     "streams.proto",
     "license.proto",
+    "myelin/cluster.proto",
 ];
 
 fn main() {

@@ -8,4 +8,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+pub mod codec;
 pub mod log;
+pub mod role;
+pub mod types;
+
+pub use role::Role;

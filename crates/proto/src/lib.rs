@@ -31,6 +31,9 @@
 //! re-exports every service's server trait and wrapper under one roof.
 //!
 //! `google.protobuf.Empty` maps to `()`.
+//!
+//! One package is Myelin's own: [`myelin::cluster`] (`myelin/cluster.proto`), the node-to-node
+//! protocol of a cluster and the messages its Raft log entries carry.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
@@ -119,6 +122,15 @@ pub mod server {
     pub use crate::grpc::streams::persistent_stream_service_server::{
         PersistentStreamService, PersistentStreamServiceServer,
     };
+}
+
+/// Myelin's own packages.
+pub mod myelin {
+    /// Package `myelin.cluster`: the node-to-node protocol on the internal port and the
+    /// messages stored in Raft log entries (`myelin/cluster.proto`).
+    pub mod cluster {
+        include_proto!("myelin.cluster");
+    }
 }
 
 /// gRPC metadata key naming the context a call is for (`AxonIQ-Context` on

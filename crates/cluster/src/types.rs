@@ -1,0 +1,136 @@
+//! The openraft type configuration: what a log entry carries, what applying one answers, and
+//! what identifies a node (its Axon name) and describes a member (its role).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+
+/// A node is known by its Axon name (`axoniq.axonserver.name`), as in Axon Server.
+pub type NodeName = String;
+
+/// openraft's id of a node: a 64-bit hash of its name. openraft 0.9 only accepts `Copy` ids;
+/// the name travels in [`Member`], and a join whose name hashes to a member's id is refused.
+pub type NodeId = u64;
+
+/// The id of the node called `name`.
+pub fn node_id(name: &str) -> NodeId {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// What the Raft membership says about a member: its name and role. Addresses live in the
+/// address book (replicated through `_admin`), so moving a node to another host needs no quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Member {
+    pub name: NodeName,
+    pub role: Role,
+}
+
+/// Where a node can be reached and what it serves, as `_admin` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    pub name: NodeName,
+    pub internal_host_name: String,
+    pub internal_port: u16,
+    pub host_name: String,
+    pub grpc_port: u16,
+    pub http_port: u16,
+}
+
+impl NodeAddress {
+    /// `http://host:port` of the internal port.
+    pub fn internal_endpoint(&self) -> String {
+        format!("http://{}:{}", self.internal_host_name, self.internal_port)
+    }
+}
+
+/// One replicated transaction of a context: events (or one snapshot) with the token the leader
+/// gave its first event. Axon's `TransactionWithToken`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub context: String,
+    pub token: i64,
+    pub events: Vec<Bytes>,
+}
+
+/// Changes to the cluster's configuration or to a group's contexts, applied on every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlCommand {
+    /// `_admin`: a node joined the cluster (or its addresses changed).
+    NodeJoined(NodeAddress),
+    /// `_admin`: a replication group exists with these members.
+    GroupConfigured {
+        group: String,
+        members: BTreeMap<NodeName, Role>,
+    },
+    /// `_admin`: a context lives in a replication group.
+    ContextPlaced { context: String, group: String },
+    /// In a group's own log: the context is created on every member that stores events.
+    ContextCreated {
+        context: String,
+        metadata: BTreeMap<String, String>,
+    },
+}
+
+/// The application data of a normal log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Axon's `Append.EVENT`.
+    Events(Transaction),
+    /// Axon's `Append.SNAPSHOT`.
+    Snapshot(Transaction),
+    Control(ControlCommand),
+    /// What a MESSAGING_ONLY member stores in place of events (Axon's `DummyEntry`).
+    Dummy,
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Events(t) => write!(f, "events {}@{}+{}", t.context, t.token, t.events.len()),
+            Command::Snapshot(t) => write!(f, "snapshot {}@{}", t.context, t.token),
+            Command::Control(c) => write!(f, "control {c:?}"),
+            Command::Dummy => f.write_str("dummy"),
+        }
+    }
+}
+
+/// What applying an entry answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Events or a snapshot were stored from this token on.
+    Stored { first_token: i64, count: u64 },
+    /// A control command or an entry with nothing to store.
+    Done,
+}
+
+/// The snapshot a group builds: small, because the events themselves are sent incrementally
+/// (CLUSTER.md §10.5). The log id and membership are openraft's snapshot meta.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Next event token per context at the snapshot's last log id.
+    pub event_heads: BTreeMap<String, i64>,
+    /// Next snapshot token per context.
+    pub snapshot_heads: BTreeMap<String, i64>,
+}
+
+openraft::declare_raft_types!(
+    /// Myelin's Raft types.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = NodeId,
+        Node = Member,
+        SnapshotData = Manifest,
+);
+
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Membership = openraft::Membership<NodeId, Member>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig>;
