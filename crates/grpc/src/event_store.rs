@@ -245,22 +245,20 @@ impl Shared {
             }
             events.push(event);
         }
-        let ticket = context
-            .store()
-            .append_prepared(events)
-            .map_err(|e| NodeError::write(e).to_status())?;
-        ticket.await.map_err(|e| NodeError::write(e).to_status())?;
+        self.contexts
+            .append_events(&context, events)
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(one_message_response(APPEND_CONFIRMED.clone()))
     }
 
     async fn append_snapshot(&self, request: Request<IncomingSnapshot>) -> Result<Response<Confirmation>, Status> {
         let context = self.context(&request)?;
         let IncomingSnapshot(snapshot) = request.into_inner();
-        let ticket = context
-            .store()
-            .append_prepared_snapshot(snapshot)
-            .map_err(|e| NodeError::write(e).to_status())?;
-        ticket.await.map_err(|e| NodeError::write(e).to_status())?;
+        self.contexts
+            .append_snapshot(&context, snapshot)
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(Confirmation { success: true }))
     }
 

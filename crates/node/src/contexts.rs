@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::future::Future;
+
 use crate::error::NodeError;
-use myelin_store::ContextStore;
+use crate::write::WritePath;
+use myelin_store::{Appended, ContextStore, PreparedEvent, PreparedSnapshot};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -58,6 +61,8 @@ pub struct Contexts {
     failed: RwLock<HashMap<String, String>>,
     /// Open PlatformService instruction streams per context name (connected applications).
     clients: Arc<Mutex<HashMap<String, usize>>>,
+    /// Where writes go instead of the local stores (a cluster node's replication).
+    write_path: RwLock<Option<Arc<dyn WritePath>>>,
 }
 
 /// Counts one connected client of a context for as long as it lives.
@@ -81,6 +86,45 @@ impl Drop for ClientGuard {
 impl Contexts {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sends every later write through `path` (the cluster's replication) instead of straight
+    /// into the local stores.
+    pub fn set_write_path(&self, path: Arc<dyn WritePath>) {
+        *self.write_path.write() = Some(path);
+    }
+
+    /// Stores one transaction of events of `context` along this node's write path, answering
+    /// once it is durable there.
+    pub fn append_events(
+        &self,
+        context: &Arc<Context>,
+        events: Vec<PreparedEvent>,
+    ) -> impl Future<Output = Result<Appended, NodeError>> + Send + 'static {
+        let path = self.write_path.read().clone();
+        let context = context.clone();
+        async move {
+            match path {
+                Some(path) => path.append_events(&context, events).await,
+                None => crate::write::local_events(context, events).await,
+            }
+        }
+    }
+
+    /// Stores one snapshot of `context` along this node's write path.
+    pub fn append_snapshot(
+        &self,
+        context: &Arc<Context>,
+        snapshot: PreparedSnapshot,
+    ) -> impl Future<Output = Result<Appended, NodeError>> + Send + 'static {
+        let path = self.write_path.read().clone();
+        let context = context.clone();
+        async move {
+            match path {
+                Some(path) => path.append_snapshot(&context, snapshot).await,
+                None => crate::write::local_snapshot(context, snapshot).await,
+            }
+        }
     }
 
     /// Makes `store` reachable under its name, replacing any store registered under it.

@@ -139,6 +139,13 @@ impl NodeError {
             NodeError::InvalidContextName(_) => (Some(E::InvalidContextName), InvalidArgument, 400),
             NodeError::ContextPlaceTaken(_) => (None, AlreadyExists, 409),
             NodeError::ContextInUse { .. } | NodeError::BackupLeaseLive(_) => (None, FailedPrecondition, 409),
+            NodeError::NoLeader(_) => (Some(E::NoLeaderAvailable), Unavailable, 503),
+            // The outcome is unknown to the client: it may retry (Axon's replication timeout).
+            NodeError::Replication(_) => (Some(E::ReplicationTimeout), Unavailable, 503),
+            NodeError::Cluster { code, .. } => {
+                let info = code.info();
+                (Some(*code), info.grpc.unwrap_or(Internal), info.http_status.unwrap_or(500))
+            }
             NodeError::Control(error) => match error {
                 ControlError::AlreadyExists { .. } => (None, AlreadyExists, 409),
                 ControlError::NotFound { .. } => (None, NotFound, 404),
@@ -221,7 +228,10 @@ impl fmt::Display for NodeError {
             | NodeError::TooManyRequests(message)
             | NodeError::PermissionDenied(message)
             | NodeError::InvalidContextName(message)
-            | NodeError::ContextPlaceTaken(message) => f.write_str(message),
+            | NodeError::ContextPlaceTaken(message)
+            | NodeError::NoLeader(message)
+            | NodeError::Replication(message) => f.write_str(message),
+            NodeError::Cluster { message, .. } => f.write_str(message),
             NodeError::TokenMissing => f.write_str("Missing AxonIQ-Access-Token"),
             NodeError::InvalidToken => f.write_str("Invalid AxonIQ-Access-Token"),
             NodeError::ShuttingDown => f.write_str("Myelin is shutting down"),

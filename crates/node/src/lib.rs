@@ -21,9 +21,11 @@ pub mod contexts;
 pub mod error;
 pub mod identity;
 pub mod lifecycle;
+pub mod write;
 
 pub use codes::{ErrorCode, GrpcCode};
 pub use contexts::{ClientGuard, Context, Contexts, DEFAULT_CONTEXT};
 pub use error::{Answer, NodeError, Operation};
 pub use identity::NodeIdentity;
 pub use lifecycle::{DeleteContext, Node, Provisioner, StoreLayout};
+pub use write::{WriteFuture, WritePath};

@@ -52,6 +52,21 @@ impl PreparedEvent {
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
+
+    /// The aggregate it belongs to (empty for an event outside any aggregate).
+    pub fn aggregate(&self) -> &str {
+        &self.aggregate
+    }
+
+    /// Its sequence number within the aggregate.
+    pub fn sequence(&self) -> i64 {
+        self.sequence
+    }
+
+    /// Whether the store indexes it under its aggregate (and, for events, checks its sequence).
+    pub fn is_indexed(&self) -> bool {
+        self.indexed
+    }
 }
 
 /// A snapshot checked and read as [`PreparedEvent::snapshot`] does: its own type, because
@@ -62,6 +77,11 @@ pub struct PreparedSnapshot(PreparedEvent);
 impl PreparedSnapshot {
     pub(crate) fn into_inner(self) -> PreparedEvent {
         self.0
+    }
+
+    /// The snapshot as an event (its bytes, aggregate and sequence).
+    pub fn event(&self) -> &PreparedEvent {
+        &self.0
     }
 }
 
