@@ -89,6 +89,14 @@ pub enum NodeError {
     BackupLeaseLive(String),
     /// The control database refused or failed.
     Control(ControlError),
+    /// The replication group has no leader now (an election is running, or no quorum).
+    NoLeader(String),
+    /// A replicated write or a cluster operation failed for a reason of the cluster's own
+    /// (the leader was lost before the write committed, a node is unreachable): the outcome
+    /// may be unknown to the client, which may retry.
+    Replication(String),
+    /// A cluster operation refused for the cluster's state or the request, with Axon's code.
+    Cluster { code: crate::codes::ErrorCode, message: String },
 }
 
 impl NodeError {
