@@ -8,9 +8,22 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+pub mod cluster;
 pub mod codec;
+pub mod config;
+mod flush;
+pub mod formation;
+pub mod group;
 pub mod log;
+pub mod machine;
+pub mod network;
+pub mod observe;
 pub mod role;
+pub mod service;
 pub mod types;
 
+pub use cluster::{ADMIN_GROUP, ClusterNode};
+pub use config::{ClusterConfig, ReplicationConfig};
+pub use formation::Formation;
 pub use role::Role;
+pub use service::service;

@@ -230,6 +230,11 @@ impl ContextStore {
         self.events.log.head()
     }
 
+    /// The token the next snapshot will get.
+    pub fn snapshot_head(&self) -> u64 {
+        self.snapshots.log.head()
+    }
+
     /// Reads up to `max_events` events from `cursor`, never past the last durable event.
     pub fn read_events(&self, cursor: &mut Cursor, max_events: usize, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
         let before = out.len();

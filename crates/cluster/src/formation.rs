@@ -1,0 +1,156 @@
+//! Forming a cluster with Axon Server EE's properties: on a clean start the node named by
+//! `autocluster.first` initialises `_admin` and the groups of `autocluster.contexts`; every
+//! other node joins it and becomes a PRIMARY of those groups. A node that was in a cluster
+//! before just reopens its groups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use myelin_node::NodeError;
+use tracing::{info, warn};
+
+use crate::cluster::{ADMIN_GROUP, AdminAnswer, AdminRequest, ClusterNode};
+use crate::network::Call;
+use crate::role::Role;
+use crate::types::ControlCommand;
+
+/// How a node found itself at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Formation {
+    /// It had groups before and reopened them.
+    Resumed { groups: usize },
+    /// It initialised a new cluster.
+    Initialised,
+    /// It joined the cluster of `first`.
+    Joined { first: String },
+    /// No `autocluster.first` and no groups: it waits for `init` or a join by the admin API.
+    Standalone,
+}
+
+impl ClusterNode {
+    /// Whether `first` (`host[:port]`) names this node's internal address.
+    fn is_first(&self, first: &str) -> bool {
+        let (host, port) = split_host_port(first, self.me().internal_port);
+        host == self.me().internal_host_name && port == self.me().internal_port
+    }
+
+    /// Brings this node into its cluster (see the module doc). Joining retries until the
+    /// first node answers: nodes of one cluster may start in any order.
+    pub async fn start(self: &Arc<Self>) -> Result<Formation, NodeError> {
+        self.load_configuration()?;
+        let groups = self.reopen_groups().await?;
+        if groups > 0 {
+            return Ok(Formation::Resumed { groups });
+        }
+        let Some(first) = self.config().autocluster_first.clone() else {
+            return Ok(Formation::Standalone);
+        };
+        if self.is_first(&first) {
+            self.initialise(&self.config().autocluster_contexts.clone()).await?;
+            return Ok(Formation::Initialised);
+        }
+        self.join(&first).await?;
+        Ok(Formation::Joined { first })
+    }
+
+    /// `init-cluster`: `_admin` and a group per context, led by this node alone.
+    pub async fn initialise(&self, contexts: &[String]) -> Result<(), NodeError> {
+        self.initialize_group(ADMIN_GROUP).await?;
+        self.wait_until_leading(ADMIN_GROUP).await?;
+        self.control(ADMIN_GROUP, ControlCommand::NodeJoined(self.me().clone()))
+            .await?;
+        for context in contexts {
+            self.control(
+                ADMIN_GROUP,
+                ControlCommand::GroupConfigured {
+                    group: context.clone(),
+                    members: BTreeMap::from([(self.me().name.clone(), Role::Primary)]),
+                },
+            )
+            .await?;
+            self.initialize_group(context).await?;
+            self.wait_until_leading(context).await?;
+            self.control(
+                ADMIN_GROUP,
+                ControlCommand::ContextPlaced {
+                    context: context.clone(),
+                    group: context.clone(),
+                },
+            )
+            .await?;
+            self.control(
+                context,
+                ControlCommand::ContextCreated {
+                    context: context.clone(),
+                    metadata: BTreeMap::new(),
+                },
+            )
+            .await?;
+        }
+        info!(node = %self.me().name, ?contexts, "cluster initialised");
+        Ok(())
+    }
+
+    async fn wait_until_leading(&self, group: &str) -> Result<(), NodeError> {
+        let local = self
+            .group(group)
+            .ok_or_else(|| NodeError::Internal(format!("group {group} is not open")))?;
+        match self.wait_for_leader(&local).await {
+            Some((leader, _)) if leader == local.me => Ok(()),
+            _ => Err(NodeError::NoLeader(format!(
+                "group {group} did not elect this node, its only member"
+            ))),
+        }
+    }
+
+    /// Joins the cluster whose first node is `first`, retrying until it answers.
+    async fn join(&self, first: &str) -> Result<(), NodeError> {
+        let (host, port) = split_host_port(first, self.me().internal_port);
+        let endpoint = format!("http://{host}:{port}");
+        let request = AdminRequest::Join {
+            node: self.me().clone(),
+            contexts: self.config().autocluster_contexts.clone(),
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let answer: Result<AdminAnswer, _> = self
+                .peers()
+                .call_endpoint(&endpoint, Call::Admin, ADMIN_GROUP, &request)
+                .await;
+            match answer {
+                Ok(Ok(())) => {
+                    info!(node = %self.me().name, %first, "joined the cluster");
+                    return Ok(());
+                }
+                Ok(Err(e)) => warn!(%first, "joining the cluster failed, retrying: {e:?}"),
+                Err(e) => warn!(%first, "cannot reach the first node yet, retrying: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// `host[:port]` with `default_port` when there is none.
+pub fn split_host_port(address: &str, default_port: u16) -> (String, u16) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(port) => (host.to_string(), port),
+            Err(_) => (address.to_string(), default_port),
+        },
+        None => (address.to_string(), default_port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_node_without_a_port_means_the_default_internal_port() {
+        assert_eq!(split_host_port("node-1", 8224), ("node-1".into(), 8224));
+        assert_eq!(split_host_port("127.0.0.2:9000", 8224), ("127.0.0.2".into(), 9000));
+        assert_eq!(split_host_port("host:notaport", 8224), ("host:notaport".into(), 8224));
+    }
+}
