@@ -49,6 +49,20 @@ pub mod key {
     pub const ACCESS_CONTROL_TOKEN: &str = "axoniq.axonserver.accesscontrol.token";
     pub const ACCESS_CONTROL_ADMIN_TOKEN: &str = "axoniq.axonserver.accesscontrol.admin-token";
     pub const DISK_SPACE_THRESHOLD: &str = "myelin.disk-space-threshold";
+    pub const INTERNAL_HOSTNAME: &str = "axoniq.axonserver.internal-hostname";
+    pub const INTERNAL_PORT: &str = "axoniq.axonserver.internal-port";
+    pub const INTERNAL_TOKEN: &str = "axoniq.axonserver.accesscontrol.internal-token";
+    pub const AUTOCLUSTER_FIRST: &str = "axoniq.axonserver.autocluster.first";
+    pub const AUTOCLUSTER_CONTEXTS: &str = "axoniq.axonserver.autocluster.contexts";
+    pub const LOG_STORAGE_FOLDER: &str = "axoniq.axonserver.replication.log-storage-folder";
+    pub const LOG_SEGMENT_SIZE: &str = "axoniq.axonserver.replication.segment-size";
+    pub const MIN_ELECTION_TIMEOUT: &str = "axoniq.axonserver.replication.min-election-timeout";
+    pub const MAX_ELECTION_TIMEOUT: &str = "axoniq.axonserver.replication.max-election-timeout";
+    pub const HEARTBEAT_TIMEOUT: &str = "axoniq.axonserver.replication.heartbeat-timeout";
+    pub const MIN_ACTIVE_BACKUPS: &str = "axoniq.axonserver.replication.min-active-backups";
+    pub const LOG_COMPACTION_ENABLED: &str = "axoniq.axonserver.replication.log-compaction-enabled";
+    pub const LOG_RETENTION_HOURS: &str = "axoniq.axonserver.replication.log-retention-hours";
+    pub const REPLICATION_SYNC_INTERVAL: &str = "axoniq.axonserver.replication.sync-interval";
 }
 
 /// Every property Myelin reads. The README's configuration table mirrors this list (a test
@@ -81,6 +95,20 @@ pub const PROPERTIES: &[&str] = &[
     key::ACCESS_CONTROL_TOKEN,
     key::ACCESS_CONTROL_ADMIN_TOKEN,
     key::DISK_SPACE_THRESHOLD,
+    key::INTERNAL_HOSTNAME,
+    key::INTERNAL_PORT,
+    key::INTERNAL_TOKEN,
+    key::AUTOCLUSTER_FIRST,
+    key::AUTOCLUSTER_CONTEXTS,
+    key::LOG_STORAGE_FOLDER,
+    key::LOG_SEGMENT_SIZE,
+    key::MIN_ELECTION_TIMEOUT,
+    key::MAX_ELECTION_TIMEOUT,
+    key::HEARTBEAT_TIMEOUT,
+    key::MIN_ACTIVE_BACKUPS,
+    key::LOG_COMPACTION_ENABLED,
+    key::LOG_RETENTION_HOURS,
+    key::REPLICATION_SYNC_INTERVAL,
 ];
 
 /// The file name Axon Server reads (it sets `spring.config.name=axonserver`).
@@ -151,6 +179,10 @@ pub enum ConfigError {
     /// than its header and roll marker, say); `reason` is the store's, naming its field.
     #[error("the settings give the {store} store a value it cannot use: {reason}")]
     StoreBounds { store: &'static str, reason: String },
+    /// The replication settings do not fit together (a heartbeat not below the election
+    /// timeout, say); `reason` names the properties.
+    #[error("{reason}{}", origin.as_ref().map(|o| format!(" (from {o})")).unwrap_or_default())]
+    Cluster { reason: String, origin: Option<Origin> },
     #[error("environment variables {first} and {second} both set `{key}`, to different values")]
     ConflictingEnv {
         key: &'static str,
@@ -236,6 +268,13 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Free space below which the health endpoint's disk-space detail turns WARN.
     pub disk_space_threshold_bytes: u64,
+    /// `axoniq.axonserver.internal-hostname`: where other nodes reach this one (the hostname
+    /// when unset).
+    pub internal_hostname: Option<String>,
+    /// `axoniq.axonserver.internal-port`: node-to-node traffic (8224).
+    pub internal_port: u16,
+    /// Formation, replication settings and the internal token.
+    pub cluster: myelin_cluster::ClusterConfig,
     /// The properties files that were read, in the order applied.
     pub files_read: Vec<PathBuf>,
 }
@@ -321,6 +360,7 @@ impl Config {
             &mut self.snapshots.storage_dir,
             &mut self.controldb_path,
             &mut self.controldb_backup_location,
+            &mut self.cluster.replication.log_storage_folder,
         ] {
             let relative: PathBuf = path
                 .components()
@@ -600,7 +640,61 @@ impl Settings {
                 DEFAULT_DISK_SPACE_THRESHOLD_BYTES,
                 0..=u64::MAX,
             )?,
+            internal_hostname: self.optional_text(key::INTERNAL_HOSTNAME),
+            internal_port: self.port(key::INTERNAL_PORT, myelin_node::identity::DEFAULT_INTERNAL_PORT)?,
+            cluster: self.cluster()?,
             files_read: Vec::new(),
+        })
+    }
+
+    /// `axoniq.axonserver.autocluster.*`, `replication.*` and the internal token, with Axon's
+    /// defaults; the relations between the timeouts are checked here, naming the properties.
+    fn cluster(&self) -> Result<myelin_cluster::ClusterConfig, ConfigError> {
+        let defaults = myelin_cluster::ReplicationConfig::default();
+        let ms = |key: &'static str, default: u64| -> Result<u64, ConfigError> {
+            Ok(self.count(key, default as usize, 1)? as u64)
+        };
+        let replication = myelin_cluster::ReplicationConfig {
+            log_storage_folder: self.path(key::LOG_STORAGE_FOLDER, "./log")?,
+            segment_size_bytes: self.size(key::LOG_SEGMENT_SIZE, defaults.segment_size_bytes, 1024..=AXON_MAX_SIZE_BYTES)?,
+            min_election_timeout_ms: ms(key::MIN_ELECTION_TIMEOUT, defaults.min_election_timeout_ms)?,
+            max_election_timeout_ms: ms(key::MAX_ELECTION_TIMEOUT, defaults.max_election_timeout_ms)?,
+            heartbeat_timeout_ms: ms(key::HEARTBEAT_TIMEOUT, defaults.heartbeat_timeout_ms)?,
+            min_active_backups: self.count(key::MIN_ACTIVE_BACKUPS, defaults.min_active_backups, 0)?,
+            log_compaction_enabled: self.flag(key::LOG_COMPACTION_ENABLED, defaults.log_compaction_enabled)?,
+            log_retention_hours: self.count(key::LOG_RETENTION_HOURS, defaults.log_retention_hours as usize, 0)? as u64,
+            sync_interval_ms: ms(key::REPLICATION_SYNC_INTERVAL, defaults.sync_interval_ms)?,
+        };
+        if let Err(reason) = replication.validate() {
+            let setting = self
+                .get(key::HEARTBEAT_TIMEOUT)
+                .or_else(|| self.get(key::MIN_ELECTION_TIMEOUT))
+                .or_else(|| self.get(key::MAX_ELECTION_TIMEOUT));
+            return Err(ConfigError::Cluster {
+                reason,
+                origin: setting.map(|s| s.origin.clone()),
+            });
+        }
+        let mut contexts: Vec<String> = Vec::new();
+        if let Some(setting) = self.get(key::AUTOCLUSTER_CONTEXTS) {
+            for name in setting.value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if let Err(problem) = check_context_name(name) {
+                    return Err(self.bad_value(
+                        key::AUTOCLUSTER_CONTEXTS,
+                        setting,
+                        format!("a comma-separated list of context names ({problem})"),
+                    ));
+                }
+                if !contexts.iter().any(|c| c == name) {
+                    contexts.push(name.to_string());
+                }
+            }
+        }
+        Ok(myelin_cluster::ClusterConfig {
+            autocluster_first: self.optional_text(key::AUTOCLUSTER_FIRST),
+            autocluster_contexts: contexts,
+            internal_token: self.optional_text(key::INTERNAL_TOKEN),
+            replication,
         })
     }
 

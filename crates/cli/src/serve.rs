@@ -83,15 +83,38 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     // listeners served: `gRPC listening on` means ready, as it did when binding came last.
     let (grpc, http) = runtime.block_on(bind_listeners(&config))?;
     let (grpc_address, http_address) = (grpc.local_addr()?, http.local_addr()?);
-    let identity = identity(&config, grpc_address.port(), http_address.port());
+    // A node is in a cluster when it is told how to form one, or was in one before.
+    let clustered = config.cluster.autocluster_first.is_some()
+        || !control
+            .raft_groups()
+            .context("cannot read the raft state from the control database")?
+            .is_empty();
+    let internal = if clustered {
+        Some(runtime.block_on(bind(&config, config.internal_port, "internal gRPC"))?)
+    } else {
+        None
+    };
+    let internal_port = match &internal {
+        Some(listener) => listener.local_addr()?.port(),
+        None => config.internal_port,
+    };
+    let identity = identity(&config, grpc_address.port(), http_address.port(), internal_port);
     let node = Arc::new(Node::new(identity, control, Arc::new(store_layout(&config))));
     node.open_contexts(&config.contexts)
         .context("cannot read or record contexts in the control database")?;
+    let cluster = match internal {
+        Some(listener) => Some(runtime.block_on(start_cluster(&config, &node, listener))?),
+        None => None,
+    };
     info!("gRPC listening on {grpc_address}");
     info!("HTTP listening on {http_address}");
     let served = runtime.block_on(serve_api(&config, node.clone(), grpc, http, &mut signals));
     if let Err(err) = &served {
         error!("{err:#}");
+    }
+    if let Some((cluster, stop_internal)) = cluster {
+        stop_internal.send_replace(true);
+        runtime.block_on(cluster.shutdown());
     }
     // Stores close off the async threads, after the listeners stopped taking calls; this
     // includes contexts created through the REST API while serving.
@@ -113,17 +136,61 @@ fn store_layout(config: &Config) -> StoreLayout {
     }
 }
 
-/// This node as clients see it, with the ports the listeners were bound to.
-fn identity(config: &Config, grpc_port: u16, http_port: u16) -> NodeIdentity {
+/// This node as clients and other nodes see it, with the ports the listeners were bound to.
+fn identity(config: &Config, grpc_port: u16, http_port: u16, internal_port: u16) -> NodeIdentity {
     let host_name = config.hostname.clone().unwrap_or_else(machine_hostname);
     NodeIdentity {
         name: config.name.clone().unwrap_or_else(|| host_name.clone()),
-        internal_host_name: host_name.clone(),
+        internal_host_name: config.internal_hostname.clone().unwrap_or_else(|| host_name.clone()),
         host_name,
         grpc_port,
         http_port,
+        internal_port,
         ..NodeIdentity::default()
     }
+}
+
+async fn bind(config: &Config, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((config.bind_address, port))
+        .await
+        .with_context(|| format!("cannot listen for {what} on {}:{port}", config.bind_address))
+}
+
+/// Joins the node to its cluster: serves the internal port, sends every write through the
+/// replication groups, and forms or resumes the cluster in the background (a joining node
+/// waits for the first one, which may start later). Answers the cluster and the switch that
+/// stops the internal listener.
+async fn start_cluster(
+    config: &Config,
+    node: &Arc<Node>,
+    listener: TcpListener,
+) -> anyhow::Result<(Arc<myelin_cluster::ClusterNode>, watch::Sender<bool>)> {
+    let cluster = myelin_cluster::ClusterNode::new(node.clone(), config.cluster.clone())?;
+    node.contexts().set_write_path(cluster.clone());
+    let (stop, mut stopping) = watch::channel(false);
+    let address = listener.local_addr()?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service = myelin_cluster::service(cluster.clone());
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            error!("internal gRPC listener failed: {e}");
+        }
+    });
+    info!("internal gRPC listening on {address}");
+    let forming = cluster.clone();
+    tokio::spawn(async move {
+        match forming.start().await {
+            Ok(formation) => info!("cluster: {formation:?}"),
+            Err(e) => error!("cluster formation failed: {e}"),
+        }
+    });
+    Ok((cluster, stop))
 }
 
 /// Binds the gRPC and HTTP listeners. Once the stores are open the bound addresses are logged
