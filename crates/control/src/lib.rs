@@ -45,4 +45,4 @@ pub use contexts::ContextRecord;
 pub use db::{ControlDb, DB_FILE_NAME, now_ms};
 pub use error::{ControlError, Result};
 pub use users::UserRecord;
-pub use validate::validate_context_name;
+pub use validate::{ADMIN_GROUP, validate_context_name, validate_replication_group_name};
