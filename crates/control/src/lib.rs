@@ -5,14 +5,17 @@
 //! * users for HTTP basic authentication (argon2id password hashes) and their role grants,
 //! * applications for token authentication (only the SHA-256 of each token) and their grants,
 //! * the history of backups taken (which segments and tokens each one covered),
-//! * replication state per group (commit index), for the cluster work.
+//! * the Raft state of each replication group: vote, committed, applied and purged log positions,
+//!   the membership applied last (Axon EE's `rg_state`). Log positions are (term, index) pairs and
+//!   memberships opaque JSON: this crate does not depend on the Raft library.
 //!
 //! It is one SQLite file, [`DB_FILE_NAME`], in the control directory. The settings follow from what
 //! the data is for:
 //! * `journal_mode=WAL`: readers (authentication on every request, the online backup) never block
 //!   the writer and the writer never blocks them.
 //! * `synchronous=FULL`: in WAL mode `NORMAL` may lose the last commits on power failure; a user
-//!   that was told "created" or a backup that was recorded must survive, and writes here are rare.
+//!   that was told "created", a backup that was recorded or a Raft vote about to be answered must
+//!   survive, and writes here are rare.
 //! * `foreign_keys=ON`: role grants go away with their user or application.
 //! * `busy_timeout`: another connection (an online backup, an operator's `sqlite3` shell) holding a
 //!   lock briefly must cause a wait, not an error.
@@ -33,7 +36,7 @@ mod backups;
 mod contexts;
 mod db;
 mod error;
-mod replication;
+mod raft_state;
 mod schema;
 mod users;
 mod validate;
@@ -44,5 +47,6 @@ pub use backups::BackupRecord;
 pub use contexts::ContextRecord;
 pub use db::{ControlDb, DB_FILE_NAME, now_ms};
 pub use error::{ControlError, Result};
+pub use raft_state::{LogPosition, RaftState, Vote};
 pub use users::UserRecord;
 pub use validate::{ADMIN_GROUP, validate_context_name, validate_replication_group_name};
