@@ -8,6 +8,9 @@
 //! * the Raft state of each replication group: vote, committed, applied and purged log positions,
 //!   the membership applied last (Axon EE's `rg_state`). Log positions are (term, index) pairs and
 //!   memberships opaque JSON: this crate does not depend on the Raft library.
+//! * the cluster's configuration, which the `_admin` group replicates and each node applies here:
+//!   the nodes and their addresses, the replication groups with their members and roles (Axon's
+//!   role numbers), and the group of each context.
 //!
 //! It is one SQLite file, [`DB_FILE_NAME`], in the control directory. The settings follow from what
 //! the data is for:
@@ -33,6 +36,7 @@ pub mod access;
 mod applications;
 mod backup_zip;
 mod backups;
+mod cluster_config;
 mod contexts;
 mod db;
 mod error;
@@ -44,6 +48,7 @@ mod validate;
 pub use access::{AccessControl, Grant, Principal, PrincipalKind, Right, Role};
 pub use applications::ApplicationRecord;
 pub use backups::BackupRecord;
+pub use cluster_config::{ClusterNode, REPLICATION_ROLES, ReplicationGroupRecord, replication_role_name};
 pub use contexts::ContextRecord;
 pub use db::{ControlDb, DB_FILE_NAME, now_ms};
 pub use error::{ControlError, Result};

@@ -97,6 +97,18 @@ pub(crate) fn validate_name(kind: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Host names of cluster nodes: a name ([`validate_name`]) without white space, since it becomes
+/// part of an address.
+pub(crate) fn validate_host_name(kind: &str, host: &str) -> Result<()> {
+    validate_name(kind, host)?;
+    if host.chars().any(char::is_whitespace) {
+        return Err(ControlError::Invalid(format!(
+            "{kind} {host:?} must not contain white space"
+        )));
+    }
+    Ok(())
+}
+
 fn is_context_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.')
 }
@@ -141,6 +153,16 @@ mod tests {
                 matches!(err, Some(ControlError::Invalid(ref m)) if m.contains("replication group name")),
                 "{bad:?}: {err:?}"
             );
+        }
+    }
+
+    #[test]
+    fn host_names_refuse_white_space_and_control_characters() {
+        for good in ["localhost", "node-1.example.com", "10.0.0.7", "::1"] {
+            assert!(validate_host_name("host name", good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a b", "tab\t", "new\nline", &"h".repeat(256)] {
+            assert!(validate_host_name("host name", bad).is_err(), "{bad:?}");
         }
     }
 
