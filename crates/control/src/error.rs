@@ -11,7 +11,7 @@ pub enum ControlError {
     Io(#[from] std::io::Error),
     #[error("control database backup archive error: {0}")]
     Zip(#[from] zip::result::ZipError),
-    /// `kind` is "context", "user", "application", "cluster node" or "replication group".
+    /// `kind` is "context", "user", "application", "cluster node", "replication group" or "cluster identity".
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: &'static str, name: String },
     #[error("{kind} {name:?} not found")]

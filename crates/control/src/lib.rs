@@ -5,12 +5,16 @@
 //! * users for HTTP basic authentication (argon2id password hashes) and their role grants,
 //! * applications for token authentication (only the SHA-256 of each token) and their grants,
 //! * the history of backups taken (which segments and tokens each one covered),
-//! * the Raft state of each replication group: vote, committed, applied and purged log positions,
-//!   the membership applied last (Axon EE's `rg_state`). Log positions are (term, index) pairs and
-//!   memberships opaque JSON: this crate does not depend on the Raft library.
+//! * the Raft state of each replication group (Axon EE's `rg_state`): the vote, the committed,
+//!   applied and purged log positions, and the membership applied last,
 //! * the cluster's configuration, which the `_admin` group replicates and each node applies here:
 //!   the nodes and their addresses, the replication groups with their members and roles (Axon's
-//!   role numbers), and the group of each context.
+//!   role numbers), and the group of each context,
+//! * this node's identity in its cluster, and the cluster a restored backup came from (which the
+//!   node must not rejoin).
+//!
+//! The crate does not depend on the Raft library: log positions are (term, index) pairs, a vote is
+//! (term, node, committed) and a membership is JSON text it stores without reading.
 //!
 //! It is one SQLite file, [`DB_FILE_NAME`], in the control directory. The settings follow from what
 //! the data is for:
@@ -37,6 +41,7 @@ mod applications;
 mod backup_zip;
 mod backups;
 mod cluster_config;
+mod cluster_identity;
 mod contexts;
 mod db;
 mod error;
@@ -49,6 +54,7 @@ pub use access::{AccessControl, Grant, Principal, PrincipalKind, Right, Role};
 pub use applications::ApplicationRecord;
 pub use backups::BackupRecord;
 pub use cluster_config::{ClusterNode, REPLICATION_ROLES, ReplicationGroupRecord, replication_role_name};
+pub use cluster_identity::ClusterIdentity;
 pub use contexts::ContextRecord;
 pub use db::{ControlDb, DB_FILE_NAME, now_ms};
 pub use error::{ControlError, Result};
