@@ -1,8 +1,8 @@
 //! This node's identity in a cluster, node-local and never replicated: the cluster's id, this
 //! node's name, and, once the node was restored from a backup, the id of the cluster the backup
 //! came from. A restored node's vote and log are behind its old cluster's, so it must not rejoin
-//! that cluster under its old identity (CLUSTER.md §10.8): it re-seeds a new cluster instead, and
-//! this row refuses the old id for good.
+//! that cluster under its old identity: it re-seeds a new cluster instead, and this row refuses the
+//! old id for good.
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
