@@ -11,7 +11,7 @@ pub enum ControlError {
     Io(#[from] std::io::Error),
     #[error("control database backup archive error: {0}")]
     Zip(#[from] zip::result::ZipError),
-    /// `kind` is "context", "user" or "application".
+    /// `kind` is "context", "user", "application", "cluster node", "replication group" or "cluster identity".
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: &'static str, name: String },
     #[error("{kind} {name:?} not found")]
@@ -25,6 +25,11 @@ pub enum ControlError {
          run a newer Myelin or restore an older control database backup"
     )]
     SchemaTooNew { found: u32, supported: u32 },
+    /// A write would move a replication group's Raft state backwards (its vote, or its committed,
+    /// applied or purged position) or break an order between them. Nothing was changed. It means
+    /// a bug or mixed-up restored files, never a client's bad input.
+    #[error("replication state refused: {0}")]
+    Regression(String),
     /// A stored value failed a check when read back (e.g. an unknown role): never served.
     #[error("control database holds invalid data: {0}")]
     Corrupt(String),
