@@ -433,7 +433,7 @@ impl ClusterNode {
             .replication_group(group)
             .map_err(|e| WireError::Unknown(e.to_string()))?;
         let mut members: BTreeMap<NodeName, Role> = BTreeMap::new();
-        for (member, number) in recorded.map(|(_, members)| members).unwrap_or_default() {
+        for (member, number) in recorded.map(|record| record.members).unwrap_or_default() {
             if let Some(role) = Role::from_number(number) {
                 members.insert(member, role);
             }
@@ -609,6 +609,31 @@ impl WritePath for ClusterNode {
     }
 }
 
+/// Records `group` with exactly `members` (applied again on a replay: every step is idempotent).
+fn record_group(
+    control: &myelin_control::ControlDb,
+    group: &str,
+    members: &BTreeMap<NodeName, Role>,
+) -> Result<(), myelin_control::ControlError> {
+    let recorded = match control.replication_group(group)? {
+        Some(record) => record.members,
+        None => {
+            let list: Vec<(String, i32)> = members.iter().map(|(n, r)| (n.clone(), r.number())).collect();
+            control.create_replication_group(group, &list)?;
+            return Ok(());
+        }
+    };
+    for (node, role) in members {
+        control.add_replication_group_member(group, node, role.number())?;
+    }
+    for (node, _) in recorded {
+        if !members.contains_key(&node) {
+            control.remove_replication_group_member(group, &node)?;
+        }
+    }
+    Ok(())
+}
+
 /// The effects of committed control commands on this node.
 struct Effects(Weak<ClusterNode>);
 
@@ -621,7 +646,7 @@ impl ControlEffects for Effects {
         match command {
             ControlCommand::NodeJoined(address) => {
                 control
-                    .upsert_cluster_node(&myelin_control::ClusterNodeRecord {
+                    .upsert_cluster_node(&myelin_control::ClusterNode {
                         name: address.name.clone(),
                         internal_host_name: address.internal_host_name.clone(),
                         internal_port: address.internal_port,
@@ -635,10 +660,7 @@ impl ControlEffects for Effects {
                 }
             }
             ControlCommand::GroupConfigured { group: configured, members } => {
-                let list: Vec<(String, i32)> = members.iter().map(|(n, r)| (n.clone(), r.number())).collect();
-                control
-                    .configure_replication_group(configured, &list)
-                    .map_err(|e| e.to_string())?;
+                record_group(control, configured, members).map_err(|e| e.to_string())?;
                 if members.contains_key(&cluster.me.name) && cluster.group(configured).is_none() {
                     // Open it in the background: this runs inside `_admin`'s apply, and the
                     // new group's leader will retry until it answers.

@@ -1,9 +1,63 @@
 //! Several `myelin serve` processes at once, each on its own loopback address with its own data
 //! directory: the ground the cluster tests stand on.
 
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Index;
+use std::path::PathBuf;
+
+use tempfile::TempDir;
 
 use super::{Binary, Node, NodeOptions, loopback};
+
+/// The internal port every node of a planned cluster uses, each on its own address.
+pub const INTERNAL_PORT: u16 = 8224;
+
+/// A cluster formed by `autocluster.*`: per node, its options (own loopback address, own data
+/// directory that outlives the process, so a node can be restarted on its data) and where its
+/// data lives. The addresses are `127.a.b.1..n` for a random `a.b`, so that clusters of tests
+/// running at once never share an address, and every node uses internal port 8224.
+pub struct ClusterPlan {
+    pub options: Vec<NodeOptions>,
+    pub data_dirs: Vec<PathBuf>,
+    /// Holds every node's data; deleted with the plan.
+    pub dir: TempDir,
+}
+
+impl ClusterPlan {
+    /// `count` nodes named `node-1`.., the first initialising the cluster with `contexts`.
+    pub fn autocluster(binary: &Binary, count: u8, contexts: &str) -> ClusterPlan {
+        let dir = tempfile::Builder::new()
+            .prefix("myelin-cluster-")
+            .tempdir()
+            .expect("a temporary directory for the cluster");
+        let random = RandomState::new().hash_one(std::process::id());
+        let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
+        let address = |i: u8| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1));
+        let mut options = Vec::new();
+        let mut data_dirs = Vec::new();
+        for i in 0..count {
+            let data = dir.path().join(format!("node-{}", i + 1));
+            options.push(
+                binary
+                    .node()
+                    .address(address(i))
+                    .data_dir(data.join("data"))
+                    .settings([
+                        format!("axoniq.axonserver.name=node-{}", i + 1),
+                        format!("axoniq.axonserver.hostname={}", address(i)),
+                        format!("axoniq.axonserver.internal-hostname={}", address(i)),
+                        format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
+                        format!("axoniq.axonserver.autocluster.first={}:{INTERNAL_PORT}", address(0)),
+                        format!("axoniq.axonserver.autocluster.contexts={contexts}"),
+                        format!("axoniq.axonserver.replication.log-storage-folder={}", data.join("log").display()),
+                    ]),
+            );
+            data_dirs.push(data);
+        }
+        ClusterPlan { options, data_dirs, dir }
+    }
+}
 
 /// Options for `count` nodes of `binary`, node `i` (from 0) on `127.0.0.<i + 1>`, each with
 /// its own data directory; adjust them before [`Cluster::start`].

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub use cluster::{Cluster, loopback_nodes};
+pub use cluster::{Cluster, ClusterPlan, INTERNAL_PORT, loopback_nodes};
 pub use node::{Node, NodeOptions};
 pub use process::{PROCESS_TIMEOUT, Process, run_to_end};
 
