@@ -6,6 +6,8 @@
 //!   (aggregate id, sequence number, type, timestamp) without decoding whole messages.
 //! * [`validate`]: checks that bytes are a whole, valid `Event` message, without decoding it.
 //! * [`index`] and [`bloom`]: Myelin's own per-segment aggregate index and bloom filter files.
+//! * [`raftlog`]: Axon Server EE's Raft log-entry segment files — header, entries, end
+//!   markers, CRC — byte for byte.
 //!
 //! This crate is pure: it encodes and decodes byte slices. It never opens files, never
 //! decides when to sync, and never panics on hostile input — every decoder returns an error
@@ -17,6 +19,7 @@
 pub mod bloom;
 pub mod event;
 pub mod index;
+pub mod raftlog;
 pub mod segment;
 pub mod validate;
 
