@@ -29,6 +29,8 @@ pub const APPEND_EVENT: &str = "Append.EVENT";
 pub const APPEND_SNAPSHOT: &str = "Append.SNAPSHOT";
 pub const MYELIN_CONTROL: &str = "myelin.Control";
 pub const MYELIN_MEMBERSHIP: &str = "myelin.Membership";
+/// The leader named by a term's first entry when the writing node does not know it.
+pub const UNKNOWN_LEADER: &str = "unknown";
 /// The data of a dummy entry, as Axon writes it.
 pub const DUMMY_DATA: &[u8] = b"X";
 
@@ -63,10 +65,12 @@ pub fn encode(entry: &Entry, leader: &str) -> Result<(i32, Bytes), CodecError> {
     };
     let json = |value: serde_json::Result<Vec<u8>>| value.map_err(|e| CodecError::Malformed(e.to_string()));
     let (kind, data) = match &entry.payload {
+        // An entry's data is never empty (a size of 0 means "nothing written"): a leader this
+        // node cannot name is written as `unknown`.
         EntryPayload::Blank => (
             TYPE_LEADER_ELECTED,
             LeaderElected {
-                leader_id: leader.to_string(),
+                leader_id: if leader.is_empty() { UNKNOWN_LEADER } else { leader }.to_string(),
             }
             .encode_to_vec(),
         ),

@@ -16,7 +16,9 @@
 //! * the vote only grows in Raft's vote order ([`Vote::may_replace`]);
 //! * committed, applied and purged never go back ([`LogPosition::is_at_or_after`]); committed
 //!   never becomes "none" once set;
-//! * purged never passes the applied position *stored here*, so the caller saves applied first.
+//! * purged may lead the applied position stored here: openraft purges what it has applied in
+//!   memory, and applied is recorded lazily. What must never pass the stored applied position
+//!   is the deletion of log files, which is the log store's rule (CLUSTER.md §10.8).
 //!
 //! Only [`ControlDb::clear_raft_log_state`] and [`ControlDb::delete_replication_group_state`] move
 //! the state back, to nothing. Reads check the same relations and report a row that breaks them as
@@ -195,9 +197,8 @@ impl ControlDb {
         })
     }
 
-    /// Saves the position the log is purged up to (inclusive). It never goes back, and never
-    /// passes the applied position stored here: a caller that coalesces applied must save it
-    /// first, so that a restored backup never lacks entries it has not applied.
+    /// Saves the position the log is purged up to (inclusive). It never goes back. It may lead
+    /// the applied position stored here (see the module doc).
     pub fn save_purged(&self, group: &str, purged: LogPosition) -> Result<()> {
         let (term, index) = sql_position(group, "purged", Some(purged))?;
         self.update_state(group, |tx, state| {
@@ -206,13 +207,6 @@ impl ControlDb {
             {
                 return Err(ControlError::Regression(format!(
                     "group {group:?}: purged position {purged} is not at or after the stored {stored}"
-                )));
-            }
-            if !state.applied.is_some_and(|applied| applied.is_at_or_after(&purged)) {
-                return Err(ControlError::Regression(format!(
-                    "group {group:?}: purged position {purged} would pass the stored applied position {}; \
-                     save applied first",
-                    describe(state.applied)
                 )));
             }
             tx.execute(
@@ -325,11 +319,6 @@ fn parse_state(group: &str, raw: RawState) -> Result<RaftState> {
         return Err(corrupt(
             "the applied position and the membership are not stored together",
         ));
-    }
-    if let Some(purged) = purged
-        && !applied.is_some_and(|applied| applied.is_at_or_after(&purged))
-    {
-        return Err(corrupt("the purged position passes the applied position"));
     }
     Ok(RaftState {
         vote,
@@ -588,20 +577,12 @@ mod tests {
     }
 
     #[test]
-    fn a_purged_position_never_passes_the_stored_applied_one() {
+    fn a_purged_position_may_lead_the_stored_applied_one() {
         let (_dir, db) = open_temp();
-        let before = saved(&db);
-        assert_regression(db.save_purged("g", at(4, 21)), "save applied first");
-        assert_regression(db.save_purged("g", at(5, 20)), "save applied first");
-        assert_eq!(state(&db, "g"), before);
-        db.save_purged("g", at(4, 20)).expect("up to applied");
-
-        assert_regression(db.save_purged("new", at(1, 1)), "applied position none");
-        assert_eq!(
-            db.raft_state("new").expect("read"),
-            None,
-            "a refused save creates no row"
-        );
+        db.save_purged("g", at(4, 21)).expect("ahead of the recorded applied position");
+        assert_eq!(state(&db, "g").purged, Some(at(4, 21)));
+        db.save_purged("new", at(1, 1)).expect("a group with nothing applied yet");
+        assert_eq!(db.raft_state("new").expect("read").and_then(|s| s.purged), Some(at(1, 1)));
     }
 
     #[test]
@@ -655,7 +636,7 @@ mod tests {
         saved(&db);
         let conn = db.lock();
         for update in [
-            "UPDATE replication_groups SET last_purged_index = 21",
+            "UPDATE replication_groups SET last_purged_term = NULL",
             "UPDATE replication_groups SET last_applied_index = NULL, last_applied_term = NULL",
             "UPDATE replication_groups SET last_membership = NULL",
             "UPDATE replication_groups SET commit_term = NULL",
@@ -675,7 +656,7 @@ mod tests {
             let conn = db.lock();
             conn.pragma_update(None, "ignore_check_constraints", true)
                 .expect("pragma");
-            conn.execute("UPDATE replication_groups SET last_purged_index = 21", [])
+            conn.execute("UPDATE replication_groups SET last_membership = NULL", [])
                 .expect("corrupt");
         }
         assert!(matches!(db.raft_state("g"), Err(ControlError::Corrupt(_))));

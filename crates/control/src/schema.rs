@@ -98,9 +98,7 @@ CREATE TABLE replication_groups_v2 (
     CHECK ((commit_index IS NULL) = (commit_term IS NULL)),
     CHECK ((last_applied_index IS NULL) = (last_applied_term IS NULL)),
     CHECK ((last_applied_index IS NULL) = (last_membership IS NULL)),
-    CHECK ((last_purged_index IS NULL) = (last_purged_term IS NULL)),
-    CHECK (last_purged_index IS NULL
-           OR (last_applied_index IS NOT NULL AND last_purged_index <= last_applied_index))
+    CHECK ((last_purged_index IS NULL) = (last_purged_term IS NULL))
 ) STRICT;
 INSERT INTO replication_groups_v2 (name, updated_at_ms) SELECT name, updated_at_ms FROM replication_groups;
 DROP TABLE replication_groups;

@@ -11,7 +11,9 @@ mod error;
 mod io;
 mod recovery;
 pub mod segments;
+mod store;
 
 pub use error::LogError;
 pub use myelin_format::raftlog::EntryType;
+pub use store::LogStore;
 pub use segments::{FIRST_INDEX, LogSegments, PendingSync, Record, SegmentFiles, SyncDone};

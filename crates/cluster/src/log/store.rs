@@ -131,7 +131,7 @@ impl LogStore {
         records
             .into_iter()
             .map(|r| {
-                codec::decode(r.index, r.term, r.kind.number(), &r.data).map_err(|e| {
+                codec::decode(r.index, r.term, r.kind.code(), &r.data).map_err(|e| {
                     StorageIOError::read_log_at_index(r.index, AnyError::error(e.to_string())).into()
                 })
             })
@@ -242,7 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let (kind, data) = codec::encode(&entry, &leader).map_err(|e| {
                 StorageError::from(StorageIOError::write_log_entry(entry.log_id, AnyError::error(e.to_string())))
             })?;
-            let kind = super::EntryType::from_number(kind).ok_or_else(|| {
+            let kind = super::EntryType::from_code(kind).ok_or_else(|| {
                 StorageError::from(StorageIOError::write_log_entry(
                     entry.log_id,
                     AnyError::error(format!("entry type {kind}")),
@@ -257,9 +257,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let inner = self.inner.clone();
         let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut segments = inner.segments.write();
-            segments.append(&records).map_err(|e| e.to_string())?;
-            segments.sync().map_err(|e| e.to_string())
+            // Written under the lock, fdatasync'ed outside it: replication tasks keep reading
+            // while the disk syncs.
+            let pending = {
+                let mut segments = inner.segments.write();
+                segments.append(&records).map_err(|e| e.to_string())?;
+                segments.pending_sync().map_err(|e| e.to_string())?
+            };
+            let done = pending.run();
+            inner
+                .segments
+                .write()
+                .finish_sync(done)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())
