@@ -9,7 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 fixtures="${1:-../../shared/fixtures/axon-server-se}"
-targets=(segment_block index_file bloom_file backup_manifest backup_scan recovery event_validate)
+targets=(segment_block index_file bloom_file backup_manifest backup_scan recovery event_validate raft_log)
 
 for target in "${targets[@]}"; do
     mkdir -p "corpus/${target}"

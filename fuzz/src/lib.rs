@@ -11,5 +11,6 @@ pub mod bloom_file;
 pub mod committed;
 pub mod event_validate;
 pub mod index_file;
+pub mod raft_log;
 pub mod recovery;
 pub mod segment_block;

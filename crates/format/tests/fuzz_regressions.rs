@@ -10,6 +10,8 @@ mod bloom_file;
 mod committed;
 #[path = "../../../fuzz/src/index_file.rs"]
 mod index_file;
+#[path = "../../../fuzz/src/raft_log.rs"]
+mod raft_log;
 #[path = "../../../fuzz/src/segment_block.rs"]
 mod segment_block;
 
@@ -30,4 +32,9 @@ fn index_file_inputs() {
 #[test]
 fn bloom_file_inputs() {
     committed::replay(&fuzz_dir(), "bloom_file", bloom_file::run);
+}
+
+#[test]
+fn raft_log_inputs() {
+    committed::replay(&fuzz_dir(), "raft_log", raft_log::run);
 }

@@ -4,8 +4,8 @@
 //!
 //! * Files: `%020d.log`, named after the index of their first entry; the newest is the active
 //!   segment, every older one is closed (complete, never written again except by a
-//!   truncation). New files are created at the full segment size (sparse zeros), so the
-//!   active file's length never changes and its `fdatasync` has no metadata to write.
+//!   truncation). New files are created at the full segment size (sparse zeros), so
+//!   appending never changes a file's length and an `fdatasync` has no metadata to write.
 //! * Memory: the offset of every entry (4 bytes an entry), built by scanning the files at open.
 //!   No `.index` side files (Axon's are MapDB files).
 //! * Durability: [`LogSegments::append`] writes; [`LogSegments::sync`] (or
