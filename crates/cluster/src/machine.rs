@@ -54,7 +54,8 @@ pub struct GroupMachine {
     applied: Option<LogId>,
     membership: StoredMembership,
     position: Arc<AppliedPosition>,
-    snapshot: Option<(SnapshotMeta<u64, crate::types::Member>, Manifest)>,
+    /// The last snapshot built or installed, shared with the builders.
+    snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, crate::types::Member>, Manifest)>>>,
 }
 
 impl GroupMachine {
@@ -74,7 +75,7 @@ impl GroupMachine {
             applied,
             membership,
             position,
-            snapshot: None,
+            snapshot: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -249,6 +250,7 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
                 snapshot_id: format!("{}-{}", self.group, self.applied.map(|l| l.index).unwrap_or(0)),
             },
             manifest: self.manifest(),
+            current: self.snapshot.clone(),
         }
     }
 
@@ -284,12 +286,12 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
         if let Some(applied) = self.applied {
             self.position.set(applied, self.membership.clone());
         }
-        self.snapshot = Some((meta.clone(), *snapshot));
+        *self.snapshot.lock() = Some((meta.clone(), *snapshot));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.snapshot.as_ref().map(|(meta, manifest)| Snapshot {
+        Ok(self.snapshot.lock().as_ref().map(|(meta, manifest)| Snapshot {
             meta: meta.clone(),
             snapshot: Box::new(manifest.clone()),
         }))
@@ -300,10 +302,12 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
 pub struct ManifestBuilder {
     meta: SnapshotMeta<u64, crate::types::Member>,
     manifest: Manifest,
+    current: Arc<Mutex<Option<(SnapshotMeta<u64, crate::types::Member>, Manifest)>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        *self.current.lock() = Some((self.meta.clone(), self.manifest.clone()));
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: Box::new(self.manifest.clone()),

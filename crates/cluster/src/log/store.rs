@@ -6,7 +6,13 @@
 //!   `save_vote` returns: a vote a node answered is never forgotten by a crash.
 //! * The commit point is optional to openraft; it is kept in memory and recorded by the
 //!   group's flusher once per `sync-interval`.
-//! * A purge records the new purge point first, then deletes whole closed segments.
+//! * A purge records the new purge point first, then deletes whole closed segments, never past
+//!   the applied position the control database holds (so a backup's log always reaches back to
+//!   what its control database says was applied; CLUSTER.md §10.8).
+//!
+//! **Indexes.** openraft numbers its log from 0 (its first membership entry); Axon's log, and
+//! so its file names, from 1. Entry `i` of openraft is entry `i + 1` on disk: the files read as
+//! Axon's, and this adapter is the only place that knows.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -37,6 +43,16 @@ struct Inner {
     purged: Mutex<Option<LogId>>,
     /// A commit point not yet recorded: `Some(committed)` when it changed.
     committed: Mutex<Option<Option<LogId>>>,
+}
+
+/// The on-disk (Axon) index of openraft's index `index`.
+fn disk(index: u64) -> u64 {
+    index + 1
+}
+
+/// openraft's index of the on-disk index `index` (never 0 on disk).
+fn raft(index: u64) -> u64 {
+    index.saturating_sub(1)
 }
 
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -126,14 +142,14 @@ impl LogStore {
             .inner
             .segments
             .read()
-            .read(start, end)
+            .read(disk(start), disk(end))
             .map_err(|e| StorageError::from(StorageIOError::read_logs(AnyError::error(e.to_string()))))?;
         records
             .into_iter()
             .map(|r| {
-                codec::decode(r.index, r.term, r.kind.code(), &r.data).map_err(|e| {
-                    StorageIOError::read_log_at_index(r.index, AnyError::error(e.to_string())).into()
-                })
+                let index = raft(r.index);
+                codec::decode(index, r.term, r.kind.code(), &r.data)
+                    .map_err(|e| StorageIOError::read_log_at_index(index, AnyError::error(e.to_string())).into())
             })
             .collect()
     }
@@ -146,10 +162,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let (first, next) = {
             let segments = self.inner.segments.read();
-            (segments.first_index(), segments.next_index())
+            (segments.first_index().map(raft), raft(segments.next_index()))
         };
         let Some(first) = first else {
             return Ok(Vec::new());
+        };
+        // Purged entries may still be on disk (files go later, and never past the recorded
+        // applied position), but they are gone as far as openraft is concerned.
+        let first = match *self.inner.purged.lock() {
+            Some(purged) => first.max(purged.index + 1),
+            None => first,
         };
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
@@ -177,11 +199,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let purged = *self.inner.purged.lock();
         let last = {
             let segments = self.inner.segments.read();
-            segments.last_index().zip(segments.last_term()).map(|(index, term)| codec::log_id(term, index))
+            segments
+                .last_index()
+                .zip(segments.last_term())
+                .map(|(index, term)| codec::log_id(term, raft(index)))
+        };
+        // A purge may reach past the last entry present (after a snapshot): the log then ends
+        // at the purge point.
+        let last_log_id = match (last, purged) {
+            (Some(last), Some(purged)) if purged.index >= last.index => Some(purged),
+            (last, purged) => last.or(purged),
         };
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last.or(purged),
+            last_log_id,
         })
     }
 
@@ -249,7 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ))
             })?;
             records.push(Record {
-                index: entry.log_id.index,
+                index: disk(entry.log_id.index),
                 term: entry.log_id.leader_id.term,
                 kind,
                 data,
@@ -261,6 +292,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // while the disk syncs.
             let pending = {
                 let mut segments = inner.segments.write();
+                // A log with nothing left to read (empty, or purged through its end)
+                // continues wherever openraft's does (after a snapshot, past its purge
+                // point): its next file starts there.
+                let purged_through = inner.purged.lock().map(|p| disk(p.index));
+                let nothing_left = match (segments.last_index(), purged_through) {
+                    (None, _) => true,
+                    (Some(last), Some(purged)) => purged >= last,
+                    (Some(_), None) => false,
+                };
+                if let Some(first) = records.first()
+                    && nothing_left
+                    && first.index != segments.next_index()
+                {
+                    segments.reset(first.index).map_err(|e| e.to_string())?;
+                }
                 segments.append(&records).map_err(|e| e.to_string())?;
                 segments.pending_sync().map_err(|e| e.to_string())?
             };
@@ -289,7 +335,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.segments.write().truncate_from(log_id.index).map_err(|e| e.to_string()))
+        tokio::task::spawn_blocking(move || inner.segments.write().truncate_from(disk(log_id.index)).map_err(|e| e.to_string()))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r)
@@ -306,10 +352,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .save_purged(&inner.group, to_position(&log_id))
                 .map_err(|e| e.to_string())?;
             *inner.purged.lock() = Some(log_id);
+            // Files go only as far as the recorded applied position: the entries openraft
+            // would re-apply after a crash must still be there.
+            let applied = inner
+                .control
+                .raft_state(&inner.group)
+                .map_err(|e| e.to_string())?
+                .and_then(|state| state.applied);
+            let Some(applied) = applied else {
+                return Ok(());
+            };
+            let through = log_id.index.min(applied.index);
             inner
                 .segments
                 .write()
-                .remove_closed_through(log_id.index)
+                .remove_closed_through(disk(through))
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
