@@ -108,13 +108,13 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
     assert_eq!(check_histories(&running, &acknowledged).await, 15);
 
     // node-1 initialised the cluster and leads it: kill it while node-2 writes.
-    let writer = nodes[1].as_ref().expect("running");
     let mut sequence = 0;
     let killed_at = 3;
     for batch in 0..8 {
         if batch == killed_at {
             nodes[0].take().expect("running").kill();
         }
+        let writer = nodes[1].as_ref().expect("running");
         let events = (0..3)
             .map(|k| aggregate_event("load", sequence + k).build())
             .collect::<Vec<_>>();

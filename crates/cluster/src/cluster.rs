@@ -25,6 +25,9 @@ use crate::types::{Applied, Command, ControlCommand, Member, NodeAddress, NodeNa
 /// The group that holds the cluster's own configuration.
 pub const ADMIN_GROUP: &str = "_admin";
 
+/// How long a new member may take to catch up before it is promoted.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How many times a write follows "the leader is elsewhere" before it gives up.
 const MAX_FORWARD_HOPS: usize = 3;
 
@@ -134,6 +137,9 @@ pub struct ClusterNode {
     groups: RwLock<HashMap<String, Arc<Group>>>,
     /// Which group each context lives in (from `_admin`).
     placements: RwLock<HashMap<String, String>>,
+    /// Set once this node's formation finished: admin requests wait for it, so that a join
+    /// never races the initialisation of the groups it joins.
+    formed: tokio::sync::watch::Sender<bool>,
     this: Weak<ClusterNode>,
 }
 
@@ -158,6 +164,7 @@ impl ClusterNode {
             peers,
             groups: RwLock::new(HashMap::new()),
             placements: RwLock::new(HashMap::new()),
+            formed: tokio::sync::watch::Sender::new(false),
             this: this.clone(),
         }))
     }
@@ -261,6 +268,11 @@ impl ClusterNode {
         Ok(group)
     }
 
+    /// Marks formation finished (see `formed`).
+    pub(crate) fn set_formed(&self) {
+        self.formed.send_replace(true);
+    }
+
     /// Restores what `_admin` told this node before it stopped: addresses and placements.
     pub fn load_configuration(&self) -> Result<(), NodeError> {
         let control = self.node.control();
@@ -341,6 +353,11 @@ impl ClusterNode {
     /// Runs `request` where it must run: here if this node leads the group, else on the
     /// leader.
     pub async fn admin(&self, request: AdminRequest) -> AdminAnswer {
+        let mut formed = self.formed.subscribe();
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, formed.wait_for(|formed| *formed)).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(WireError::Unknown(format!("{} is still forming its cluster", self.me.name))),
+        }
         let group_name = match &request {
             AdminRequest::Join { .. } => ADMIN_GROUP.to_string(),
             AdminRequest::AddMember { group, .. } => group.clone(),
@@ -403,11 +420,33 @@ impl ClusterNode {
             name: name.to_string(),
             role,
         };
-        group
+        let added = group
             .raft
-            .add_learner(id, member, true)
+            .add_learner(id, member, false)
             .await
             .map_err(|e| WireError::Unknown(format!("group {}: adding {name}: {e}", group.name)))?;
+        // Promote only a learner that holds the log up to its addition: a voter that cannot be
+        // reached would take a majority away from a small group.
+        let target = added.log_id.index;
+        let caught_up = group
+            .raft
+            .wait(Some(CATCH_UP_TIMEOUT))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten())
+                        .is_some_and(|matched| matched.index >= target)
+                },
+                "the new member caught up",
+            )
+            .await;
+        if let Err(e) = caught_up {
+            return Err(WireError::Unknown(format!(
+                "group {}: {name} did not catch up within {CATCH_UP_TIMEOUT:?} ({e}); it stays a learner until a retry",
+                group.name
+            )));
+        }
         if role.is_voter() {
             group
                 .raft

@@ -38,6 +38,13 @@ impl ClusterNode {
     /// Brings this node into its cluster (see the module doc). Joining retries until the
     /// first node answers: nodes of one cluster may start in any order.
     pub async fn start(self: &Arc<Self>) -> Result<Formation, NodeError> {
+        let formation = self.form().await;
+        // Admin requests wait for this; after a failure they are answered (and fail) too.
+        self.set_formed();
+        formation
+    }
+
+    async fn form(self: &Arc<Self>) -> Result<Formation, NodeError> {
         self.load_configuration()?;
         let groups = self.reopen_groups().await?;
         if groups > 0 {
@@ -106,6 +113,8 @@ impl ClusterNode {
 
     /// Joins the cluster whose first node is `first`, retrying until it answers.
     async fn join(&self, first: &str) -> Result<(), NodeError> {
+        // The first node replicates `_admin` to this one as soon as it adds it: be there.
+        self.open_group(ADMIN_GROUP).await?;
         let (host, port) = split_host_port(first, self.me().internal_port);
         let endpoint = format!("http://{host}:{port}");
         let request = AdminRequest::Join {
