@@ -656,7 +656,11 @@ impl Settings {
         };
         let replication = myelin_cluster::ReplicationConfig {
             log_storage_folder: self.path(key::LOG_STORAGE_FOLDER, "./log")?,
-            segment_size_bytes: self.size(key::LOG_SEGMENT_SIZE, defaults.segment_size_bytes, 1024..=AXON_MAX_SIZE_BYTES)?,
+            segment_size_bytes: self.size(
+                key::LOG_SEGMENT_SIZE,
+                defaults.segment_size_bytes,
+                1024..=AXON_MAX_SIZE_BYTES,
+            )?,
             min_election_timeout_ms: ms(key::MIN_ELECTION_TIMEOUT, defaults.min_election_timeout_ms)?,
             max_election_timeout_ms: ms(key::MAX_ELECTION_TIMEOUT, defaults.max_election_timeout_ms)?,
             heartbeat_timeout_ms: ms(key::HEARTBEAT_TIMEOUT, defaults.heartbeat_timeout_ms)?,

@@ -75,12 +75,20 @@ async fn check_histories(nodes: &[&Node], acknowledged: &[String]) -> usize {
         ids
     });
     for id in acknowledged {
-        assert_eq!(ids.get(id.as_str()), Some(&1), "acknowledged event {id} is stored exactly once");
+        assert_eq!(
+            ids.get(id.as_str()),
+            Some(&1),
+            "acknowledged event {id} is stored exactly once"
+        );
     }
     for node in &nodes[1..] {
         let other = history(&mut node.client().await).await;
         assert_eq!(other.len(), first.len(), "{} holds as many events", node.address());
-        assert!(other == first, "{} holds the same events at the same tokens", node.address());
+        assert!(
+            other == first,
+            "{} holds the same events at the same tokens",
+            node.address()
+        );
     }
     first.len()
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
-use crate::group::{Group, ProposeError, Proposal};
+use crate::group::{Group, Proposal, ProposeError};
 use crate::log::LogStore;
 use crate::machine::{AppliedPosition, ControlEffects, GroupMachine};
 use crate::network::{Call, CallError, GroupNetwork, Peers};
@@ -44,8 +44,16 @@ pub struct Forwarded {
 pub enum WireError {
     NotLeader(Option<NodeName>),
     NoLeader(String),
-    InvalidSequence { aggregate: String, actual: i64, expected: i64 },
-    InvalidSnapshotSequence { aggregate: String, highest: i64, snapshot: i64 },
+    InvalidSequence {
+        aggregate: String,
+        actual: i64,
+        expected: i64,
+    },
+    InvalidSnapshotSequence {
+        aggregate: String,
+        highest: i64,
+        snapshot: i64,
+    },
     Invalid(String),
     Unknown(String),
 }
@@ -54,11 +62,12 @@ impl From<NodeError> for WireError {
     fn from(e: NodeError) -> WireError {
         match e {
             NodeError::Store {
-                source: StoreError::InvalidSequence {
-                    aggregate,
-                    actual,
-                    expected,
-                },
+                source:
+                    StoreError::InvalidSequence {
+                        aggregate,
+                        actual,
+                        expected,
+                    },
                 ..
             } => WireError::InvalidSequence {
                 aggregate,
@@ -356,7 +365,12 @@ impl ClusterNode {
         let mut formed = self.formed.subscribe();
         match tokio::time::timeout(CATCH_UP_TIMEOUT, formed.wait_for(|formed| *formed)).await {
             Ok(Ok(_)) => {}
-            _ => return Err(WireError::Unknown(format!("{} is still forming its cluster", self.me.name))),
+            _ => {
+                return Err(WireError::Unknown(format!(
+                    "{} is still forming its cluster",
+                    self.me.name
+                )));
+            }
         }
         let group_name = match &request {
             AdminRequest::Join { .. } => ADMIN_GROUP.to_string(),
@@ -385,7 +399,9 @@ impl ClusterNode {
     /// each context's group.
     async fn join_here(&self, node: NodeAddress, contexts: Vec<String>) -> AdminAnswer {
         let id = node_id(&node.name);
-        let admin = self.group(ADMIN_GROUP).ok_or_else(|| WireError::Unknown("no _admin here".into()))?;
+        let admin = self
+            .group(ADMIN_GROUP)
+            .ok_or_else(|| WireError::Unknown("no _admin here".into()))?;
         let membership = admin.raft.metrics().borrow().membership_config.clone();
         if let Some(existing) = membership.membership().get_node(&id)
             && existing.name != node.name
@@ -395,7 +411,8 @@ impl ClusterNode {
                 node.name, existing.name
             )));
         }
-        self.control(ADMIN_GROUP, ControlCommand::NodeJoined(node.clone())).await?;
+        self.control(ADMIN_GROUP, ControlCommand::NodeJoined(node.clone()))
+            .await?;
         self.add_member_here(&admin, &node.name, Role::Primary).await?;
         for context in contexts {
             let group = self.group_of(&context).unwrap_or_else(|| context.clone());
@@ -493,11 +510,9 @@ impl ClusterNode {
     /// leads, else forwarded to the leader.
     async fn write(&self, context: Arc<Context>, proposal: Proposal) -> Result<Appended, NodeError> {
         let name = context.store().name().to_string();
-        let group_name = self.group_of(&name).ok_or_else(|| {
-            NodeError::Cluster {
-                code: myelin_node::ErrorCode::NoAxonServerForContext,
-                message: format!("context {name} is in no replication group of this cluster"),
-            }
+        let group_name = self.group_of(&name).ok_or_else(|| NodeError::Cluster {
+            code: myelin_node::ErrorCode::NoAxonServerForContext,
+            message: format!("context {name} is in no replication group of this cluster"),
         })?;
         let group = self.group(&group_name).ok_or_else(|| NodeError::Cluster {
             code: myelin_node::ErrorCode::NoAxonServerForContext,
@@ -526,7 +541,11 @@ impl ClusterNode {
             if leader == group.me {
                 // Became leader meanwhile: propose here after all.
                 let proposal = prepare(&forwarded).map_err(NodeError::from)?;
-                return group.propose(&context, proposal).await.map(appended).map_err(NodeError::from);
+                return group
+                    .propose(&context, proposal)
+                    .await
+                    .map(appended)
+                    .map_err(NodeError::from);
             }
             let answer: Result<Result<(i64, u64), WireError>, CallError> = self
                 .peers
@@ -555,9 +574,7 @@ impl ClusterNode {
 
     /// Serves a write forwarded by another node: runs it here if this node leads the group.
     pub async fn forwarded(&self, group_name: &str, forwarded: Forwarded) -> Result<(i64, u64), WireError> {
-        let group = self
-            .group(group_name)
-            .ok_or_else(|| WireError::NotLeader(None))?;
+        let group = self.group(group_name).ok_or(WireError::NotLeader(None))?;
         let context = self
             .node
             .contexts()
@@ -698,7 +715,10 @@ impl ControlEffects for Effects {
                     cluster.peers.learn(address.clone());
                 }
             }
-            ControlCommand::GroupConfigured { group: configured, members } => {
+            ControlCommand::GroupConfigured {
+                group: configured,
+                members,
+            } => {
                 record_group(control, configured, members).map_err(|e| e.to_string())?;
                 if members.contains_key(&cluster.me.name) && cluster.group(configured).is_none() {
                     // Open it in the background: this runs inside `_admin`'s apply, and the

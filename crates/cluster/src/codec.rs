@@ -118,9 +118,9 @@ pub fn decode(index: u64, term: u64, kind: i32, data: &[u8]) -> Result<Entry, Co
             match object.r#type.as_str() {
                 APPEND_EVENT => EntryPayload::Normal(Command::Events(transaction()?)),
                 APPEND_SNAPSHOT => EntryPayload::Normal(Command::Snapshot(transaction()?)),
-                MYELIN_CONTROL => EntryPayload::Normal(Command::Control(
-                    serde_json::from_slice(&object.data).map_err(json)?,
-                )),
+                MYELIN_CONTROL => {
+                    EntryPayload::Normal(Command::Control(serde_json::from_slice(&object.data).map_err(json)?))
+                }
                 MYELIN_MEMBERSHIP => EntryPayload::Membership(serde_json::from_slice(&object.data).map_err(json)?),
                 other => return Err(CodecError::UnknownObject(other.to_string())),
             }
@@ -187,9 +187,27 @@ mod tests {
         });
         let voters = BTreeSet::from([node_id("a"), node_id("b")]);
         let nodes = BTreeMap::from([
-            (node_id("a"), Member { name: "a".into(), role: Role::Primary }),
-            (node_id("b"), Member { name: "b".into(), role: Role::Primary }),
-            (node_id("c"), Member { name: "c".into(), role: Role::PassiveBackup }),
+            (
+                node_id("a"),
+                Member {
+                    name: "a".into(),
+                    role: Role::Primary,
+                },
+            ),
+            (
+                node_id("b"),
+                Member {
+                    name: "b".into(),
+                    role: Role::Primary,
+                },
+            ),
+            (
+                node_id("c"),
+                Member {
+                    name: "c".into(),
+                    role: Role::PassiveBackup,
+                },
+            ),
         ]);
         round_trip(Entry {
             log_id: log_id(5, 12),
@@ -211,7 +229,9 @@ mod tests {
         assert_eq!(kind, 3);
         // SerializedObject { type (1) = "Append.EVENT", data (2) = TransactionWithToken {
         //   token (1) = 5, events (3) = ["e"], context (4) = "default" } }
-        let inner: &[u8] = &[0x08, 5, 0x1a, 1, b'e', 0x22, 7, b'd', b'e', b'f', b'a', b'u', b'l', b't'];
+        let inner: &[u8] = &[
+            0x08, 5, 0x1a, 1, b'e', 0x22, 7, b'd', b'e', b'f', b'a', b'u', b'l', b't',
+        ];
         let mut expected = vec![0x0a, 12];
         expected.extend_from_slice(b"Append.EVENT");
         expected.extend_from_slice(&[0x12, inner.len() as u8]);

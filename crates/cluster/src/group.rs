@@ -222,7 +222,11 @@ impl Group {
             let command = match &proposal {
                 Proposal::Events(events) => {
                     let token = sequence.reserve_events(store, events).map_err(ProposeError::Refused)?;
-                    Command::Events(transaction(store.name(), token, events.iter().map(|e| e.bytes().clone())))
+                    Command::Events(transaction(
+                        store.name(),
+                        token,
+                        events.iter().map(|e| e.bytes().clone()),
+                    ))
                 }
                 Proposal::Snapshot(snapshot) => {
                     let token = sequence
@@ -264,9 +268,9 @@ impl Group {
     pub async fn propose_control(&self, command: Command) -> Result<Applied, ProposeError> {
         match self.raft.client_write(command).await {
             Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(ProposeError::NotLeader(
-                forward.leader_node.map(|member| member.name),
-            )),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader(forward.leader_node.map(|member| member.name)))
+            }
             Err(e) => Err(ProposeError::Unknown(format!("group {}: {e}", self.name))),
         }
     }

@@ -47,6 +47,9 @@ impl AppliedPosition {
     }
 }
 
+/// The last snapshot built or installed: its meta and manifest.
+type SnapshotSlot = Arc<Mutex<Option<(SnapshotMeta<u64, crate::types::Member>, Manifest)>>>;
+
 pub struct GroupMachine {
     group: String,
     node: Arc<Node>,
@@ -55,7 +58,7 @@ pub struct GroupMachine {
     membership: StoredMembership,
     position: Arc<AppliedPosition>,
     /// The last snapshot built or installed, shared with the builders.
-    snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, crate::types::Member>, Manifest)>>>,
+    snapshot: SnapshotSlot,
 }
 
 impl GroupMachine {
@@ -120,10 +123,12 @@ struct Heads(HashMap<(String, SegmentKind), i64>);
 
 impl Heads {
     fn next(&mut self, store: &ContextStore, kind: SegmentKind) -> &mut i64 {
-        self.0.entry((store.name().to_string(), kind)).or_insert_with(|| match kind {
-            SegmentKind::Events => store.head() as i64,
-            SegmentKind::Snapshots => store.snapshot_head() as i64,
-        })
+        self.0
+            .entry((store.name().to_string(), kind))
+            .or_insert_with(|| match kind {
+                SegmentKind::Events => store.head() as i64,
+                SegmentKind::Snapshots => store.snapshot_head() as i64,
+            })
     }
 }
 
@@ -302,7 +307,7 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
 pub struct ManifestBuilder {
     meta: SnapshotMeta<u64, crate::types::Member>,
     manifest: Manifest,
-    current: Arc<Mutex<Option<(SnapshotMeta<u64, crate::types::Member>, Manifest)>>>,
+    current: SnapshotSlot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {

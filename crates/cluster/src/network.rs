@@ -104,7 +104,9 @@ impl Peers {
     }
 
     fn client(&self, node: &str) -> Result<ClusterClient<Channel>, CallError> {
-        let address = self.address(node).ok_or_else(|| CallError::UnknownNode(node.to_string()))?;
+        let address = self
+            .address(node)
+            .ok_or_else(|| CallError::UnknownNode(node.to_string()))?;
         let channel = self.channel_to(&address.internal_endpoint(), node)?;
         Ok(ClusterClient::new(channel).max_decoding_message_size(usize::MAX))
     }

@@ -65,7 +65,11 @@ impl GroupStatus {
             replication: m
                 .replication
                 .as_ref()
-                .map(|r| r.iter().map(|(id, matched)| (name_of(id), matched.map(|l| l.index))).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, matched)| (name_of(id), matched.map(|l| l.index)))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }

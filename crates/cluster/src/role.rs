@@ -88,13 +88,10 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Role, String> {
         let upper = s.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("ROLE_").unwrap_or(&upper);
-        Role::ALL
-            .into_iter()
-            .find(|role| role.name() == bare)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-                format!("unknown role {s:?}; the roles are {}", names.join(", "))
-            })
+        Role::ALL.into_iter().find(|role| role.name() == bare).ok_or_else(|| {
+            let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown role {s:?}; the roles are {}", names.join(", "))
+        })
     }
 }
 

@@ -44,9 +44,15 @@ impl StoreBuilder<TypeConfig, LogStore, GroupMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, GroupMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let node = node(dir.path());
-        let log = LogStore::open(&dir.path().join("log"), 1024 * 1024, node.control().clone(), "suite", "n")
-            .await
-            .expect("open the log");
+        let log = LogStore::open(
+            &dir.path().join("log"),
+            1024 * 1024,
+            node.control().clone(),
+            "suite",
+            "n",
+        )
+        .await
+        .expect("open the log");
         let (applied, membership) = log.recorded_applied().expect("recorded");
         let machine = GroupMachine::new(
             "suite",

@@ -579,10 +579,15 @@ mod tests {
     #[test]
     fn a_purged_position_may_lead_the_stored_applied_one() {
         let (_dir, db) = open_temp();
-        db.save_purged("g", at(4, 21)).expect("ahead of the recorded applied position");
+        db.save_purged("g", at(4, 21))
+            .expect("ahead of the recorded applied position");
         assert_eq!(state(&db, "g").purged, Some(at(4, 21)));
-        db.save_purged("new", at(1, 1)).expect("a group with nothing applied yet");
-        assert_eq!(db.raft_state("new").expect("read").and_then(|s| s.purged), Some(at(1, 1)));
+        db.save_purged("new", at(1, 1))
+            .expect("a group with nothing applied yet");
+        assert_eq!(
+            db.raft_state("new").expect("read").and_then(|s| s.purged),
+            Some(at(1, 1))
+        );
     }
 
     #[test]

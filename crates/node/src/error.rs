@@ -96,7 +96,10 @@ pub enum NodeError {
     /// may be unknown to the client, which may retry.
     Replication(String),
     /// A cluster operation refused for the cluster's state or the request, with Axon's code.
-    Cluster { code: crate::codes::ErrorCode, message: String },
+    Cluster {
+        code: crate::codes::ErrorCode,
+        message: String,
+    },
 }
 
 impl NodeError {
@@ -152,7 +155,11 @@ impl NodeError {
             NodeError::Replication(_) => (Some(E::ReplicationTimeout), Unavailable, 503),
             NodeError::Cluster { code, .. } => {
                 let info = code.info();
-                (Some(*code), info.grpc.unwrap_or(Internal), info.http_status.unwrap_or(500))
+                (
+                    Some(*code),
+                    info.grpc.unwrap_or(Internal),
+                    info.http_status.unwrap_or(500),
+                )
             }
             NodeError::Control(error) => match error {
                 ControlError::AlreadyExists { .. } => (None, AlreadyExists, 409),

@@ -271,7 +271,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 _ => String::new(),
             };
             let (kind, data) = codec::encode(&entry, &leader).map_err(|e| {
-                StorageError::from(StorageIOError::write_log_entry(entry.log_id, AnyError::error(e.to_string())))
+                StorageError::from(StorageIOError::write_log_entry(
+                    entry.log_id,
+                    AnyError::error(e.to_string()),
+                ))
             })?;
             let kind = super::EntryType::from_code(kind).ok_or_else(|| {
                 StorageError::from(StorageIOError::write_log_entry(
@@ -335,11 +338,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.segments.write().truncate_from(disk(log_id.index)).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|message| StorageIOError::write_logs(AnyError::error(message)).into())
+        tokio::task::spawn_blocking(move || {
+            inner
+                .segments
+                .write()
+                .truncate_from(disk(log_id.index))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|message| StorageIOError::write_logs(AnyError::error(message)).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -38,24 +38,25 @@ impl ClusterPlan {
         let mut data_dirs = Vec::new();
         for i in 0..count {
             let data = dir.path().join(format!("node-{}", i + 1));
-            options.push(
-                binary
-                    .node()
-                    .address(address(i))
-                    .data_dir(data.join("data"))
-                    .settings([
-                        format!("axoniq.axonserver.name=node-{}", i + 1),
-                        format!("axoniq.axonserver.hostname={}", address(i)),
-                        format!("axoniq.axonserver.internal-hostname={}", address(i)),
-                        format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
-                        format!("axoniq.axonserver.autocluster.first={}:{INTERNAL_PORT}", address(0)),
-                        format!("axoniq.axonserver.autocluster.contexts={contexts}"),
-                        format!("axoniq.axonserver.replication.log-storage-folder={}", data.join("log").display()),
-                    ]),
-            );
+            options.push(binary.node().address(address(i)).data_dir(data.join("data")).settings([
+                format!("axoniq.axonserver.name=node-{}", i + 1),
+                format!("axoniq.axonserver.hostname={}", address(i)),
+                format!("axoniq.axonserver.internal-hostname={}", address(i)),
+                format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
+                format!("axoniq.axonserver.autocluster.first={}:{INTERNAL_PORT}", address(0)),
+                format!("axoniq.axonserver.autocluster.contexts={contexts}"),
+                format!(
+                    "axoniq.axonserver.replication.log-storage-folder={}",
+                    data.join("log").display()
+                ),
+            ]));
             data_dirs.push(data);
         }
-        ClusterPlan { options, data_dirs, dir }
+        ClusterPlan {
+            options,
+            data_dirs,
+            dir,
+        }
     }
 }
 
