@@ -100,7 +100,10 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     };
     let identity = identity(&config, grpc_address.port(), http_address.port(), internal_port);
     let node = Arc::new(Node::new(identity, control, Arc::new(store_layout(&config))));
-    node.open_contexts(&config.contexts)
+    // A cluster node serves the contexts its groups create (`myelin.contexts` is the single
+    // node's setting): one created here would hold events no log put there.
+    let configured: &[String] = if clustered { &[] } else { &config.contexts };
+    node.open_contexts(configured)
         .context("cannot read or record contexts in the control database")?;
     let cluster = match internal {
         Some(listener) => Some(runtime.block_on(start_cluster(&config, &node, listener))?),

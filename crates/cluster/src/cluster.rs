@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
-use crate::group::{Group, Proposal, ProposeError};
+use crate::group::{Group, GroupTiming, Proposal, ProposeError};
 use crate::log::LogStore;
 use crate::machine::{AppliedPosition, ControlEffects, GroupMachine};
 use crate::network::{Call, CallError, GroupNetwork, Peers};
@@ -205,6 +205,17 @@ impl ClusterNode {
         groups
     }
 
+    /// This node's role in `group`, as the group's membership says (none if not a member).
+    pub fn role_in(&self, group: &str) -> Option<Role> {
+        let group = self.group(group)?;
+        let metrics = group.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&group.me)
+            .map(|member| member.role)
+    }
+
     /// The group context `context` lives in.
     pub fn group_of(&self, context: &str) -> Option<String> {
         self.placements.read().get(context).cloned()
@@ -257,13 +268,12 @@ impl ClusterNode {
         let raft = Raft::new(me, self.raft_config(name)?, network, log.clone(), machine)
             .await
             .map_err(|e| NodeError::Internal(format!("group {name}: {e}")))?;
-        let group = Arc::new(Group::new(
-            name,
-            raft,
-            me,
-            position,
-            self.config.replication.max_election_timeout() * 4,
-        ));
+        let timing = GroupTiming {
+            ready_timeout: self.config.replication.max_election_timeout() * 4,
+            min_active_backups: self.config.replication.min_active_backups,
+            backup_timeout: self.config.replication.max_election_timeout(),
+        };
+        let group = Arc::new(Group::new(name, raft, me, position, timing));
         let mut groups = self.groups.write();
         if let Some(existing) = groups.get(name) {
             // Opened concurrently by someone else: keep theirs.
@@ -495,6 +505,8 @@ impl ClusterNode {
             }
         }
         members.insert(name.to_string(), role);
+        crate::gate::check_configuration(&members, self.config.replication.min_active_backups)
+            .map_err(WireError::Invalid)?;
         self.control(
             ADMIN_GROUP,
             ControlCommand::GroupConfigured {
@@ -741,7 +753,10 @@ impl ControlEffects for Effects {
                 cluster.placements.write().insert(context.clone(), placed.clone());
             }
             ControlCommand::ContextCreated { context, metadata } => {
-                if cluster.node.contexts().get(context).is_none() {
+                // A MESSAGING_ONLY member holds no event files (it receives placeholders in
+                // place of events): it records where the context lives, and nothing more.
+                let stores_events = cluster.role_in(group).is_none_or(|role| role.has_storage());
+                if stores_events && cluster.node.contexts().get(context).is_none() {
                     match cluster.node.create_context(context, metadata) {
                         Ok(()) | Err(NodeError::ContextExists(_)) => {}
                         Err(e) => return Err(format!("group {group}: creating context {context}: {e}")),

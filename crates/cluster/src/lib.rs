@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 mod flush;
 pub mod formation;
+pub mod gate;
 pub mod group;
 pub mod log;
 pub mod machine;
