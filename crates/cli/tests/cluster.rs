@@ -34,6 +34,21 @@ async fn append_eventually(node: &Node, events: Vec<Event>) {
     }
 }
 
+/// Waits until `node` says it is in its cluster (initialised it, or joined it and became a
+/// voter of every group it was to join).
+async fn wait_until_formed(node: &Node) {
+    let deadline = Instant::now() + SETTLE;
+    while !node.log().contains("cluster: ") {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not form\n{}",
+            node.address(),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until `node` holds `last` as its last token.
 async fn wait_for_last_token(node: &Node, last: i64) {
     let deadline = Instant::now() + SETTLE;
@@ -98,6 +113,9 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
     let plan = ClusterPlan::autocluster(&myelin(), 3, "default");
     let options = plan.options.clone();
     let mut nodes: Vec<Option<Node>> = options.iter().cloned().map(|o| Some(o.start())).collect();
+    for n in nodes.iter().flatten() {
+        wait_until_formed(n).await;
+    }
 
     // Writes through every node, each to its own aggregate.
     let mut acknowledged = Vec::new();

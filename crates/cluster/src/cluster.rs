@@ -442,6 +442,7 @@ impl ClusterNode {
     /// PRIMARY a voter. `_admin` has recorded the member already, so the node has opened the
     /// group (or will, and openraft retries until it answers).
     async fn add_member_here(&self, group: &Group, name: &str, role: Role) -> AdminAnswer {
+        let _turn = group.membership_changes.lock().await;
         let id = node_id(name);
         let member = Member {
             name: name.to_string(),
@@ -747,9 +748,13 @@ impl ControlEffects for Effects {
                 }
             }
             ControlCommand::ContextPlaced { context, group: placed } => {
-                control
-                    .set_context_replication_group(context, placed)
-                    .map_err(|e| e.to_string())?;
+                // Every node learns where the context lives; its record here follows once the
+                // group's own log creates it (`ContextCreated`), on members only.
+                if control.context(context).map_err(|e| e.to_string())?.is_some() {
+                    control
+                        .set_context_replication_group(context, placed)
+                        .map_err(|e| e.to_string())?;
+                }
                 cluster.placements.write().insert(context.clone(), placed.clone());
             }
             ControlCommand::ContextCreated { context, metadata } => {

@@ -154,6 +154,9 @@ pub struct Group {
     /// `min-active-backups`, and how long a write waits for them (`max-election-timeout`).
     min_active_backups: usize,
     backup_timeout: Duration,
+    /// Held by a membership change from start to end: openraft refuses a change while another
+    /// is under way, so changes to one group (joins of several nodes at once) take turns.
+    pub membership_changes: Mutex<()>,
 }
 
 /// The timeouts and backup rule a group runs with.
@@ -184,6 +187,7 @@ impl Group {
             ready_timeout: timing.ready_timeout,
             min_active_backups: timing.min_active_backups,
             backup_timeout: timing.backup_timeout,
+            membership_changes: Mutex::new(()),
         }
     }
 
