@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+pub mod cluster;
 pub mod codes;
 pub mod contexts;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod write;
 
+pub use cluster::{AdminFuture, ClusterAdmin, ClusterNodeInfo, GroupMemberInfo, GroupStatusInfo, ReplicationGroupInfo};
 pub use codes::{ErrorCode, GrpcCode};
 pub use contexts::{ClientGuard, Context, Contexts, DEFAULT_CONTEXT};
 pub use error::{Answer, NodeError, Operation};

@@ -127,6 +127,8 @@ pub struct Node {
     control: Arc<ControlDb>,
     contexts: Arc<Contexts>,
     provisioner: Arc<dyn Provisioner>,
+    /// The cluster this node is part of, once it has joined one.
+    cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterAdmin>>,
 }
 
 impl Node {
@@ -137,7 +139,26 @@ impl Node {
             control,
             contexts: Arc::new(Contexts::new()),
             provisioner,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this node a cluster node: the admin adapters ask `cluster` from now on. Set once.
+    pub fn set_cluster(&self, cluster: Arc<dyn crate::cluster::ClusterAdmin>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster, or `NOT_RUNNING_IN_CLUSTER` for a node that is not in one.
+    pub fn cluster(&self) -> Result<&Arc<dyn crate::cluster::ClusterAdmin>, NodeError> {
+        self.cluster.get().ok_or_else(|| NodeError::Cluster {
+            code: crate::codes::ErrorCode::NotRunningInCluster,
+            message: "this node is not part of a cluster".to_string(),
+        })
+    }
+
+    /// Whether this node is a cluster node.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
     }
 
     pub fn identity(&self) -> &NodeIdentity {
