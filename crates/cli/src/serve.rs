@@ -170,6 +170,7 @@ async fn start_cluster(
 ) -> anyhow::Result<(Arc<myelin_cluster::ClusterNode>, watch::Sender<bool>)> {
     let cluster = myelin_cluster::ClusterNode::new(node.clone(), config.cluster.clone())?;
     node.contexts().set_write_path(cluster.clone());
+    node.set_replication_logs(cluster.clone());
     let (stop, mut stopping) = watch::channel(false);
     let address = listener.local_addr()?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -177,3 +177,68 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
     }
     drop(plan);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_filenames_lists_a_groups_segments_newest_first_then_the_active_one() {
+    let mut plan = ClusterPlan::autocluster(&myelin(), 3, "default");
+    for options in &mut plan.options {
+        *options = options
+            .clone()
+            .setting("axoniq.axonserver.replication.segment-size=4KB");
+    }
+    let nodes: Vec<Node> = plan.options.iter().cloned().map(|o| o.start()).collect();
+    for n in &nodes {
+        wait_until_formed(n).await;
+    }
+    // Enough entries for several 4 KB segments.
+    for sequence in 0..40 {
+        let event = aggregate_event("rolling", sequence).payload(vec![7u8; 300]).build();
+        append_eventually(&nodes[sequence as usize % 3], vec![event]).await;
+    }
+    let http = reqwest::Client::new();
+    let list = |node: &Node, name: &str| {
+        let url = format!("{}/v1/backup/log/filenames?context={name}", node.http_url());
+        let http = http.clone();
+        async move { http.get(url).send().await.expect("log/filenames") }
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        let answer = list(node, "default").await;
+        assert_eq!(answer.status(), 200);
+        let files: Vec<String> = answer.json().await.expect("json");
+        assert!(files.len() >= 3, "node {i}: several segments: {files:?}");
+        let log_dir = plan.data_dirs[i].join("log").join("default");
+        let firsts: Vec<u64> = files
+            .iter()
+            .map(|f| {
+                let path = std::path::Path::new(f);
+                assert!(path.is_absolute(), "{f}");
+                assert_eq!(path.parent(), Some(log_dir.as_path()), "{f}");
+                let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+                assert!(name.ends_with(".log") && name.len() == 24, "{name}");
+                name[..20].parse().expect("index")
+            })
+            .collect();
+        let (closed, active) = firsts.split_at(firsts.len() - 1);
+        assert!(
+            closed.windows(2).all(|w| w[0] > w[1]),
+            "closed newest first: {firsts:?}"
+        );
+        assert!(active[0] > closed[0], "the active segment comes last: {firsts:?}");
+        assert_eq!(*closed.last().expect("oldest"), 1, "the log starts at entry 1");
+        // The closed files do not change between two listings.
+        let digest = |f: &String| std::fs::read(f).expect("read");
+        let before: Vec<Vec<u8>> = files[..files.len() - 1].iter().map(digest).collect();
+        let again: Vec<String> = list(node, "default").await.json().await.expect("json");
+        let after: Vec<Vec<u8>> = again[..files.len() - 1].iter().map(digest).collect();
+        assert!(before == after, "node {i}: closed segments are stable");
+    }
+    let admin: Vec<String> = list(&nodes[0], "_admin").await.json().await.expect("json");
+    assert!(
+        admin.last().is_some_and(|f| f.ends_with("00000000000000000001.log")),
+        "{admin:?}"
+    );
+    assert_eq!(list(&nodes[0], "nowhere").await.status(), 404);
+    for n in nodes {
+        n.stop();
+    }
+}

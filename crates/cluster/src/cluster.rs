@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use myelin_node::{Context, Node, NodeError, WriteFuture, WritePath};
-use myelin_store::{Appended, PreparedEvent, PreparedSnapshot, StoreError};
+use myelin_store::{Appended, DeletionHolds, PreparedEvent, PreparedSnapshot, StoreError};
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
 use crate::group::{Group, GroupTiming, Proposal, ProposeError};
-use crate::log::LogStore;
+use crate::log::{CleaningGate, LogStore};
 use crate::machine::{AppliedPosition, ControlEffects, GroupMachine};
 use crate::network::{Call, CallError, GroupNetwork, Peers};
 use crate::role::Role;
@@ -146,6 +146,10 @@ pub struct ClusterNode {
     groups: RwLock<HashMap<String, Arc<Group>>>,
     /// Which group each context lives in (from `_admin`).
     placements: RwLock<HashMap<String, String>>,
+    /// Each open group's log, for backups and the log cleaner.
+    logs: RwLock<HashMap<String, LogStore>>,
+    /// When log files may be deleted (backup leases, the pause after a control-DB backup).
+    cleaning: Arc<CleaningGate>,
     /// Set once this node's formation finished: admin requests wait for it, so that a join
     /// never races the initialisation of the groups it joins.
     formed: tokio::sync::watch::Sender<bool>,
@@ -173,6 +177,8 @@ impl ClusterNode {
             peers,
             groups: RwLock::new(HashMap::new()),
             placements: RwLock::new(HashMap::new()),
+            logs: RwLock::new(HashMap::new()),
+            cleaning: Arc::new(CleaningGate::new(DeletionHolds::global())),
             formed: tokio::sync::watch::Sender::new(false),
             this: this.clone(),
         }))
@@ -203,6 +209,16 @@ impl ClusterNode {
         let mut groups: Vec<Arc<Group>> = self.groups.read().values().cloned().collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         groups
+    }
+
+    /// The log of `group` on this node.
+    pub fn log(&self, group: &str) -> Option<LogStore> {
+        self.logs.read().get(group).cloned()
+    }
+
+    /// When log files may be deleted.
+    pub fn cleaning(&self) -> &Arc<CleaningGate> {
+        &self.cleaning
     }
 
     /// This node's role in `group`, as the group's membership says (none if not a member).
@@ -252,7 +268,7 @@ impl ClusterNode {
             self.config.replication.segment_size_bytes,
             control.clone(),
             name,
-            &self.me.name,
+            self.cleaning.clone(),
         )
         .await
         .map_err(|e| NodeError::Internal(format!("group {name}: cannot open its log in {}: {e}", dir.display())))?;
@@ -281,6 +297,7 @@ impl ClusterNode {
         }
         groups.insert(name.to_string(), group.clone());
         drop(groups);
+        self.logs.write().insert(name.to_string(), log.clone());
         crate::flush::spawn(group.clone(), log, control, self.config.replication.sync_interval_ms);
         crate::observe::spawn_leader_log(group.clone());
         info!(group = %name, "replication group open");

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use myelin_cluster::log::LogStore;
+use myelin_cluster::log::{CleaningGate, LogStore};
 use myelin_cluster::machine::{AppliedPosition, ControlEffects, GroupMachine};
 use myelin_cluster::types::{ControlCommand, TypeConfig};
 use myelin_control::ControlDb;

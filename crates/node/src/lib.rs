@@ -22,6 +22,7 @@ pub mod contexts;
 pub mod error;
 pub mod identity;
 pub mod lifecycle;
+pub mod replication_log;
 pub mod write;
 
 pub use cluster::{AdminFuture, ClusterAdmin, ClusterNodeInfo, GroupMemberInfo, GroupStatusInfo, ReplicationGroupInfo};
@@ -30,4 +31,5 @@ pub use contexts::{ClientGuard, Context, Contexts, DEFAULT_CONTEXT};
 pub use error::{Answer, NodeError, Operation};
 pub use identity::NodeIdentity;
 pub use lifecycle::{DeleteContext, Node, Provisioner, StoreLayout};
+pub use replication_log::{ReplicationLogFiles, ReplicationLogs};
 pub use write::{WriteFuture, WritePath};

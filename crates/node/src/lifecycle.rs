@@ -129,6 +129,8 @@ pub struct Node {
     provisioner: Arc<dyn Provisioner>,
     /// The cluster this node is part of, once it has joined one.
     cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterAdmin>>,
+    /// The replication logs, on a cluster node.
+    replication_logs: std::sync::OnceLock<Arc<dyn crate::replication_log::ReplicationLogs>>,
 }
 
 impl Node {
@@ -140,7 +142,18 @@ impl Node {
             contexts: Arc::new(Contexts::new()),
             provisioner,
             cluster: std::sync::OnceLock::new(),
+            replication_logs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the cluster's replication logs (for backups). Set once.
+    pub fn set_replication_logs(&self, logs: Arc<dyn crate::replication_log::ReplicationLogs>) {
+        let _ = self.replication_logs.set(logs);
+    }
+
+    /// The replication logs; `None` on a node that is not clustered (it has none).
+    pub fn replication_logs(&self) -> Option<&Arc<dyn crate::replication_log::ReplicationLogs>> {
+        self.replication_logs.get()
     }
 
     /// Makes this node a cluster node: the admin adapters ask `cluster` from now on. Set once.
