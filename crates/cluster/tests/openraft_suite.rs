@@ -44,12 +44,13 @@ impl StoreBuilder<TypeConfig, LogStore, GroupMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, GroupMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let node = node(dir.path());
+        let gate = Arc::new(CleaningGate::new(Arc::new(DeletionHolds::default())));
         let log = LogStore::open(
             &dir.path().join("log"),
             1024 * 1024,
             node.control().clone(),
             "suite",
-            "n",
+            gate,
         )
         .await
         .expect("open the log");
