@@ -242,3 +242,159 @@ async fn log_filenames_lists_a_groups_segments_newest_first_then_the_active_one(
         n.stop();
     }
 }
+
+/// `count` one-event transactions of aggregate `compacted` from `sequence` on, each recorded as
+/// acknowledged (the caller appends them until they are).
+fn next_events(acknowledged: &mut Vec<String>, sequence: &mut i64, count: i64) -> Vec<Vec<Event>> {
+    let events = (0..count)
+        .map(|k| {
+            vec![
+                aggregate_event("compacted", *sequence + k)
+                    .payload(vec![1u8; 300])
+                    .build(),
+            ]
+        })
+        .collect();
+    acknowledged.extend((0..count).map(|k| format!("compacted-{}", *sequence + k)));
+    *sequence += count;
+    events
+}
+
+/// `POST /internal/raft/context/{group}/cleanLogEntries/{seconds}` on `node`.
+async fn clean(http: &reqwest::Client, node: &Node, group: &str) -> serde_json::Value {
+    let answer = http
+        .post(format!(
+            "{}/internal/raft/context/{group}/cleanLogEntries/0",
+            node.http_url()
+        ))
+        .send()
+        .await
+        .expect("cleanLogEntries");
+    assert_eq!(answer.status(), 200, "{}", node.log());
+    answer.json().await.expect("json")
+}
+
+async fn log_files(http: &reqwest::Client, node: &Node) -> Vec<String> {
+    http.get(format!("{}/v1/backup/log/filenames?context=default", node.http_url()))
+        .send()
+        .await
+        .expect("log/filenames")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_waits_for_backups_and_a_member_behind_it_catches_up_by_snapshot() {
+    let mut plan = ClusterPlan::autocluster(&myelin(), 3, "default");
+    for options in &mut plan.options {
+        *options = options
+            .clone()
+            .setting("axoniq.axonserver.replication.segment-size=4KB")
+            .setting("axoniq.axonserver.replication.sync-interval=50");
+    }
+    let mut nodes: Vec<Option<Node>> = plan.options.iter().cloned().map(|o| Some(o.start())).collect();
+    for n in nodes.iter().flatten() {
+        wait_until_formed(n).await;
+    }
+    let mut acknowledged = Vec::new();
+    let mut sequence = 0;
+    let first = next_events(&mut acknowledged, &mut sequence, 200);
+    for events in first {
+        append_eventually(nodes[0].as_ref().expect("running"), events).await;
+    }
+    for n in nodes.iter().flatten() {
+        wait_for_last_token(n, 199).await;
+    }
+    // node-3 goes away; the others go on and compact what it has not seen.
+    nodes[2].take().expect("running").stop();
+    for events in next_events(&mut acknowledged, &mut sequence, 100) {
+        append_eventually(nodes[0].as_ref().expect("running"), events).await;
+    }
+    let http = reqwest::Client::new();
+    let leader = nodes[0].as_ref().expect("running");
+    // Applied positions are recorded every 50 ms here; give them a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A live lease: the log is purged, but not one file goes.
+    let lease: serde_json::Value = http
+        .post(format!("{}/v1/backup/lease", leader.http_url()))
+        .json(&serde_json::json!({"ttlSeconds": 600}))
+        .send()
+        .await
+        .expect("lease")
+        .json()
+        .await
+        .expect("json");
+    let before = log_files(&http, leader).await;
+    let held = clean(&http, leader, "default").await;
+    assert!(held["purgedThrough"].as_u64().is_some_and(|p| p > 0), "{held}");
+    assert_eq!(held["deleted"], serde_json::json!([]), "nothing deleted under a lease");
+    assert_eq!(log_files(&http, leader).await, before, "every file still listed");
+    let released = http
+        .delete(format!(
+            "{}/v1/backup/lease/{}",
+            leader.http_url(),
+            lease["id"].as_str().expect("id")
+        ))
+        .send()
+        .await
+        .expect("release");
+    assert!(released.status().is_success());
+    let cleaned = clean(&http, leader, "default").await;
+    let deleted = cleaned["deleted"].as_array().expect("deleted").len();
+    assert!(deleted > 0, "after the release the files go: {cleaned}");
+    let after = log_files(&http, leader).await;
+    assert!(
+        !after.iter().any(|f| f.ends_with("00000000000000000001.log")),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), before.len() - deleted);
+
+    // After a control-DB backup, cleaning pauses (on that node) even without a lease.
+    let second = nodes[1].as_ref().expect("running");
+    let zip = http
+        .post(format!("{}/v1/backup/createControlDbBackup", second.http_url()))
+        .send()
+        .await
+        .expect("controldb backup");
+    assert!(zip.status().is_success());
+    let paused = clean(&http, second, "default").await;
+    assert_eq!(
+        paused["deleted"],
+        serde_json::json!([]),
+        "paused after a control-DB backup: {paused}"
+    );
+
+    // node-3 returns behind the leader's purge point: a snapshot brings it the 100 events it
+    // lacks, not the whole store.
+    nodes[2] = Some(plan.options[2].clone().start());
+    for n in nodes.iter().flatten() {
+        wait_for_last_token(n, 299).await;
+    }
+    let sent: u64 = nodes
+        .iter()
+        .flatten()
+        .flat_map(|n| {
+            n.log()
+                .lines()
+                .filter(|l| l.contains("sent a snapshot's missing transactions"))
+                .filter_map(|l| l.split("bytes=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert!(sent > 0, "node-3 caught up by snapshot");
+    assert!(sent < 100 * 600, "only the missing events were sent ({sent} bytes)");
+    let all: Vec<&Node> = nodes.iter().flatten().collect();
+    assert_eq!(check_histories(&all, &acknowledged).await, 300);
+    // And it keeps up afterwards, through the log.
+    for events in next_events(&mut acknowledged, &mut sequence, 5) {
+        append_eventually(nodes[2].as_ref().expect("running"), events).await;
+    }
+    for n in nodes.iter().flatten() {
+        wait_for_last_token(n, 304).await;
+    }
+    for n in nodes.into_iter().flatten() {
+        n.stop();
+    }
+}

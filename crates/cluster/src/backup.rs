@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use myelin_node::{ErrorCode, NodeError, ReplicationLogFiles, ReplicationLogs};
+use myelin_node::{AdminFuture, ErrorCode, LogCleaning, NodeError, ReplicationLogFiles, ReplicationLogs};
 
 use crate::cluster::ClusterNode;
 
@@ -31,5 +31,24 @@ impl ReplicationLogs for ClusterNode {
 
     fn pause_log_cleaning(&self, duration: Duration) {
         self.cleaning().pause(duration);
+    }
+
+    fn clean_log_entries(&self, name: &str, retention: Duration) -> AdminFuture<LogCleaning> {
+        let this = self.arc();
+        let name = name.to_string();
+        Box::pin(async move {
+            let this = this.ok_or(NodeError::ShuttingDown)?;
+            let group = if this.group(&name).is_some() {
+                name
+            } else {
+                this.group_of(&name).unwrap_or(name)
+            };
+            let cleaned = this.clean_log(&group, retention).await?;
+            Ok(LogCleaning {
+                group,
+                purged_through: cleaned.purged_through,
+                deleted: cleaned.deleted,
+            })
+        })
     }
 }

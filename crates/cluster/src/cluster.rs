@@ -211,6 +211,22 @@ impl ClusterNode {
         groups
     }
 
+    /// Records that `context` lives in `group` (in memory, and in the control database once
+    /// both are known there).
+    pub fn place(&self, context: &str, group: &str) -> Result<(), NodeError> {
+        self.placements.write().insert(context.to_string(), group.to_string());
+        let control = self.node.control();
+        if control.context(context)?.is_some() && control.replication_group(group)?.is_some() {
+            control.set_context_replication_group(context, group)?;
+        }
+        Ok(())
+    }
+
+    /// This node as an owned handle (for futures that outlive a borrow).
+    pub(crate) fn arc(&self) -> Option<Arc<ClusterNode>> {
+        self.this.upgrade()
+    }
+
     /// The log of `group` on this node.
     pub fn log(&self, group: &str) -> Option<LogStore> {
         self.logs.read().get(group).cloned()
@@ -275,10 +291,20 @@ impl ClusterNode {
         let (applied, membership) = log.recorded_applied().map_err(|e| NodeError::Internal(e.to_string()))?;
         let position = Arc::new(AppliedPosition::default());
         let effects: Arc<dyn ControlEffects> = Arc::new(Effects(self.this.clone()));
-        let machine = GroupMachine::new(name, self.node.clone(), effects, applied, membership, position.clone());
+        let writes = Arc::new(tokio::sync::Mutex::new(()));
+        let machine = GroupMachine::new(
+            name,
+            self.node.clone(),
+            effects,
+            applied,
+            membership,
+            position.clone(),
+            writes.clone(),
+        );
         let network = GroupNetwork {
             group: name.to_string(),
             peers: self.peers.clone(),
+            node: Arc::downgrade(&self.node),
         };
         let me = node_id(&self.me.name);
         let raft = Raft::new(me, self.raft_config(name)?, network, log.clone(), machine)
@@ -289,7 +315,7 @@ impl ClusterNode {
             min_active_backups: self.config.replication.min_active_backups,
             backup_timeout: self.config.replication.max_election_timeout(),
         };
-        let group = Arc::new(Group::new(name, raft, me, position, timing));
+        let group = Arc::new(Group::new(name, raft, me, position, writes, timing));
         let mut groups = self.groups.write();
         if let Some(existing) = groups.get(name) {
             // Opened concurrently by someone else: keep theirs.

@@ -41,6 +41,11 @@ impl ClusterNode {
         let formation = self.form().await;
         // Admin requests wait for this; after a failure they are answered (and fail) too.
         self.set_formed();
+        let replication = &self.config().replication;
+        if replication.log_compaction_enabled {
+            let retention = Duration::from_secs(replication.log_retention_hours.saturating_mul(3600));
+            crate::cleaner::spawn(Arc::downgrade(self), retention);
+        }
         formation
     }
 

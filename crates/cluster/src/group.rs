@@ -154,6 +154,8 @@ pub struct Group {
     /// `min-active-backups`, and how long a write waits for them (`max-election-timeout`).
     min_active_backups: usize,
     backup_timeout: Duration,
+    /// Held while the group writes to its contexts' stores (shared with its state machine).
+    pub writes: Arc<Mutex<()>>,
     /// Held by a membership change from start to end: openraft refuses a change while another
     /// is under way, so changes to one group (joins of several nodes at once) take turns.
     pub membership_changes: Mutex<()>,
@@ -177,8 +179,16 @@ pub enum Proposal {
 }
 
 impl Group {
-    pub fn new(name: &str, raft: Raft, me: NodeId, position: Arc<AppliedPosition>, timing: GroupTiming) -> Group {
+    pub fn new(
+        name: &str,
+        raft: Raft,
+        me: NodeId,
+        position: Arc<AppliedPosition>,
+        writes: Arc<Mutex<()>>,
+        timing: GroupTiming,
+    ) -> Group {
         Group {
+            writes,
             name: name.to_string(),
             raft,
             me,

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backup;
+pub mod cleaner;
 pub mod cluster;
 pub mod codec;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod network;
 pub mod observe;
 pub mod role;
 pub mod service;
+pub mod transfer;
 pub mod types;
 
 pub use cluster::{ADMIN_GROUP, ClusterNode};

@@ -54,6 +54,8 @@ pub enum CallError {
 
 /// The address book and one lazily connected channel per peer.
 pub struct Peers {
+    /// Bytes of events sent to members catching up by snapshot, since start.
+    pub transferred_bytes: std::sync::atomic::AtomicU64,
     addresses: RwLock<HashMap<NodeName, NodeAddress>>,
     channels: RwLock<HashMap<NodeName, (String, Channel)>>,
     token: Option<String>,
@@ -62,6 +64,7 @@ pub struct Peers {
 impl Peers {
     pub fn new(token: Option<String>) -> Peers {
         Peers {
+            transferred_bytes: std::sync::atomic::AtomicU64::new(0),
             addresses: RwLock::new(HashMap::new()),
             channels: RwLock::new(HashMap::new()),
             token,
@@ -175,6 +178,7 @@ impl Peers {
             Call::FullSnapshot => client.full_snapshot(request).await,
             Call::Forward => client.forward(request).await,
             Call::Admin => client.admin(request).await,
+            Call::Transfer => client.transfer(request).await,
         }
         .map_err(status)?;
         decode(&reply.into_inner().body).map_err(|error| CallError::Decode {
@@ -192,12 +196,15 @@ pub enum Call {
     FullSnapshot,
     Forward,
     Admin,
+    Transfer,
 }
 
 /// openraft's network for one group: a connection per target, all through [`Peers`].
 pub struct GroupNetwork {
     pub group: String,
     pub peers: Arc<Peers>,
+    /// This node, whose stores a snapshot's missing transactions are read from.
+    pub node: std::sync::Weak<myelin_node::Node>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -210,6 +217,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             target,
             name: node.name.clone(),
             role: node.role,
+            node: self.node.clone(),
         }
     }
 }
@@ -221,6 +229,7 @@ pub struct Connection {
     name: NodeName,
     /// The target's role: a MESSAGING_ONLY member gets placeholders in place of events.
     role: Role,
+    node: std::sync::Weak<myelin_node::Node>,
 }
 
 /// What a MESSAGING_ONLY member receives in place of an entry: events and snapshots become
@@ -295,6 +304,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        // The transactions the target lacks go first (none to a member that stores no events).
+        if self.role.has_storage() {
+            let node = self.node.upgrade().ok_or_else(|| {
+                StreamingError::Unreachable(Unreachable::new(&std::io::Error::other("this node is shutting down")))
+            })?;
+            crate::transfer::send(&self.peers, &node, &self.group, &self.name, &snapshot.snapshot)
+                .await
+                .map_err(|e| StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
+        }
         let transfer = SnapshotTransfer {
             vote,
             meta: snapshot.meta,

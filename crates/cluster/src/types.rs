@@ -111,10 +111,22 @@ pub enum Applied {
 /// (CLUSTER.md §10.5). The log id and membership are openraft's snapshot meta.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The group's contexts, with their metadata.
+    pub contexts: BTreeMap<String, BTreeMap<String, String>>,
     /// Next event token per context at the snapshot's last log id.
     pub event_heads: BTreeMap<String, i64>,
     /// Next snapshot token per context.
     pub snapshot_heads: BTreeMap<String, i64>,
+    /// `_admin` only: the cluster's configuration at that point.
+    pub admin: Option<AdminState>,
+}
+
+/// What `_admin`'s log has built: the address book, the groups and where contexts live.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AdminState {
+    pub nodes: Vec<NodeAddress>,
+    pub groups: BTreeMap<String, BTreeMap<NodeName, Role>>,
+    pub placements: BTreeMap<String, String>,
 }
 
 openraft::declare_raft_types!(

@@ -62,6 +62,7 @@ impl StoreBuilder<TypeConfig, LogStore, GroupMachine, TempDir> for Builder {
             applied,
             membership,
             Arc::new(AppliedPosition::default()),
+            Arc::new(tokio::sync::Mutex::new(())),
         );
         Ok((dir, log, machine))
     }

@@ -31,5 +31,5 @@ pub use contexts::{ClientGuard, Context, Contexts, DEFAULT_CONTEXT};
 pub use error::{Answer, NodeError, Operation};
 pub use identity::NodeIdentity;
 pub use lifecycle::{DeleteContext, Node, Provisioner, StoreLayout};
-pub use replication_log::{ReplicationLogFiles, ReplicationLogs};
+pub use replication_log::{LogCleaning, ReplicationLogFiles, ReplicationLogs};
 pub use write::{WriteFuture, WritePath};

@@ -29,4 +29,17 @@ pub trait ReplicationLogs: Send + Sync {
     /// Holds back the deletion of log files on every group for `duration` (at least), as Axon's
     /// `restartLogCleaning` does after a control-database backup.
     fn pause_log_cleaning(&self, duration: Duration);
+
+    /// Runs log cleaning of group `name` now, keeping segments written less than `retention`
+    /// ago (Axon's `cleanLogEntries`): answers the purge point after it and the files deleted.
+    /// The files stay while a backup holds them (a lease, or the pause).
+    fn clean_log_entries(&self, name: &str, retention: Duration) -> crate::cluster::AdminFuture<LogCleaning>;
+}
+
+/// What a forced log cleaning did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCleaning {
+    pub group: String,
+    pub purged_through: Option<u64>,
+    pub deleted: Vec<PathBuf>,
 }

@@ -352,3 +352,51 @@ async fn control_db_backup(state: SharedState) -> Result<impl IntoResponse, Rest
     .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], path))
 }
+
+/// What a forced log cleaning did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogCleaningJson {
+    pub replication_group: String,
+    /// The last log index purged (openraft's numbering: the file of entry `i` starts at `i + 1`).
+    pub purged_through: Option<u64>,
+    /// Absolute paths of the segment files deleted now.
+    pub deleted: Vec<String>,
+}
+
+/// Runs the log cleaning of a replication group now (Axon EE's internal `cleanLogEntries`):
+/// closed segments whose entries are all applied and that were written more than `seconds`
+/// ago are purged; their files are deleted unless a backup lease is live or a control-DB
+/// backup was taken less than an hour ago.
+#[utoipa::path(
+    post,
+    path = "/internal/raft/context/{context}/cleanLogEntries/{seconds}",
+    tag = "backup",
+    params(
+        ("context" = String, Path, description = "Replication group, or a context of it"),
+        ("seconds" = u64, Path, description = "Keep segments written less than this many seconds ago")
+    ),
+    responses(
+        (status = OK, description = "What the cleaning did", body = LogCleaningJson),
+        (status = NOT_FOUND, description = "No such replication group on this node", body = ErrorBody)
+    )
+)]
+pub async fn clean_log_entries(
+    State(state): State<SharedState>,
+    axum::extract::Path((context, seconds)): axum::extract::Path<(String, u64)>,
+) -> Result<Json<LogCleaningJson>, RestError> {
+    let logs = state.node.replication_logs().ok_or_else(|| {
+        RestError::Node(myelin_node::NodeError::Cluster {
+            code: myelin_node::ErrorCode::NotRunningInCluster,
+            message: "this node is not part of a cluster: it has no replication log".to_string(),
+        })
+    })?;
+    let cleaned = logs
+        .clean_log_entries(&context, std::time::Duration::from_secs(seconds))
+        .await?;
+    Ok(Json(LogCleaningJson {
+        replication_group: cleaned.group,
+        purged_through: cleaned.purged_through,
+        deleted: cleaned.deleted.iter().map(|p| path_text(p)).collect(),
+    }))
+}

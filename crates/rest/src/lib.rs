@@ -123,6 +123,7 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
         .routes(routes!(backup::filenames))
         .routes(routes!(backup::eventstore))
         .routes(routes!(backup::log_filenames))
+        .routes(routes!(backup::clean_log_entries))
         .routes(routes!(backup::create_control_db_backup))
         .routes(routes!(backup::create_control_db_backup_v1))
         .routes(routes!(backup_files::download))

@@ -24,6 +24,7 @@ fn class(method: &Method, path: &str) -> Class {
         "/v1/context",
         "/v1/users",
         "/v1/applications",
+        "/internal/",
     ];
     let admin_public = ["/v1/public/users", "/v1/public/applications"];
     if admin_prefixes.iter().any(|p| path.starts_with(p)) || admin_public.contains(&path) {

@@ -333,6 +333,7 @@ async fn openapi_document_matches_the_router() {
         ("GET", "/v1/backup/filenames"),
         ("GET", "/v1/backup/eventstore"),
         ("GET", "/v1/backup/log/filenames"),
+        ("POST", "/internal/raft/context/default/cleanLogEntries/3600"),
         ("POST", "/createControlDbBackup"),
         ("POST", "/v1/backup/createControlDbBackup"),
         ("GET", "/v1/backup/files/default/EVENT/missing-name"),

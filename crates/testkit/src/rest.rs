@@ -209,7 +209,8 @@ pub fn fill_placeholders(path: &str) -> String {
         .replace("{id}", "missing-name")
         .replace("{context}", "default")
         .replace("{type}", "EVENT")
-        .replace("{file}", "missing-name");
+        .replace("{file}", "missing-name")
+        .replace("{seconds}", "3600");
     assert!(
         !filled.contains('{'),
         "{path}: give the new path parameter a value in fill_placeholders"

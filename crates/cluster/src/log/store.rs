@@ -28,6 +28,15 @@ use super::segments::{LogSegments, Record};
 use crate::codec;
 use crate::types::{Entry, LogId, StorageError, StoredMembership, TypeConfig, Vote};
 
+/// A closed segment as the log cleaner sees it (indexes are openraft's).
+#[derive(Debug, Clone)]
+pub struct ClosedSegment {
+    pub first_index: u64,
+    pub last_index: u64,
+    pub path: std::path::PathBuf,
+    pub modified: Option<std::time::SystemTime>,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Inner>,
@@ -206,6 +215,31 @@ impl LogStore {
             active: files.active.1,
             active_synced_bytes: segments.active_synced_len(),
         }
+    }
+
+    /// The closed segments, oldest first: openraft's first and last index in each, its path and
+    /// when it was last written.
+    pub fn closed_segments(&self) -> Vec<ClosedSegment> {
+        let files = self.inner.segments.read().files();
+        let mut closed: Vec<(u64, std::path::PathBuf)> = files.closed;
+        closed.reverse();
+        let mut next_first = closed.iter().skip(1).map(|(first, _)| *first).collect::<Vec<_>>();
+        next_first.push(files.active.0);
+        closed
+            .into_iter()
+            .zip(next_first)
+            .map(|((first, path), next)| ClosedSegment {
+                first_index: raft(first),
+                last_index: raft(next.saturating_sub(1)),
+                modified: std::fs::metadata(&path).and_then(|m| m.modified()).ok(),
+                path,
+            })
+            .collect()
+    }
+
+    /// The purge point openraft last set.
+    pub fn purged(&self) -> Option<LogId> {
+        *self.inner.purged.lock()
     }
 
     /// Deletes the closed segment files whose entries are all purged and applied (as the
