@@ -129,8 +129,13 @@ impl From<WireError> for NodeError {
 /// Cluster administration run on the node that must run it (the group's leader).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AdminRequest {
-    /// A node asks to join the cluster, and to be a PRIMARY of `contexts`' groups.
-    Join { node: NodeAddress, contexts: Vec<String> },
+    /// A node asks to join the cluster, and to be a PRIMARY of `contexts`' groups. It says
+    /// which cluster its data was restored from, if any: that cluster refuses it.
+    Join {
+        node: NodeAddress,
+        contexts: Vec<String>,
+        restored_from: Option<String>,
+    },
     /// Add `node` to `group` with `role` (run on the group's leader).
     AddMember { group: String, node: NodeName, role: Role },
 }
@@ -443,7 +448,27 @@ impl ClusterNode {
                 .map_err(|e| WireError::Unknown(e.to_string()))?;
         }
         match request {
-            AdminRequest::Join { node, contexts } => self.join_here(node, contexts).await,
+            AdminRequest::Join {
+                node,
+                contexts,
+                restored_from,
+            } => {
+                let ours = self
+                    .node
+                    .control()
+                    .cluster_identity()
+                    .map_err(|e| WireError::Unknown(e.to_string()))?
+                    .map(|identity| identity.cluster_id);
+                if restored_from.is_some() && restored_from == ours {
+                    return Err(WireError::Invalid(format!(
+                        "node {} was restored from a backup of this cluster and cannot rejoin it under its old \
+                         identity: its log and vote went back in time. Re-seed a new cluster from it \
+                         (myelin restore --reseed), or give it a new name and empty data",
+                        node.name
+                    )));
+                }
+                self.join_here(node, contexts).await
+            }
             AdminRequest::AddMember { group: _, node, role } => self.add_member_here(&group, &node, role).await,
         }
     }
@@ -756,6 +781,11 @@ impl ControlEffects for Effects {
         };
         let control = cluster.node.control();
         match command {
+            ControlCommand::ClusterCreated { cluster_id } => {
+                control
+                    .set_cluster_identity(cluster_id, &cluster.me.name)
+                    .map_err(|e| e.to_string())?;
+            }
             ControlCommand::NodeJoined(address) => {
                 control
                     .upsert_cluster_node(&myelin_control::ClusterNode {

@@ -317,8 +317,14 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
             }
         }
         if let Some(admin) = &snapshot.admin {
-            let mut commands: Vec<ControlCommand> =
-                admin.nodes.iter().cloned().map(ControlCommand::NodeJoined).collect();
+            let mut commands: Vec<ControlCommand> = admin
+                .cluster_id
+                .iter()
+                .map(|cluster_id| ControlCommand::ClusterCreated {
+                    cluster_id: cluster_id.clone(),
+                })
+                .collect();
+            commands.extend(admin.nodes.iter().cloned().map(ControlCommand::NodeJoined));
             commands.extend(
                 admin
                     .groups
@@ -406,6 +412,7 @@ fn admin_state(control: &myelin_control::ControlDb) -> Result<AdminState, myelin
         }
     }
     Ok(AdminState {
+        cluster_id: control.cluster_identity()?.map(|identity| identity.cluster_id),
         nodes,
         groups,
         placements,

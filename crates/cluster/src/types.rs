@@ -59,6 +59,9 @@ pub struct Transaction {
 /// Changes to the cluster's configuration or to a group's contexts, applied on every member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlCommand {
+    /// `_admin`'s first entry: the cluster's identity. A node restored from a backup of this
+    /// cluster may not join it again under its old name (docs/BACKUP.md).
+    ClusterCreated { cluster_id: String },
     /// `_admin`: a node joined the cluster (or its addresses changed).
     NodeJoined(NodeAddress),
     /// `_admin`: a replication group exists with these members.
@@ -124,6 +127,7 @@ pub struct Manifest {
 /// What `_admin`'s log has built: the address book, the groups and where contexts live.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AdminState {
+    pub cluster_id: Option<String>,
     pub nodes: Vec<NodeAddress>,
     pub groups: BTreeMap<String, BTreeMap<NodeName, Role>>,
     pub placements: BTreeMap<String, String>,
