@@ -378,17 +378,19 @@ pub struct LogCleaningJson {
     ),
     responses(
         (status = OK, description = "What the cleaning did", body = LogCleaningJson),
-        (status = NOT_FOUND, description = "No such replication group on this node", body = ErrorBody)
+        (status = BAD_REQUEST, description = "`seconds` is not a whole number of seconds", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such replication group on this node (none at all on a single node)", body = ErrorBody)
     )
 )]
 pub async fn clean_log_entries(
     State(state): State<SharedState>,
-    axum::extract::Path((context, seconds)): axum::extract::Path<(String, u64)>,
+    crate::extract::Path((context, seconds)): crate::extract::Path<(String, u64)>,
 ) -> Result<Json<LogCleaningJson>, RestError> {
+    // A single node has no replication group at all: whatever the name, there is none.
     let logs = state.node.replication_logs().ok_or_else(|| {
         RestError::Node(myelin_node::NodeError::Cluster {
-            code: myelin_node::ErrorCode::NotRunningInCluster,
-            message: "this node is not part of a cluster: it has no replication log".to_string(),
+            code: myelin_node::ErrorCode::ContextNotFound,
+            message: format!("no replication group {context}: this node is not part of a cluster"),
         })
     })?;
     let cleaned = logs
