@@ -52,6 +52,9 @@ const JOIN_WAIT: Duration = Duration::from_secs(60);
 /// How long `GET /v1/cluster` waits for a node's answer before it shows it as not connected.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How `ClusterNode::admin` words "this node does not host the group" (a `WireError::Unknown`).
+const NOT_HOSTED: &str = "is not hosted on";
+
 /// Opening and closing groups on this node, one at a time: a member removed and added again at
 /// once must not have its new log deleted by the closing of the old one.
 static LIFECYCLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -146,17 +149,25 @@ impl ClusterNode {
     /// Runs `request` on the leader of `group`, through a member of the group when this node
     /// does not host it.
     async fn on_leader(&self, group: &str, request: AdminRequest) -> Result<(), NodeError> {
-        if self.group(group).is_some() {
+        // A group this node has only just opened (it was added, the leader has not reached it
+        // yet) knows no leader: ask a member that does.
+        if self.group(group).is_some_and(|local| local.leader().is_some()) {
             return Box::pin(self.admin(request)).await.map_err(NodeError::from);
         }
         let members = self.configured_members(group)?.unwrap_or_default();
         let mut last = format!("replication group {group} has no member this node can reach");
-        for member in members.keys() {
+        for member in members.keys().filter(|member| **member != self.me().name) {
             let answer: Result<AdminAnswer, _> = self.peers().call(member, Call::Admin, group, &request).await;
             match answer {
+                // That member does not host the group (yet), or knows no leader: the next may.
+                Ok(Err(WireError::NoLeader(e))) => last = format!("{member}: {e}"),
+                Ok(Err(WireError::Unknown(e))) if e.contains(NOT_HOSTED) => last = format!("{member}: {e}"),
                 Ok(answer) => return answer.map_err(NodeError::from),
                 Err(e) => last = format!("{member}: {e}"),
             }
+        }
+        if self.group(group).is_some() {
+            return Box::pin(self.admin(request)).await.map_err(NodeError::from);
         }
         Err(NodeError::Replication(last))
     }
