@@ -144,7 +144,10 @@ async fn history_in(node: &Node, context: &str, last: i64) -> Vec<(i64, String)>
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     sender.send(request).await.expect("request");
     let mut stream = client
-        .list_events(with_context(tokio_stream::wrappers::ReceiverStream::new(receiver), context))
+        .list_events(with_context(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+            context,
+        ))
         .await
         .expect("list events")
         .into_inner();
@@ -173,13 +176,17 @@ async fn append_eventually(node: &Node, context: &str, events: Vec<Event>) {
 
 /// Waits until `node` holds `context` up to `last`.
 async fn wait_for_last_token(node: &Node, context: &str, last: i64) {
-    eventually(&format!("{context} on {} up to {last}", node.address()), node, || async move {
-        match last_token_in(node, context).await {
-            Ok(token) if token == last => Ok(()),
-            Ok(token) => Err(format!("last token {token}")),
-            Err(status) => Err(status.to_string()),
-        }
-    })
+    eventually(
+        &format!("{context} on {} up to {last}", node.address()),
+        node,
+        || async move {
+            match last_token_in(node, context).await {
+                Ok(token) if token == last => Ok(()),
+                Ok(token) => Err(format!("last token {token}")),
+                Err(status) => Err(status.to_string()),
+            }
+        },
+    )
     .await
 }
 
@@ -310,7 +317,11 @@ async fn a_replication_group_made_over_rest_replicates_to_a_passive_backup_and_t
     // node-2 leaves orders, its copy of the event store deleted...
     let orders_files = nodes[1].data_dir().join("orders");
     assert!(orders_files.is_dir(), "{}", orders_files.display());
-    let removed = delete(&nodes[2], "/v1/replicationgroups/orders/node-2?preserveEventStore=false").await;
+    let removed = delete(
+        &nodes[2],
+        "/v1/replicationgroups/orders/node-2?preserveEventStore=false",
+    )
+    .await;
     assert_eq!(removed.status, 202, "{removed:?}\n{}", nodes[2].log());
     eventually("node-2's orders files deleted", &nodes[1], || {
         let dir = orders_files.clone();
@@ -359,7 +370,7 @@ async fn a_replication_group_made_over_rest_replicates_to_a_passive_backup_and_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_admin_requests_get_axons_codes_and_the_grpc_admin_service_adds_a_member() {
+async fn admin_refusals_carry_axons_codes_and_members_contexts_groups_and_nodes_come_and_go() {
     let plan = ClusterPlan::autocluster(&myelin(), 3, "default");
     let nodes: Vec<Node> = plan.options.iter().cloned().map(|o| o.start()).collect();
     wait_for_nodes(&nodes[0], 3).await;
@@ -372,14 +383,27 @@ async fn bad_admin_requests_get_axons_codes_and_the_grpc_admin_service_adds_a_me
         (group_with("bad name!", "PRIMARY"), 400, "AXONIQ-2308"),
         (group_with("_reserved", "PRIMARY"), 400, "AXONIQ-2308"),
         (group_with("x", "PASSIVE_BACKUP"), 400, "AXONIQ-2309"),
-        (json!({"name": "x", "roles": [{"node": "node-9", "role": "PRIMARY"}]}), 404, "AXONIQ-1301"),
+        (
+            json!({"name": "x", "roles": [{"node": "node-9", "role": "PRIMARY"}]}),
+            404,
+            "AXONIQ-1301",
+        ),
         (group_with("default", "PRIMARY"), 400, "AXONIQ-1304"),
     ];
     for (body, status, code) in refused {
         let reply = post(&nodes[1], "/v1/replicationgroups", Some(body.clone())).await;
-        assert_eq!((reply.status, reply.code.as_deref()), (status, Some(code)), "{body}: {reply:?}");
+        assert_eq!(
+            (reply.status, reply.code.as_deref()),
+            (status, Some(code)),
+            "{body}: {reply:?}"
+        );
     }
-    let empty = post(&nodes[1], "/v1/replicationgroups", Some(json!({"name": "x", "roles": []}))).await;
+    let empty = post(
+        &nodes[1],
+        "/v1/replicationgroups",
+        Some(json!({"name": "x", "roles": []})),
+    )
+    .await;
     assert_eq!(empty.status, 400, "{empty:?}");
     assert!(
         empty.body["error"]
@@ -399,7 +423,13 @@ async fn bad_admin_requests_get_axons_codes_and_the_grpc_admin_service_adds_a_me
     let roles_list = get(&nodes[2], "/v1/replicationgroups/roles").await;
     assert_eq!(
         roles_list.body,
-        json!(["PRIMARY", "ACTIVE_BACKUP", "PASSIVE_BACKUP", "MESSAGING_ONLY", "SECONDARY"])
+        json!([
+            "PRIMARY",
+            "ACTIVE_BACKUP",
+            "PASSIVE_BACKUP",
+            "MESSAGING_ONLY",
+            "SECONDARY"
+        ])
     );
 
     // A group of one PRIMARY cannot lose it.
@@ -411,11 +441,19 @@ async fn bad_admin_requests_get_axons_codes_and_the_grpc_admin_service_adds_a_me
     .await;
     assert_eq!(solo.status, 200, "{solo:?}\n{}", nodes[0].log());
     let last = delete(&nodes[0], "/v1/replicationgroups/solo/node-3").await;
-    assert_eq!((last.status, last.code.as_deref()), (406, Some("AXONIQ-2310")), "{last:?}");
+    assert_eq!(
+        (last.status, last.code.as_deref()),
+        (406, Some("AXONIQ-2310")),
+        "{last:?}"
+    );
 
     // A clustered node cannot be initialised again, nor join another cluster.
     let init = post(&nodes[0], "/v1/context/init", None).await;
-    assert_eq!((init.status, init.code.as_deref()), (406, Some("AXONIQ-2306")), "{init:?}");
+    assert_eq!(
+        (init.status, init.code.as_deref()),
+        (406, Some("AXONIQ-2306")),
+        "{init:?}"
+    );
     let join = post(
         &nodes[1],
         "/v1/cluster",
@@ -435,7 +473,10 @@ async fn bad_admin_requests_get_axons_codes_and_the_grpc_admin_service_adds_a_me
     assert_eq!(names, ["_admin", "default", "solo"]);
     let default = &groups[1];
     assert_eq!(default.members.len(), 3);
-    assert!(default.members.iter().all(|m| m.role == Role::Primary as i32), "{default:?}");
+    assert!(
+        default.members.iter().all(|m| m.role == Role::Primary as i32),
+        "{default:?}"
+    );
     assert_eq!(default.contexts, ["default"]);
     let mut done = admin
         .add_node_to_replication_group(JoinReplicationGroup {
@@ -470,6 +511,97 @@ async fn bad_admin_requests_get_axons_codes_and_the_grpc_admin_service_adds_a_me
         .await
         .expect_err("SECONDARY is refused");
     assert_eq!(myelin_testkit::client::error_code(&unknown), Some("AXONIQ-1002"));
+
+    // A context in solo, written to, then deleted with its files; then solo itself.
+    let billing = post(
+        &nodes[1],
+        "/v1/context",
+        Some(json!({"context": "billing", "replicationGroup": "solo"})),
+    )
+    .await;
+    assert_eq!(billing.status, 200, "{billing:?}\n{}", nodes[1].log());
+    let again = post(&nodes[0], "/v1/context", Some(json!({"context": "billing"}))).await;
+    assert_eq!(
+        (again.status, again.code.as_deref()),
+        (400, Some("AXONIQ-1304")),
+        "{again:?}"
+    );
+    let nowhere = post(
+        &nodes[0],
+        "/v1/context",
+        Some(json!({"context": "nowhere", "replicationGroup": "no-such-group"})),
+    )
+    .await;
+    assert_eq!((nowhere.status, nowhere.code.as_deref()), (400, Some("AXONIQ-2309")));
+    append_eventually(&nodes[2], "billing", vec![aggregate_event("invoice", 0).build()]).await;
+    wait_for_last_token(&nodes[0], "billing", 0).await;
+    let billing_files = nodes[2].data_dir().join("billing");
+    assert!(billing_files.is_dir());
+    let deleted = delete(&nodes[0], "/v1/context/billing").await;
+    assert_eq!(deleted.status, 200, "{deleted:?}\n{}", nodes[0].log());
+    eventually("billing deleted on every member", &nodes[2], || {
+        let (dir, nodes) = (billing_files.clone(), &nodes);
+        async move {
+            let listed = get(&nodes[1], "/v1/public/context").await;
+            let still_listed = listed
+                .body
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["context"] == "billing"));
+            match (dir.exists(), still_listed) {
+                (false, false) => Ok(()),
+                state => Err(format!("files, listed: {state:?}")),
+            }
+        }
+    })
+    .await;
+    let solo_log = plan.data_dirs[2].join("log").join("solo");
+    assert!(solo_log.is_dir(), "{}", solo_log.display());
+    let dropped = delete(&nodes[1], "/v1/replicationgroups/solo?preserveEventStore=false").await;
+    assert_eq!(dropped.status, 200, "{dropped:?}\n{}", nodes[1].log());
+    for node in &nodes {
+        eventually("solo gone", node, || async move {
+            match group(node, "solo").await {
+                None => Ok(()),
+                Some(g) => Err(g.to_string()),
+            }
+        })
+        .await;
+    }
+    eventually("solo's log deleted on node-3", &nodes[2], || {
+        let dir = solo_log.clone();
+        async move {
+            if dir.exists() {
+                Err(format!("{} exists", dir.display()))
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+
+    // node-2 leaves the cluster: every group, then _admin.
+    let left = delete(&nodes[0], "/v1/cluster/node-2").await;
+    assert_eq!(left.status, 200, "{left:?}\n{}", nodes[0].log());
+    eventually("node-2 gone from the cluster", &nodes[2], || async {
+        let listed = get(&nodes[2], "/v1/cluster").await;
+        let names: Vec<Value> = listed
+            .body
+            .as_array()
+            .map(|n| n.iter().map(|n| n["name"].clone()).collect())
+            .unwrap_or_default();
+        if names == [json!("node-1"), json!("node-3")] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    for name in ["_admin", "default"] {
+        let g = wait_for_group(&nodes[0], name, 2).await;
+        assert!(roles(&g).iter().all(|(node, _)| node != "node-2"), "{g}");
+    }
+    append_eventually(&nodes[2], "default", vec![aggregate_event("after", 0).build()]).await;
+    wait_for_last_token(&nodes[0], "default", 0).await;
 
     for node in nodes {
         node.stop();
