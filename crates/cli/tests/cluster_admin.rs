@@ -217,7 +217,7 @@ async fn wait_for_group(node: &Node, name: &str, members: usize) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replication_group_made_over_rest_replicates_to_a_passive_backup_and_takes_a_member_back() {
+async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_and_promotes_the_backup() {
     let plan = ClusterPlan::autocluster(&myelin(), 3, "default");
     let nodes: Vec<Node> = plan.options.iter().cloned().map(|o| o.start()).collect();
 
@@ -362,6 +362,19 @@ async fn a_replication_group_made_over_rest_replicates_to_a_passive_backup_and_t
     }
     let orders = group(&nodes[1], "orders").await.expect("orders");
     assert_eq!(orders["changePending"], false, "{orders}");
+
+    // A role change is a removal (the event store kept) and an addition: the passive backup
+    // becomes a PRIMARY and keeps every event, stored once.
+    let promoted = post(&nodes[1], "/v1/replicationgroups/orders/node-3?role=PRIMARY", None).await;
+    assert_eq!(promoted.status, 202, "{promoted:?}\n{}", nodes[1].log());
+    let orders = wait_for_group(&nodes[2], "orders", 3).await;
+    assert!(roles(&orders).iter().all(|(_, role)| role == "PRIMARY"), "{orders}");
+    append_eventually(&nodes[2], "orders", vec![aggregate_event("order-1", 7).build()]).await;
+    for node in &nodes {
+        wait_for_last_token(node, "orders", 7).await;
+    }
+    let first = history_in(&nodes[0], "orders", 7).await;
+    assert_eq!(history_in(&nodes[2], "orders", 7).await, first);
 
     for node in nodes {
         node.stop();

@@ -123,3 +123,33 @@ fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Resul
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use myelin_control::ControlDb;
+
+    use super::*;
+
+    #[test]
+    fn the_admin_services_need_admin_on_every_context() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let control = Arc::new(ControlDb::open(dir.path()).expect("control db"));
+        let access = AccessControl::new(true, Some("token".into()), Some("admin-token".into()), control);
+        let headers = |token: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(ACCESS_TOKEN_METADATA_KEY, token.parse().expect("ascii"));
+            headers
+        };
+        let admin = "/io.axoniq.axonserver.grpc.admin.ReplicationGroupAdminService/GetNodes";
+        assert_eq!(required_right(admin), Some(Right::Admin));
+        assert!(matches!(
+            check(&access, admin, &headers("token")),
+            Err(NodeError::PermissionDenied(_))
+        ));
+        assert!(check(&access, admin, &headers("admin-token")).is_ok());
+        let append = "/io.axoniq.axonserver.grpc.event.EventStore/AppendEvent";
+        assert!(check(&access, append, &headers("token")).is_ok());
+    }
+}
