@@ -811,8 +811,14 @@ pub(crate) fn apply(cluster: &Arc<ClusterNode>, group: &str, command: &ControlCo
             context,
             preserve_event_store,
         } => {
+            // A member deletes the context when its group's log says so, after every event the
+            // log holds for it: `_admin`'s copy may be applied first, on a member still behind.
+            let home = cluster.group_of(context);
+            let member = home.as_deref().is_some_and(|home| cluster.group(home).is_some());
+            if group != ADMIN_GROUP || !member {
+                delete_local_context(cluster, context, *preserve_event_store);
+            }
             cluster.forget_placement(context);
-            delete_local_context(cluster, context, *preserve_event_store);
             Ok(())
         }
         ControlCommand::NodeLeft(node) => {
