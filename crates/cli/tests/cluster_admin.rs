@@ -623,7 +623,7 @@ async fn admin_refusals_carry_axons_codes_and_members_contexts_groups_and_nodes_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_started_with_only_cluster_enabled_form_a_cluster_by_init_and_join() {
+async fn nodes_started_with_only_cluster_enabled_form_a_cluster_by_init_and_join_then_make_a_context_and_its_group() {
     let plan = ClusterPlan::cluster_enabled(&myelin(), 2);
     let nodes: Vec<Node> = plan.options.iter().cloned().map(|o| o.start()).collect();
 
@@ -651,6 +651,23 @@ async fn nodes_started_with_only_cluster_enabled_form_a_cluster_by_init_and_join
     for node in &nodes {
         wait_for_last_token(node, "default", 0).await;
     }
+
+    // A context whose group does not exist yet: created with the roles given.
+    let inventory = post(
+        &nodes[1],
+        "/v1/context",
+        Some(json!({"context": "inventory", "roles": [
+            {"node": "node-1", "role": "PRIMARY"},
+            {"node": "node-2", "role": "PRIMARY"},
+        ], "metaData": {"owner": "stock"}})),
+    )
+    .await;
+    assert_eq!(inventory.status, 200, "{inventory:?}\n{}", nodes[1].log());
+    let group = wait_for_group(&nodes[0], "inventory", 2).await;
+    assert_eq!(group["contexts"][0]["context"], "inventory", "{group}");
+    assert_eq!(group["contexts"][0]["metaData"]["owner"], "stock", "{group}");
+    append_eventually(&nodes[0], "inventory", vec![aggregate_event("item", 0).build()]).await;
+    wait_for_last_token(&nodes[1], "inventory", 0).await;
 
     // A node that is not clustered answers cluster routes with NOT_RUNNING_IN_CLUSTER.
     let single = myelin().node().start();
