@@ -83,8 +83,10 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     // listeners served: `gRPC listening on` means ready, as it did when binding came last.
     let (grpc, http) = runtime.block_on(bind_listeners(&config))?;
     let (grpc_address, http_address) = (grpc.local_addr()?, http.local_addr()?);
-    // A node is in a cluster when it is told how to form one, or was in one before.
-    let clustered = config.cluster.autocluster_first.is_some()
+    // A node is in a cluster when it is told how to form one (or that it may be made part of
+    // one through the admin API), or was in one before.
+    let clustered = config.cluster_enabled
+        || config.cluster.autocluster_first.is_some()
         || !control
             .raft_groups()
             .context("cannot read the raft state from the control database")?
@@ -171,6 +173,8 @@ async fn start_cluster(
     let cluster = myelin_cluster::ClusterNode::new(node.clone(), config.cluster.clone())?;
     node.contexts().set_write_path(cluster.clone());
     node.set_replication_logs(cluster.clone());
+    // The admin adapters (REST, gRPC) reach the cluster through the node.
+    node.set_cluster(cluster.clone());
     let (stop, mut stopping) = watch::channel(false);
     let address = listener.local_addr()?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -249,6 +253,8 @@ async fn serve_api(
         node: node.identity().clone(),
         limits,
         access: Some(access),
+        // ReplicationGroupAdminService and ContextAdminService, over this node.
+        admin: Some(myelin_grpc::AdminNode(node.clone())),
         ..GrpcConfig::default()
     };
 

@@ -56,6 +56,11 @@ pub enum WireError {
     },
     Invalid(String),
     Unknown(String),
+    /// A refusal with Axon's code (its number), from the admin operations.
+    Cluster {
+        code: u32,
+        message: String,
+    },
 }
 
 impl From<NodeError> for WireError {
@@ -89,6 +94,10 @@ impl From<NodeError> for WireError {
             },
             NodeError::NoLeader(message) => WireError::NoLeader(message),
             NodeError::InvalidArgument(message) => WireError::Invalid(message),
+            NodeError::Cluster { code, message } => WireError::Cluster {
+                code: code.info().number,
+                message,
+            },
             other => WireError::Unknown(other.to_string()),
         }
     }
@@ -122,6 +131,12 @@ impl From<WireError> for NodeError {
             }),
             WireError::Invalid(message) => NodeError::InvalidArgument(message),
             WireError::Unknown(message) => NodeError::Replication(message),
+            WireError::Cluster { code, message } => {
+                match myelin_node::ErrorCode::ALL.iter().find(|c| c.info().number == code) {
+                    Some(code) => NodeError::Cluster { code: *code, message },
+                    None => NodeError::Replication(message),
+                }
+            }
         }
     }
 }
@@ -138,6 +153,9 @@ pub enum AdminRequest {
     },
     /// Add `node` to `group` with `role` (run on the group's leader).
     AddMember { group: String, node: NodeName, role: Role },
+    /// The admin API's other steps (`crate::admin`): run on the leader of the group they name,
+    /// or on the node they are sent to.
+    Manage(crate::admin::Manage),
 }
 
 pub type AdminAnswer = Result<(), WireError>;
@@ -256,6 +274,26 @@ impl ClusterNode {
     /// The group context `context` lives in.
     pub fn group_of(&self, context: &str) -> Option<String> {
         self.placements.read().get(context).cloned()
+    }
+
+    /// Every context this node knows the group of, with that group.
+    pub fn placements(&self) -> HashMap<String, String> {
+        self.placements.read().clone()
+    }
+
+    /// Forgets where `context` lives (it was deleted).
+    pub(crate) fn forget_placement(&self, context: &str) {
+        self.placements.write().remove(context);
+    }
+
+    /// Takes group `name` out of this node's groups (to close it), answering it.
+    pub(crate) fn take_group(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups.write().remove(name)
+    }
+
+    /// This node as an `Arc`, for work that outlives a borrow (`None` while shutting down).
+    pub(crate) fn strong(&self) -> Option<Arc<ClusterNode>> {
+        self.this.upgrade()
     }
 
     fn raft_config(&self, group: &str) -> Result<Arc<Config>, NodeError> {
@@ -433,6 +471,10 @@ impl ClusterNode {
         let group_name = match &request {
             AdminRequest::Join { .. } => ADMIN_GROUP.to_string(),
             AdminRequest::AddMember { group, .. } => group.clone(),
+            AdminRequest::Manage(manage) => match manage.leader_of() {
+                Some(group) => group.to_string(),
+                None => return self.manage_here(None, manage).await,
+            },
         };
         let group = self
             .group(&group_name)
@@ -453,29 +495,37 @@ impl ClusterNode {
                 contexts,
                 restored_from,
             } => {
-                let ours = self
-                    .node
-                    .control()
-                    .cluster_identity()
-                    .map_err(|e| WireError::Unknown(e.to_string()))?
-                    .map(|identity| identity.cluster_id);
-                if restored_from.is_some() && restored_from == ours {
-                    return Err(WireError::Invalid(format!(
-                        "node {} was restored from a backup of this cluster and cannot rejoin it under its old \
-                         identity: its log and vote went back in time. Re-seed a new cluster from it \
-                         (myelin restore --reseed), or give it a new name and empty data",
-                        node.name
-                    )));
-                }
+                self.refuse_restored(&node, restored_from.as_deref())?;
                 self.join_here(node, contexts).await
             }
             AdminRequest::AddMember { group: _, node, role } => self.add_member_here(&group, &node, role).await,
+            AdminRequest::Manage(manage) => self.manage_here(Some(&group), &manage).await,
         }
+    }
+
+    /// Refuses a joining node whose data was restored from a backup of this very cluster: its
+    /// log and vote went back in time, which openraft cannot take.
+    pub(crate) fn refuse_restored(&self, node: &NodeAddress, restored_from: Option<&str>) -> AdminAnswer {
+        let ours = self
+            .node
+            .control()
+            .cluster_identity()
+            .map_err(|e| WireError::Unknown(e.to_string()))?
+            .map(|identity| identity.cluster_id);
+        if restored_from.is_some() && restored_from == ours.as_deref() {
+            return Err(WireError::Invalid(format!(
+                "node {} was restored from a backup of this cluster and cannot rejoin it under its old \
+                 identity: its log and vote went back in time. Re-seed a new cluster from it \
+                 (myelin restore --reseed), or give it a new name and empty data",
+                node.name
+            )));
+        }
+        Ok(())
     }
 
     /// As `_admin`'s leader: records the node, makes it a voter of `_admin`, then a PRIMARY of
     /// each context's group.
-    async fn join_here(&self, node: NodeAddress, contexts: Vec<String>) -> AdminAnswer {
+    pub(crate) async fn join_here(&self, node: NodeAddress, contexts: Vec<String>) -> AdminAnswer {
         let id = node_id(&node.name);
         let admin = self
             .group(ADMIN_GROUP)
@@ -509,7 +559,7 @@ impl ClusterNode {
     /// As `group`'s leader: adds the node as a learner, waits until it caught up, and makes a
     /// PRIMARY a voter. `_admin` has recorded the member already, so the node has opened the
     /// group (or will, and openraft retries until it answers).
-    async fn add_member_here(&self, group: &Group, name: &str, role: Role) -> AdminAnswer {
+    pub(crate) async fn add_member_here(&self, group: &Group, name: &str, role: Role) -> AdminAnswer {
         let _turn = group.membership_changes.lock().await;
         let id = node_id(name);
         let member = Member {
@@ -691,7 +741,7 @@ fn appended(applied: Applied) -> Appended {
             first_token: first_token as u64,
             count,
         },
-        Applied::Done => Appended {
+        Applied::Done | Applied::ContextGone => Appended {
             first_token: 0,
             count: 0,
         },
@@ -747,7 +797,7 @@ impl WritePath for ClusterNode {
 }
 
 /// Records `group` with exactly `members` (applied again on a replay: every step is idempotent).
-fn record_group(
+pub(crate) fn record_group(
     control: &myelin_control::ControlDb,
     group: &str,
     members: &BTreeMap<NodeName, Role>,
@@ -821,12 +871,12 @@ impl ControlEffects for Effects {
                 }
             }
             ControlCommand::ContextPlaced { context, group: placed } => {
-                // Every node learns where the context lives; its record here follows once the
-                // group's own log creates it (`ContextCreated`), on members only.
-                if control.context(context).map_err(|e| e.to_string())?.is_some() {
-                    control
-                        .set_context_replication_group(context, placed)
-                        .map_err(|e| e.to_string())?;
+                // A node that does not (yet) have the context only remembers where it lives:
+                // `_admin` and the group's own log are applied independently, and the group's
+                // `ContextCreated` records the placement with the context on its members.
+                match control.set_context_replication_group(context, placed) {
+                    Ok(()) | Err(myelin_control::ControlError::NotFound { kind: "context", .. }) => {}
+                    Err(e) => return Err(e.to_string()),
                 }
                 cluster.placements.write().insert(context.clone(), placed.clone());
             }
@@ -845,6 +895,8 @@ impl ControlEffects for Effects {
                     .map_err(|e| e.to_string())?;
                 cluster.placements.write().insert(context.clone(), group.to_string());
             }
+            // The admin operations' own commands (membership changes, deletions).
+            other => crate::admin::apply(&cluster, group, other)?,
         }
         Ok(())
     }

@@ -303,6 +303,11 @@ impl Group {
         };
         let outcome = match receiver.await {
             Ok(Ok(response)) => {
+                if response.data == Applied::ContextGone {
+                    return Err(ProposeError::Refused(NodeError::ContextNotFound(
+                        store.name().to_string(),
+                    )));
+                }
                 self.backups_hold(response.log_id.index).await?;
                 return Ok(response.data);
             }

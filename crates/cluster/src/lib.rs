@@ -11,6 +11,7 @@
 // that build one for them return it as is rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod backup;
 pub mod cleaner;
 pub mod cluster;

@@ -101,6 +101,12 @@ impl GroupMachine {
         }
     }
 
+    /// Whether `context` has no record on this node (a member creates the record from the
+    /// group's log before any of the context's events, so none means deleted since).
+    fn deleted(&self, context: &str) -> bool {
+        matches!(self.node.control().context(context), Ok(None))
+    }
+
     /// What this group's state is now: its contexts with their stores' heads (exactly what is
     /// applied, since apply waits for the stores' fsync), and for `_admin` the configuration.
     fn manifest(&self) -> Result<Manifest, StorageError> {
@@ -163,7 +169,12 @@ impl GroupMachine {
         heads: &mut Heads,
         pending: &mut Vec<Pending>,
     ) -> Result<Applied, StorageError> {
-        let store = self.store(&transaction.context, log_id)?;
+        let store = match self.store(&transaction.context, log_id) {
+            Ok(store) => store,
+            // Deleted earlier in this log: every member skips it alike.
+            Err(_) if self.deleted(&transaction.context) => return Ok(Applied::ContextGone),
+            Err(e) => return Err(e),
+        };
         let count = transaction.events.len() as i64;
         let next = heads.next(&store, kind);
         let stored = Applied::Stored {

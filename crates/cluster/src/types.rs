@@ -76,6 +76,31 @@ pub enum ControlCommand {
         context: String,
         metadata: BTreeMap<String, String>,
     },
+    /// `_admin`: a new replication group with its members; each member opens it (the admin
+    /// API's counterpart of `GroupConfigured`, applied through `crate::admin`).
+    GroupCreated {
+        group: String,
+        members: BTreeMap<NodeName, Role>,
+    },
+    /// `_admin`: `node` is a member of `group` with `role` from now on; the node opens the group.
+    MemberAdded { group: String, node: NodeName, role: Role },
+    /// `_admin`: `node` left `group`; the node closes it and deletes its log, and the files of
+    /// the group's contexts unless `preserve_event_store`.
+    MemberRemoved {
+        group: String,
+        node: NodeName,
+        preserve_event_store: bool,
+    },
+    /// `_admin`: the group and its contexts are gone; members close it and delete its log, and
+    /// the contexts' files unless `preserve_event_store`.
+    GroupDeleted { group: String, preserve_event_store: bool },
+    /// In the context's group's log, then in `_admin`: the context is gone.
+    ContextDeleted {
+        context: String,
+        preserve_event_store: bool,
+    },
+    /// `_admin`: the node left the cluster.
+    NodeLeft(NodeName),
 }
 
 /// The application data of a normal log entry.
@@ -108,6 +133,9 @@ pub enum Applied {
     Stored { first_token: i64, count: u64 },
     /// A control command or an entry with nothing to store.
     Done,
+    /// Events of a context deleted earlier in the log (a write that raced the deletion): not
+    /// stored anywhere, the same on every member.
+    ContextGone,
 }
 
 /// The snapshot a group builds: small, because the events themselves are sent incrementally

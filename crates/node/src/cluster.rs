@@ -44,6 +44,10 @@ pub struct ReplicationGroupInfo {
     pub leader: Option<String>,
     pub members: Vec<GroupMemberInfo>,
     pub contexts: Vec<String>,
+    /// Whether the group's Raft membership differs from what `_admin` records for it (a change
+    /// under way, or one that failed midway and needs a retry). Known only on a node hosting
+    /// the group; `false` elsewhere.
+    pub change_pending: bool,
 }
 
 /// Raft's view of one group on this node, for health and metrics.
@@ -74,8 +78,9 @@ pub trait ClusterAdmin: Send + Sync {
     fn init(&self, contexts: Vec<String>) -> AdminFuture<()>;
 
     /// `POST /v1/cluster`: this node joins the cluster of the node at `internal_host:port`, as a
-    /// PRIMARY of `contexts`' groups.
-    fn join(&self, internal_host: String, internal_port: u16, contexts: Vec<String>) -> AdminFuture<()>;
+    /// PRIMARY of `contexts`' groups; `None` means every group of the cluster (Axon's default
+    /// when the request names no context and does not say `noContexts`).
+    fn join(&self, internal_host: String, internal_port: u16, contexts: Option<Vec<String>>) -> AdminFuture<()>;
 
     /// `DELETE /v1/cluster/{name}`: removes a node from every group and from the cluster.
     fn remove_node(&self, name: String) -> AdminFuture<()>;

@@ -201,8 +201,8 @@ impl Drop for Rest {
 }
 
 /// A documented path with its parameters filled in: names that exist nowhere for `{name}`,
-/// `{id}` and `{file}`, a real context and type, so that the file endpoint gets as far as
-/// looking the file up. A parameter without a value here fails loudly.
+/// `{id}`, `{file}`, `{group}` and `{node}`, a real context and type, so that the file
+/// endpoint gets as far as looking the file up. A parameter without a value here fails loudly.
 pub fn fill_placeholders(path: &str) -> String {
     let filled = path
         .replace("{name}", "missing-name")
@@ -210,7 +210,9 @@ pub fn fill_placeholders(path: &str) -> String {
         .replace("{context}", "default")
         .replace("{type}", "EVENT")
         .replace("{file}", "missing-name")
-        .replace("{seconds}", "3600");
+        .replace("{seconds}", "3600")
+        .replace("{group}", "missing-name")
+        .replace("{node}", "missing-name");
     assert!(
         !filled.contains('{'),
         "{path}: give the new path parameter a value in fill_placeholders"

@@ -20,6 +20,8 @@ pub const INTERNAL_PORT: u16 = 8224;
 pub struct ClusterPlan {
     pub options: Vec<NodeOptions>,
     pub data_dirs: Vec<PathBuf>,
+    /// Each node's own loopback address.
+    pub addresses: Vec<IpAddr>,
     /// Holds every node's data; deleted with the plan.
     pub dir: TempDir,
 }
@@ -27,6 +29,24 @@ pub struct ClusterPlan {
 impl ClusterPlan {
     /// `count` nodes named `node-1`.., the first initialising the cluster with `contexts`.
     pub fn autocluster(binary: &Binary, count: u8, contexts: &str) -> ClusterPlan {
+        ClusterPlan::new(binary, count, |first| {
+            vec![
+                format!("axoniq.axonserver.autocluster.first={first}:{INTERNAL_PORT}"),
+                format!("axoniq.axonserver.autocluster.contexts={contexts}"),
+            ]
+        })
+    }
+
+    /// `count` nodes named `node-1`.. that form no cluster by themselves: they start with
+    /// `myelin.cluster.enabled`, waiting for `POST /v1/context/init` on one and `POST
+    /// /v1/cluster` on the others.
+    pub fn cluster_enabled(binary: &Binary, count: u8) -> ClusterPlan {
+        ClusterPlan::new(binary, count, |_| vec!["myelin.cluster.enabled=true".to_string()])
+    }
+
+    /// The plan's nodes with the harness's settings plus `extra` (given the first node's
+    /// address).
+    fn new(binary: &Binary, count: u8, extra: impl Fn(IpAddr) -> Vec<String>) -> ClusterPlan {
         let dir = tempfile::Builder::new()
             .prefix("myelin-cluster-")
             .tempdir()
@@ -36,25 +56,34 @@ impl ClusterPlan {
         let address = |i: u8| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1));
         let mut options = Vec::new();
         let mut data_dirs = Vec::new();
+        let mut addresses = Vec::new();
         for i in 0..count {
             let data = dir.path().join(format!("node-{}", i + 1));
-            options.push(binary.node().address(address(i)).data_dir(data.join("data")).settings([
+            let mut settings = vec![
                 format!("axoniq.axonserver.name=node-{}", i + 1),
                 format!("axoniq.axonserver.hostname={}", address(i)),
                 format!("axoniq.axonserver.internal-hostname={}", address(i)),
                 format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
-                format!("axoniq.axonserver.autocluster.first={}:{INTERNAL_PORT}", address(0)),
-                format!("axoniq.axonserver.autocluster.contexts={contexts}"),
                 format!(
                     "axoniq.axonserver.replication.log-storage-folder={}",
                     data.join("log").display()
                 ),
-            ]));
+            ];
+            settings.extend(extra(address(0)));
+            options.push(
+                binary
+                    .node()
+                    .address(address(i))
+                    .data_dir(data.join("data"))
+                    .settings(settings),
+            );
             data_dirs.push(data);
+            addresses.push(address(i));
         }
         ClusterPlan {
             options,
             data_dirs,
+            addresses,
             dir,
         }
     }
