@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use myelin_proto::grpc::admin::replication_group_admin_service_client::ReplicationGroupAdminServiceClient;
 use myelin_proto::grpc::admin::{GetReplicationGroupRequest, JoinReplicationGroup, ReplicationGroupOverview, Role};
+use myelin_proto::grpc::control::ClientIdentification;
+use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;
 use myelin_proto::grpc::event::{Event, GetEventsRequest, GetLastTokenRequest};
 use myelin_testkit::binary::{Binary, ClusterPlan, Node};
 use myelin_testkit::events::aggregate_event;
@@ -313,6 +315,35 @@ async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_
     }
     // The default context is a separate store: untouched.
     assert_eq!(last_token_in(&nodes[0], "default").await.expect("default"), -1);
+
+    // A client that reached the passive backup is sent to a member that serves clients; on a
+    // PRIMARY it stays where it is.
+    let platform = |node: &Node| {
+        let node_address = node.grpc_url();
+        async move {
+            let mut client = PlatformServiceClient::connect(node_address).await.expect("connect");
+            client
+                .get_platform_server(with_context(ClientIdentification::default(), "orders"))
+                .await
+                .expect("GetPlatformServer")
+                .into_inner()
+        }
+    };
+    let on_backup = platform(&nodes[2]).await;
+    assert!(!on_backup.same_connection, "{on_backup:?}");
+    let primary = on_backup.primary.expect("a node");
+    assert!(
+        ["node-1", "node-2"].contains(&primary.node_name.as_str()),
+        "{primary:?}"
+    );
+    assert_eq!(
+        primary.grpc_port,
+        i32::from(nodes[usize::from(primary.node_name == "node-2")].grpc_address().port()),
+        "{primary:?}"
+    );
+    let on_primary = platform(&nodes[0]).await;
+    assert!(on_primary.same_connection, "{on_primary:?}");
+    assert_eq!(on_primary.primary.expect("itself").node_name, "node-1");
 
     // node-2 leaves orders, its copy of the event store deleted...
     let orders_files = nodes[1].data_dir().join("orders");

@@ -105,6 +105,7 @@ pub async fn serve_with_config(
             config.node,
             config.heartbeat_interval,
             stopping.clone(),
+            config.admin.as_ref().map(|admin| admin.0.clone()),
         ))
         .max_decoding_message_size(config.limits.max_message_bytes),
     );

@@ -120,4 +120,10 @@ pub trait ClusterAdmin: Send + Sync {
 
     /// Raft's view of every group this node hosts.
     fn status(&self) -> Vec<GroupStatusInfo>;
+
+    /// Where a client of `context` should connect, when not here: this node's role in the
+    /// context's group does not serve clients (an ACTIVE or PASSIVE backup, Axon's
+    /// `allowsClientConnect`), and a member that does (PRIMARY or MESSAGING_ONLY) is known.
+    /// `None`: stay on this node.
+    fn client_node_for(&self, context: &str) -> Option<ClusterNodeInfo>;
 }

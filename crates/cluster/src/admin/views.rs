@@ -197,6 +197,39 @@ impl ClusterAdmin for ClusterNode {
     fn status(&self) -> Vec<GroupStatusInfo> {
         self.groups().iter().map(|group| self.group_status(group)).collect()
     }
+
+    fn client_node_for(&self, context: &str) -> Option<ClusterNodeInfo> {
+        let group = self.group_of(context)?;
+        let local = self.group(&group)?;
+        let members = raft_members(&local);
+        if members
+            .get(&self.me().name)
+            .is_none_or(|role| role.allows_client_connect())
+        {
+            return None;
+        }
+        // Prefer the leader among the members that serve clients, then the others by name.
+        let leader = local.leader().map(|(_, name)| name);
+        let mut candidates: Vec<&String> = members
+            .iter()
+            .filter(|(_, role)| role.allows_client_connect())
+            .map(|(name, _)| name)
+            .collect();
+        candidates.sort_by_key(|name| (Some(*name) != leader.as_ref(), (*name).clone()));
+        candidates.into_iter().find_map(|name| {
+            let address = self.peers().address(name)?;
+            Some(ClusterNodeInfo {
+                name: address.name.clone(),
+                host_name: address.host_name.clone(),
+                grpc_port: address.grpc_port,
+                http_port: address.http_port,
+                internal_host_name: address.internal_host_name.clone(),
+                internal_grpc_port: address.internal_port,
+                connected: true,
+                replication_groups: vec![group.clone()],
+            })
+        })
+    }
 }
 
 impl ClusterNode {
