@@ -711,3 +711,159 @@ async fn nodes_started_with_only_cluster_enabled_form_a_cluster_by_init_and_join
     }
     drop(plan);
 }
+
+/// Every entry type in the log of `group` on the node whose data is `data_dir`'s sibling
+/// `log/` (the plan's layout), in index order.
+fn log_entry_types(node_dir: &std::path::Path, group: &str) -> Vec<myelin_format::raftlog::EntryType> {
+    let dir = node_dir.join("log").join(group);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    let mut kinds = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read segment");
+        let mut scanner = myelin_format::raftlog::Scanner::new(&bytes);
+        kinds.extend(scanner.by_ref().map(|entry| entry.kind));
+        assert!(
+            !matches!(scanner.stop(), Some(myelin_format::raftlog::Stop::Damaged { .. })),
+            "{}: {:?}",
+            file.display(),
+            scanner.stop()
+        );
+    }
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_active_backups_with_k_one_keep_writes_going_with_one_down_and_stop_them_with_both_down() {
+    let plan = ClusterPlan::autocluster(&myelin(), 4, "default");
+    let mut nodes: Vec<Option<Node>> = plan.options.iter().cloned().map(|o| Some(o.start())).collect();
+    let first = nodes[0].as_ref().expect("running");
+    wait_for_nodes(first, 4).await;
+    let created = post(
+        first,
+        "/v1/replicationgroups",
+        Some(json!({"name": "ab", "roles": [
+            {"node": "node-1", "role": "PRIMARY"},
+            {"node": "node-2", "role": "PRIMARY"},
+            {"node": "node-3", "role": "ACTIVE_BACKUP"},
+            {"node": "node-4", "role": "ACTIVE_BACKUP"},
+        ]})),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let context = post(
+        first,
+        "/v1/context",
+        Some(json!({"context": "ab", "replicationGroup": "ab"})),
+    )
+    .await;
+    assert!(context.status < 300, "{context:?}");
+    for sequence in 0..3 {
+        append_eventually(first, "ab", vec![aggregate_event("both-up", sequence).build()]).await;
+    }
+    for n in nodes.iter().flatten() {
+        wait_for_last_token(n, "ab", 2).await;
+    }
+    // One active backup down: k = 1 is still met by the other.
+    nodes[3].take().expect("running").stop();
+    let first = nodes[0].as_ref().expect("running");
+    append_in(first, "ab", vec![aggregate_event("one-down", 0).build()])
+        .await
+        .expect("acknowledged with one active backup of two");
+    // Both down: the write is not acknowledged.
+    nodes[2].take().expect("running").stop();
+    let first = nodes[0].as_ref().expect("running");
+    let refused = append_in(first, "ab", vec![aggregate_event("both-down", 0).build()])
+        .await
+        .expect_err("no active backup holds it: not acknowledged");
+    assert!(refused.message().contains("active backup"), "{refused:?}");
+    // One comes back: writes are acknowledged again, and it holds everything, the write whose
+    // outcome was reported unknown included (it was committed on the primaries).
+    nodes[2] = Some(plan.options[2].clone().start());
+    let first = nodes[0].as_ref().expect("running");
+    append_eventually(first, "ab", vec![aggregate_event("one-back", 0).build()]).await;
+    let back = nodes[2].as_ref().expect("running");
+    wait_for_last_token(back, "ab", 5).await;
+    let on_primary = history_in(first, "ab", 5).await;
+    assert_eq!(history_in(back, "ab", 5).await, on_primary);
+    for n in nodes.into_iter().flatten() {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messaging_only_member_holds_placeholders_not_events_and_too_few_active_backups_are_refused() {
+    let mut plan = ClusterPlan::autocluster(&myelin(), 3, "default");
+    for options in &mut plan.options {
+        *options = options
+            .clone()
+            .setting("axoniq.axonserver.replication.min-active-backups=2");
+    }
+    let nodes: Vec<Node> = plan.options.iter().cloned().map(|o| o.start()).collect();
+    wait_for_nodes(&nodes[0], 3).await;
+    let created = post(
+        &nodes[0],
+        "/v1/replicationgroups",
+        Some(json!({"name": "mo", "roles": [
+            {"node": "node-1", "role": "PRIMARY"},
+            {"node": "node-2", "role": "PRIMARY"},
+            {"node": "node-3", "role": "MESSAGING_ONLY"},
+        ]})),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let context = post(
+        &nodes[0],
+        "/v1/context",
+        Some(json!({"context": "mo", "replicationGroup": "mo"})),
+    )
+    .await;
+    assert!(context.status < 300, "{context:?}");
+    for sequence in 0..5 {
+        append_eventually(&nodes[0], "mo", vec![aggregate_event("messages", sequence).build()]).await;
+    }
+    wait_for_last_token(&nodes[1], "mo", 4).await;
+    // Same log ids everywhere; events are type-6 placeholders on the messaging-only member.
+    use myelin_format::raftlog::EntryType;
+    let deadline = Instant::now() + SETTLE;
+    let (primary, messaging) = loop {
+        let primary = log_entry_types(&plan.data_dirs[0], "mo");
+        let messaging = log_entry_types(&plan.data_dirs[2], "mo");
+        if primary.len() == messaging.len() || Instant::now() > deadline {
+            break (primary, messaging);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(primary.len(), messaging.len(), "one log, entry for entry");
+    let dummies = messaging.iter().filter(|k| **k == EntryType::DummyEntry).count();
+    assert_eq!(dummies, 5, "{messaging:?}");
+    assert!(!primary.contains(&EntryType::DummyEntry), "{primary:?}");
+    for (p, m) in primary.iter().zip(&messaging) {
+        if *m != EntryType::DummyEntry {
+            assert_eq!(p, m, "control entries are the same");
+        }
+    }
+    assert!(
+        !nodes[2].data_dir().join("mo").exists(),
+        "no event files on the messaging-only member"
+    );
+    // One active backup where two must hold every write: refused when configured.
+    let refused = post(
+        &nodes[0],
+        "/v1/replicationgroups",
+        Some(json!({"name": "lonely", "roles": [
+            {"node": "node-1", "role": "PRIMARY"},
+            {"node": "node-2", "role": "ACTIVE_BACKUP"},
+        ]})),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(refused.code.as_deref(), Some("AXONIQ-2311"), "{refused:?}");
+    for n in nodes {
+        n.stop();
+    }
+}

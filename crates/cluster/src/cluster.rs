@@ -169,6 +169,8 @@ pub struct ClusterNode {
     groups: RwLock<HashMap<String, Arc<Group>>>,
     /// Which group each context lives in (from `_admin`).
     placements: RwLock<HashMap<String, String>>,
+    /// Held while a group is being opened.
+    opening: tokio::sync::Mutex<()>,
     /// Each open group's log, for backups and the log cleaner.
     logs: RwLock<HashMap<String, LogStore>>,
     /// When log files may be deleted (backup leases, the pause after a control-DB backup).
@@ -200,6 +202,7 @@ impl ClusterNode {
             peers,
             groups: RwLock::new(HashMap::new()),
             placements: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
             logs: RwLock::new(HashMap::new()),
             cleaning: Arc::new(CleaningGate::new(DeletionHolds::global())),
             formed: tokio::sync::watch::Sender::new(false),
@@ -317,6 +320,8 @@ impl ClusterNode {
 
     /// Opens group `name` on this node (its log, its recorded state, its Raft), once.
     pub async fn open_group(&self, name: &str) -> Result<Arc<Group>, NodeError> {
+        // One opening at a time: two openings of one group would both create its first file.
+        let _opening = self.opening.lock().await;
         if let Some(group) = self.group(name) {
             return Ok(group);
         }
@@ -890,10 +895,9 @@ impl ControlEffects for Effects {
                         Err(e) => return Err(format!("group {group}: creating context {context}: {e}")),
                     }
                 }
-                control
-                    .set_context_replication_group(context, group)
-                    .map_err(|e| e.to_string())?;
-                cluster.placements.write().insert(context.clone(), group.to_string());
+                // Recorded with the context where it has one; in memory on a messaging-only
+                // member, which keeps no record (a record would open stores at its next start).
+                cluster.place(context, group).map_err(|e| e.to_string())?;
             }
             // The admin operations' own commands (membership changes, deletions).
             other => crate::admin::apply(&cluster, group, other)?,

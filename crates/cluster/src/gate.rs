@@ -60,6 +60,11 @@ pub fn check_configuration(members: &BTreeMap<NodeName, Role>, min_active_backup
     if !members.values().any(|role| *role == Role::Primary) {
         return Err("a replication group needs at least one PRIMARY member".to_string());
     }
+    check_backups(members, min_active_backups)
+}
+
+/// Refuses `0 < #active backups < min_active_backups`: no write could ever be acknowledged.
+pub fn check_backups(members: &BTreeMap<NodeName, Role>, min_active_backups: usize) -> Result<(), String> {
     let backups = members.values().filter(|role| **role == Role::ActiveBackup).count();
     if backups > 0 && backups < min_active_backups {
         return Err(format!(

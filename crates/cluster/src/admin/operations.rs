@@ -41,6 +41,7 @@ impl ClusterNode {
                 )));
             }
         }
+        self.check_backups(&roles)?;
         if self.configured_members(name)?.is_some() {
             return Err(refuse(
                 ErrorCode::ContextExists,
@@ -120,6 +121,13 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Refuses a membership whose active backups could never acknowledge a write
+    /// (`0 < #ACTIVE_BACKUP < min-active-backups`), naming the property.
+    fn check_backups(&self, members: &BTreeMap<NodeName, Role>) -> Result<(), NodeError> {
+        crate::gate::check_backups(members, self.config().replication.min_active_backups)
+            .map_err(|message| refuse(ErrorCode::InvalidPropertyValue, message))
+    }
+
     pub(super) async fn add_to_group(&self, group: &str, node: &str, role: &str) -> Result<(), NodeError> {
         let role = parse_role(role)?;
         self.require_node(node)?;
@@ -135,6 +143,9 @@ impl ClusterNode {
                 "nodes join _admin by joining the cluster (POST /v1/cluster)",
             ));
         }
+        let mut after = members.clone();
+        after.insert(node.to_string(), role);
+        self.check_backups(&after)?;
         if let Some(current) = members.get(node)
             && *current != role
         {
@@ -180,6 +191,9 @@ impl ClusterNode {
                 format!("node {node} is not a member of replication group {group}"),
             ));
         };
+        let mut after = members.clone();
+        after.remove(node);
+        self.check_backups(&after)?;
         let primaries = members.values().filter(|r| **r == Role::Primary).count();
         if members.len() == 1 || (*role == Role::Primary && primaries == 1) {
             return Err(refuse(
