@@ -337,6 +337,7 @@ async fn openapi_document_matches_the_router() {
         ("POST", "/createControlDbBackup"),
         ("POST", "/v1/backup/createControlDbBackup"),
         ("GET", "/v1/backup/files/default/EVENT/missing-name"),
+        ("GET", "/v1/backup/files/log/default/missing-name"),
         ("GET", "/v1/backup/controldb/missing-name"),
         ("POST", "/v1/backup/lease"),
         ("POST", "/v1/backup/lease/missing-name"),
