@@ -602,16 +602,20 @@ impl Copier<'_> {
     /// Copies a replication group's log: every file the listing names, checked entry by entry.
     /// `Ok(None)` when the server lists nothing for the group. Lists again, a few times, when
     /// the log moved under the copy (the active segment rolled or was truncated while it was
-    /// streamed); closed segments never change, so a retry copies the same bytes.
+    /// streamed); closed segments never change, so those already copied are kept for the retry.
     async fn backup_log_group(
         &self,
         group: &str,
         state: Option<RaftStateEntry>,
     ) -> Result<Option<(Option<LogGroupEntry>, LogReport)>> {
+        let mut closed_copies = BTreeMap::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.backup_log_group_once(group, state.clone()).await {
+            match self
+                .backup_log_group_once(group, state.clone(), &mut closed_copies)
+                .await
+            {
                 Err(
                     error @ (BackupError::Source(SourceError::NotServed { .. } | SourceError::DigestMismatch { .. })
                     | BackupError::ListingGap(_)),
@@ -619,15 +623,23 @@ impl Copier<'_> {
                     tracing::debug!(attempt, "{error}; listing again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                result => return result,
+                result => {
+                    for (_, local) in closed_copies.into_values() {
+                        let _ = std::fs::remove_file(local);
+                    }
+                    return result;
+                }
             }
         }
     }
 
+    /// One listing and copy of a group's log. `closed_copies` keeps the closed segments
+    /// copied and checked by earlier attempts (by name), which never change.
     async fn backup_log_group_once(
         &self,
         group: &str,
         state: Option<RaftStateEntry>,
+        closed_copies: &mut BTreeMap<String, (LogFileEntry, PathBuf)>,
     ) -> Result<Option<(Option<LogGroupEntry>, LogReport)>> {
         let listed = self.server.log_filenames(group).await?;
         let Some((active, closed)) = listed.split_last() else {
@@ -657,78 +669,65 @@ impl Copier<'_> {
             return Ok(Some((None, report)));
         }
 
+        // The active segment first, right after the listing named it: it is the one file that
+        // moves on (and rolls, after which it is no longer served under that name). The closed
+        // ones cannot change, nor go while the lease holds — unless Raft truncates the log,
+        // which makes a closed segment the active one again: a copy kept under that name is
+        // dropped.
+        if let Some((_, stale)) = closed_copies.remove(file_name(active)) {
+            let _ = std::fs::remove_file(stale);
+        }
+        let (active_entry, active_local) = self.copy_log_file(group, active, active_first, true).await?;
         let mut files: Vec<LogFileEntry> = Vec::new();
-        let mut staged: Vec<(String, PathBuf)> = Vec::new();
+        for (first, listed) in &closed {
+            let name = file_name(listed).to_string();
+            if !closed_copies.contains_key(&name) {
+                let copy = self.copy_log_file(group, listed, *first, false).await?;
+                closed_copies.insert(name.clone(), copy);
+            }
+            if let Some((entry, _)) = closed_copies.get(&name) {
+                files.push(entry.clone());
+            }
+        }
+        files.push(active_entry);
+
         let mut next: Option<u64> = None;
         let mut last_term: Option<u64> = None;
-        let segments = closed.iter().map(|(first, path)| (*first, *path, false));
-        for (first, listed, is_active) in segments.chain([(active_first, active, true)]) {
-            let name = file_name(listed);
-            let key = format!("log/{group}/{name}");
-            let stream = format!("/v1/backup/files/log/{}/{name}", encode(group));
+        for file in &files {
             if let Some(next) = next
-                && first != next
+                && file.first_index != next
             {
                 // The server never opens a log with a gap; a file that vanished between the
-                // listing and the copy (cleaning without a lease) is listed differently now.
+                // listing and the copy (a truncation, or cleaning without a lease) is listed
+                // differently now.
+                let _ = std::fs::remove_file(&active_local);
                 return Err(BackupError::ListingGap(format!(
-                    "log of group {group}: {name} starts at index {first}, the file before ends before {next}"
+                    "log of group {group}: {} starts at index {}, the file before ends before {next}",
+                    file.file.path, file.first_index
                 )));
             }
-            let (entry, local) = self.copy_file_keep(listed, &stream, &key).await?;
-            let scan = scan_log_file(&local, first).map_err(|e| BackupError::Segment {
-                file: listed.clone(),
-                reason: format!("cannot read the copy: {e}"),
-            })?;
-            let entry = match (&scan.ending, is_active) {
-                (LogEnding::Damaged { offset, reason }, false) => {
-                    return Err(BackupError::Segment {
-                        file: listed.clone(),
-                        reason: format!("closed log segment damaged at byte {offset}: {reason}"),
-                    });
-                }
-                (_, false) => entry,
-                (ending, true) => {
-                    // A local copy of the active segment may end in an entry being written (and
-                    // in the pre-allocated zeros): keep the valid entries and an end marker.
-                    if let LogEnding::Damaged { offset, reason } = ending {
-                        tracing::debug!(file = %listed, offset, "active log segment copy ends in an incomplete entry: {reason}");
-                    }
-                    cut_after(&local, scan.valid_len)?;
-                    let (size, sha256) = hash_file(&local)?;
-                    FileEntry {
-                        path: key.clone(),
-                        size,
-                        sha256,
-                    }
-                }
-            };
-            if let (Some(before), Some(first_term)) = (last_term, scan.first_term)
-                && first_term < before
+            if let (Some(before), Some(last)) = (last_term, file.last_term)
+                && last < before
             {
                 return Err(BackupError::Segment {
-                    file: listed.clone(),
-                    reason: format!("its first term {first_term} is lower than the last term {before} before it"),
+                    file: file.file.path.clone(),
+                    reason: format!("its last term {last} is lower than the term {before} before it"),
                 });
             }
-            last_term = scan.last_term.or(last_term);
-            next = Some(scan.next_index());
+            next = Some(file.last_index.map_or(file.first_index, |last| last + 1));
+            last_term = file.last_term.or(last_term);
             report.files += 1;
-            report.bytes += entry.size;
-            files.push(LogFileEntry {
-                file: entry,
-                first_index: first,
-                last_index: scan.last_index(),
-                last_term: scan.last_term,
-                active: is_active,
-            });
-            staged.push((key, local));
+            report.bytes += file.file.size;
         }
-        // Stored only once the whole log is copied and checked: a retry starts over.
-        for (key, local) in staged {
-            self.target.put_file(&key, &local).await?;
-            let _ = std::fs::remove_file(&local);
+        // Stored only once the whole log is copied and checked.
+        for file in &files {
+            let local = match closed_copies.get(file.file.path.rsplit('/').next().unwrap_or_default()) {
+                Some((_, local)) if !file.active => local.clone(),
+                _ => active_local.clone(),
+            };
+            self.target.put_file(&file.file.path, &local).await?;
         }
+        let _ = std::fs::remove_file(&active_local);
         let first_index = files.first().map_or(active_first, |f| f.first_index);
         let last_index = files.iter().rev().find_map(|f| f.last_index);
         report.first_index = first_index;
@@ -743,6 +742,60 @@ impl Copier<'_> {
             }),
             report,
         )))
+    }
+
+    /// Copies one log segment to staging and checks every entry: a closed one whole (damage
+    /// refuses the run: the server's own copy is bad), the active one cut after its last valid
+    /// entry and given an end marker.
+    async fn copy_log_file(
+        &self,
+        group: &str,
+        listed: &str,
+        first: u64,
+        active: bool,
+    ) -> Result<(LogFileEntry, PathBuf)> {
+        let name = file_name(listed);
+        let key = format!("log/{group}/{name}");
+        let stream = format!("/v1/backup/files/log/{}/{name}", encode(group));
+        let (entry, local) = self.copy_file_keep(listed, &stream, &key).await?;
+        let scan = scan_log_file(&local, first).map_err(|e| BackupError::Segment {
+            file: listed.to_string(),
+            reason: format!("cannot read the copy: {e}"),
+        })?;
+        let entry = match (&scan.ending, active) {
+            (LogEnding::Damaged { offset, reason }, false) => {
+                let _ = std::fs::remove_file(&local);
+                return Err(BackupError::Segment {
+                    file: listed.to_string(),
+                    reason: format!("closed log segment damaged at byte {offset}: {reason}"),
+                });
+            }
+            (_, false) => entry,
+            (ending, true) => {
+                // A local copy of the active segment may end in an entry being written (and
+                // in the pre-allocated zeros): keep the valid entries and an end marker.
+                if let LogEnding::Damaged { offset, reason } = ending {
+                    tracing::debug!(file = %listed, offset, "active log segment copy ends in an incomplete entry: {reason}");
+                }
+                cut_after(&local, scan.valid_len)?;
+                let (size, sha256) = hash_file(&local)?;
+                FileEntry {
+                    path: key,
+                    size,
+                    sha256,
+                }
+            }
+        };
+        Ok((
+            LogFileEntry {
+                file: entry,
+                first_index: first,
+                last_index: scan.last_index(),
+                last_term: scan.last_term,
+                active,
+            },
+            local,
+        ))
     }
 
     /// Fetches a listed file to staging; returns its entry and the staging path.
