@@ -360,6 +360,58 @@ mod tests {
     }
 
     #[test]
+    fn a_single_nodes_manifest_has_no_cluster_section_and_a_cluster_nodes_round_trips() {
+        let mut single = sample();
+        let bytes = single.seal().expect("seal");
+        let text = String::from_utf8(bytes).expect("utf8");
+        // Manifests written before cluster backups have no such key: their checksums hold.
+        assert!(!text.contains("cluster"), "{text}");
+
+        let mut clustered = sample();
+        let file = FileEntry {
+            path: "log/_admin/00000000000000000001.log".into(),
+            size: 40,
+            sha256: "cd".repeat(32),
+        };
+        clustered.cluster = Some(ClusterEntry {
+            cluster_id: Some("c".into()),
+            node_name: Some("node-1".into()),
+            restored_from: None,
+            groups: BTreeMap::from([(
+                "_admin".to_string(),
+                LogGroupEntry {
+                    raft_state: Some(RaftStateEntry {
+                        applied: Some(PositionEntry { term: 1, index: 0 }),
+                        ..RaftStateEntry::default()
+                    }),
+                    first_index: 1,
+                    last_index: Some(1),
+                    last_term: Some(1),
+                    files: vec![LogFileEntry {
+                        file: file.clone(),
+                        first_index: 1,
+                        last_index: Some(1),
+                        last_term: Some(1),
+                        active: true,
+                    }],
+                },
+            )]),
+        });
+        let bytes = clustered.seal().expect("seal");
+        let opened = Manifest::open(&bytes).expect("opens");
+        assert_eq!(opened, clustered);
+        assert!(
+            opened.files().contains(&&file),
+            "a log file is one of the backup's files"
+        );
+        let text = String::from_utf8(bytes).expect("utf8");
+        assert!(
+            text.contains("\"firstIndex\": 1") && text.contains("\"path\": \"log/_admin/"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn manifest_keys() {
         assert_eq!(manifest_key(3), "manifests/000003.json");
         assert_eq!(parse_manifest_key("manifests/000003.json"), Some(3));
