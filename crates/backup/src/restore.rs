@@ -163,6 +163,23 @@ fn check_options(manifest: &Manifest, options: &RestoreOptions) -> Result<()> {
         (Some(_), ClusterRestore::Plain | ClusterRestore::WholeCluster) if options.to_token.is_some() => {
             Err(RestoreError::ToTokenNeedsReseed)
         }
+        (Some(cluster), ClusterRestore::Plain | ClusterRestore::WholeCluster) if options.log_dir.is_some() => {
+            // The relations verify checks (CLUSTER.md §10.8), from the manifest: a log that
+            // breaks them would stop its group at start, so none is laid down.
+            for (group, entry) in &cluster.groups {
+                let Some(state) = &entry.raft_state else {
+                    continue;
+                };
+                let problems = crate::verify::log_state_problems(entry.first_index, state);
+                if !problems.is_empty() {
+                    return Err(RestoreError::Damaged {
+                        file: format!("log/{group}"),
+                        reason: format!("{}; run `myelin verify`", problems.join("; ")),
+                    });
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -512,38 +512,10 @@ fn check_log_against_state(
     state: &RaftStateEntry,
     report: &mut VerifyReport,
 ) {
-    let Some(first) = first_file_index.checked_sub(1) else {
-        report.problem(what, "a log file named 0: log-entry indexes start at 1");
-        return;
-    };
-    let first = i128::from(first);
-    let applied = state.applied.map_or(-1, |p| i128::from(p.index));
-    let purged = state.purged.map_or(-1, |p| i128::from(p.index));
-    if first - 1 > applied {
-        report.problem(
-            what,
-            format!(
-                "the oldest log entry present is {first} (openraft's index; file index {first_file_index}), but the \
-                 control database says entries are applied only up to {applied}: entries {} to {} are missing, \
-                 and a node restored from this backup could not re-apply them",
-                applied + 1,
-                first - 1
-            ),
-        );
+    for problem in log_state_problems(first_file_index, state) {
+        report.problem(what, problem);
     }
-    if purged < first - 1 {
-        report.problem(
-            what,
-            format!(
-                "the oldest log entry present is {first} (openraft's index; file index {first_file_index}), but the \
-                 control database records the log purged only through {purged}: entries {} to {} are gone without \
-                 a purge point covering them (a log file is missing)",
-                purged + 1,
-                first - 1
-            ),
-        );
-    }
-    let last = last_file_index.map_or(first - 1, |l| i128::from(l) - 1);
+    let last = last_file_index.map_or(i128::from(first_file_index) - 2, |l| i128::from(l) - 1);
     if let Some(committed) = state.committed
         && i128::from(committed.index) > last
     {
@@ -556,6 +528,37 @@ fn check_log_against_state(
             ),
         );
     }
+}
+
+/// What breaks the two relations of [`check_log_against_state`] for a log whose oldest file
+/// is named `first_file_index`; restore refuses to lay such a log down.
+pub(crate) fn log_state_problems(first_file_index: u64, state: &RaftStateEntry) -> Vec<String> {
+    let Some(first) = first_file_index.checked_sub(1) else {
+        return vec!["a log file named 0: log-entry indexes start at 1".to_string()];
+    };
+    let first = i128::from(first);
+    let applied = state.applied.map_or(-1, |p| i128::from(p.index));
+    let purged = state.purged.map_or(-1, |p| i128::from(p.index));
+    let mut problems = Vec::new();
+    if first - 1 > applied {
+        problems.push(format!(
+            "the oldest log entry present is {first} (openraft's index; file index {first_file_index}), but the \
+             control database says entries are applied only up to {applied}: entries {} to {} are missing, \
+             and a node restored from this backup could not re-apply them",
+            applied + 1,
+            first - 1
+        ));
+    }
+    if purged < first - 1 {
+        problems.push(format!(
+            "the oldest log entry present is {first} (openraft's index; file index {first_file_index}), but the \
+             control database records the log purged only through {purged}: entries {} to {} are gone without \
+             a purge point covering them (a log file is missing)",
+            purged + 1,
+            first - 1
+        ));
+    }
+    problems
 }
 
 fn check_control_db(zip_path: &Path, key: &str, staging: &Path, report: &mut VerifyReport) {

@@ -513,3 +513,28 @@ async fn restore_options_that_do_not_fit_the_backup_are_refused_before_anything_
         assert!(matches!(refused, Err(RestoreError::NotClusterBackup)), "{refused:?}");
     }
 }
+
+#[tokio::test]
+async fn a_log_that_does_not_reach_back_to_the_applied_position_is_not_laid_down() {
+    let mut built = whole();
+    let oldest = format!("log/{GROUP}/{}", file_name(1));
+    std::fs::remove_file(built.path(&oldest)).expect("delete");
+    built.group().files.remove(0);
+    built.group().first_index = 11;
+    built.reseal();
+    let target = dir_target(built.root()).expect("target");
+    let data = tempfile::tempdir().expect("data");
+    let log_dir = tempfile::tempdir().expect("log");
+    let mut options = RestoreOptions::new(data.path().join("restored"));
+    options.cluster = ClusterRestore::WholeCluster;
+    options.log_dir = Some(log_dir.path().to_path_buf());
+    let refused = restore(target.as_ref(), &options).await;
+    assert!(
+        matches!(&refused, Err(RestoreError::Damaged { reason, .. }) if reason.contains("purged only through")),
+        "{refused:?}"
+    );
+    assert!(!data.path().join("restored").exists(), "nothing was written");
+    // A re-seed does not need the log: it goes ahead.
+    options.cluster = ClusterRestore::Reseed;
+    restore(target.as_ref(), &options).await.expect("re-seed");
+}
