@@ -129,6 +129,7 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
         .routes(routes!(backup::create_control_db_backup))
         .routes(routes!(backup::create_control_db_backup_v1))
         .routes(routes!(backup_files::download))
+        .routes(routes!(backup_files::download_log))
         .routes(routes!(backup_files::control_db_zip))
         .routes(routes!(lease::create_lease))
         .routes(routes!(lease::renew_lease, lease::release_lease))
