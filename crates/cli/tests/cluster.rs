@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use myelin_proto::grpc::event::Event;
 use myelin_testkit::binary::{Binary, ClusterPlan, Node};
-use myelin_testkit::client::{append, history, last_token};
+use myelin_testkit::client::{append, history};
 use myelin_testkit::events::aggregate_event;
 
 fn myelin() -> Binary {
@@ -49,17 +49,23 @@ async fn wait_until_formed(node: &Node) {
     }
 }
 
-/// Waits until `node` holds `last` as its last token.
+/// Waits until `node` holds `last` as its last token (a node that has not created the context
+/// yet, or is still starting, is asked again).
 async fn wait_for_last_token(node: &Node, last: i64) {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let token = last_token(&mut node.client().await).await;
-        if token == last {
+        let answer = node
+            .client()
+            .await
+            .get_last_token(myelin_proto::grpc::event::GetLastTokenRequest {})
+            .await
+            .map(|reply| reply.into_inner().token);
+        if answer.as_ref().is_ok_and(|token| *token == last) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{} stayed at token {token}, expected {last}\n{}",
+            "{} stayed at {answer:?}, expected token {last}\n{}",
             node.address(),
             node.log()
         );
