@@ -8,6 +8,8 @@
 //! - every acknowledged id is present exactly once;
 //! - an id whose outcome is unknown (the write failed or timed out, or its node was killed) is
 //!   present at most once;
+//! - an id whose write cannot have been stored (refused by the sequence check, or taken by a
+//!   leader cut off from the majority) is absent;
 //! - no id is present that no writer ever sent (and no event lacks an id).
 //!
 //! It knows nothing of gRPC or processes: the tests read the histories, this only judges them,
@@ -26,6 +28,7 @@ const LISTED_PER_KIND: usize = 10;
 pub struct Outcomes {
     acknowledged: HashSet<String>,
     unknown: HashSet<String>,
+    rejected: HashSet<String>,
 }
 
 impl Outcomes {
@@ -44,10 +47,23 @@ impl Outcomes {
         self.unknown.extend(ids.into_iter().map(Into::into));
     }
 
+    /// Ids of events whose write cannot have been stored: refused before it was proposed, or
+    /// taken by a node that could not commit it. Each must be absent.
+    pub fn reject<S: Into<String>>(&mut self, ids: impl IntoIterator<Item = S>) {
+        self.rejected.extend(ids.into_iter().map(Into::into));
+    }
+
     /// Adds another writer's outcomes to these.
     pub fn merge(&mut self, other: Outcomes) {
         self.acknowledged.extend(other.acknowledged);
         self.unknown.extend(other.unknown);
+        self.rejected.extend(other.rejected);
+    }
+
+    /// The ids of unknown outcome (e.g. to [`reject`](Outcomes::reject) them when the test
+    /// knows better).
+    pub fn unknown_ids(&self) -> impl Iterator<Item = &String> {
+        self.unknown.iter()
     }
 
     pub fn acknowledged_count(&self) -> usize {
@@ -56,6 +72,10 @@ impl Outcomes {
 
     pub fn unknown_count(&self) -> usize {
         self.unknown.len()
+    }
+
+    pub fn rejected_count(&self) -> usize {
+        self.rejected.len()
     }
 
     pub fn is_acknowledged(&self, id: &str) -> bool {
@@ -319,7 +339,16 @@ fn check_ids(history: &NodeHistory<'_>, outcomes: &Outcomes, violations: &mut Vi
             );
             continue;
         }
-        if !outcomes.was_sent(id) {
+        if outcomes.rejected.contains(id) {
+            violations.add(
+                "rejected but stored",
+                format!(
+                    "{}: token {token} holds {}, whose write cannot have been stored",
+                    history.node,
+                    describe(event)
+                ),
+            );
+        } else if !outcomes.was_sent(id) {
             violations.add(
                 "never sent",
                 format!(
@@ -558,6 +587,18 @@ mod tests {
             run(&[&events], &outcomes),
             "never sent",
             "node-1: token 2 holds \"a-1\" (a #1), which no writer sent",
+        );
+    }
+
+    #[test]
+    fn a_rejected_write_that_is_stored_fails_the_check() {
+        let events = good(3);
+        let mut outcomes = all_acknowledged(&events[..2]);
+        outcomes.reject(["a-1"]);
+        fails_with(
+            run(&[&events], &outcomes),
+            "rejected but stored",
+            "node-1: token 2 holds \"a-1\" (a #1), whose write cannot have been stored",
         );
     }
 
