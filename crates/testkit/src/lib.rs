@@ -6,6 +6,7 @@
 //! - [`client`]: gRPC client calls the tests repeat (last token, the whole history, ...).
 //! - [`history`]: the cluster tests' oracle, judging every node's history against what the
 //!   writers were acknowledged.
+//! - [`load`]: writers appending through the nodes of a cluster, recording each id's outcome.
 //! - [`binary`]: the real `myelin serve` process, one or several at once, each on its own
 //!   loopback address, with ports chosen by the OS, its own data directory and a kept log.
 //! - [`grpc`] (feature `grpc`): the gRPC server in-process, over stores in a temporary directory.
@@ -26,6 +27,8 @@ pub mod client;
 pub mod events;
 pub mod fixtures;
 pub mod history;
+#[cfg(feature = "client")]
+pub mod load;
 pub mod store;
 pub mod tidy;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 
-use super::{Binary, Node, NodeOptions, loopback};
+use super::{Binary, Network, Node, NodeOptions, loopback};
 
 /// The internal port every node of a planned cluster uses, each on its own address.
 pub const INTERNAL_PORT: u16 = 8224;
@@ -27,23 +27,44 @@ pub struct ClusterPlan {
 impl ClusterPlan {
     /// `count` nodes named `node-1`.., the first initialising the cluster with `contexts`.
     pub fn autocluster(binary: &Binary, count: u8, contexts: &str) -> ClusterPlan {
+        let random = RandomState::new().hash_one(std::process::id());
+        let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
+        let addresses: Vec<IpAddr> = (0..count)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1)))
+            .collect();
+        ClusterPlan::autocluster_at(binary, &addresses, contexts)
+    }
+
+    /// [`ClusterPlan::autocluster`] with node `i` in `network`'s namespace `i`, on its address,
+    /// so that the test can partition them.
+    pub fn autocluster_in(binary: &Binary, network: &Network, contexts: &str) -> ClusterPlan {
+        let mut plan = ClusterPlan::autocluster_at(binary, network.addresses(), contexts);
+        plan.options = plan
+            .options
+            .into_iter()
+            .enumerate()
+            .map(|(i, options)| options.launcher(network.launcher(i)))
+            .collect();
+        plan
+    }
+
+    /// One node per address, `node-1` on the first, which initialises the cluster.
+    pub fn autocluster_at(binary: &Binary, addresses: &[IpAddr], contexts: &str) -> ClusterPlan {
         let dir = tempfile::Builder::new()
             .prefix("myelin-cluster-")
             .tempdir()
             .expect("a temporary directory for the cluster");
-        let random = RandomState::new().hash_one(std::process::id());
-        let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
-        let address = |i: u8| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1));
+        let first = *addresses.first().expect("at least one node");
         let mut options = Vec::new();
         let mut data_dirs = Vec::new();
-        for i in 0..count {
+        for (i, address) in addresses.iter().enumerate() {
             let data = dir.path().join(format!("node-{}", i + 1));
-            options.push(binary.node().address(address(i)).data_dir(data.join("data")).settings([
+            options.push(binary.node().address(*address).data_dir(data.join("data")).settings([
                 format!("axoniq.axonserver.name=node-{}", i + 1),
-                format!("axoniq.axonserver.hostname={}", address(i)),
-                format!("axoniq.axonserver.internal-hostname={}", address(i)),
+                format!("axoniq.axonserver.hostname={address}"),
+                format!("axoniq.axonserver.internal-hostname={address}"),
                 format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
-                format!("axoniq.axonserver.autocluster.first={}:{INTERNAL_PORT}", address(0)),
+                format!("axoniq.axonserver.autocluster.first={first}:{INTERNAL_PORT}"),
                 format!("axoniq.axonserver.autocluster.contexts={contexts}"),
                 format!(
                     "axoniq.axonserver.replication.log-storage-folder={}",
