@@ -144,6 +144,9 @@ pub struct ClusterNode {
     me: NodeAddress,
     peers: Arc<Peers>,
     groups: RwLock<HashMap<String, Arc<Group>>>,
+    /// Held while a group is being opened: two opens of one group at once would both create
+    /// its log's first segment, and one would fail.
+    opening: tokio::sync::Mutex<()>,
     /// Which group each context lives in (from `_admin`).
     placements: RwLock<HashMap<String, String>>,
     /// Set once this node's formation finished: admin requests wait for it, so that a join
@@ -172,6 +175,7 @@ impl ClusterNode {
             me,
             peers,
             groups: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
             placements: RwLock::new(HashMap::new()),
             formed: tokio::sync::watch::Sender::new(false),
             this: this.clone(),
@@ -231,6 +235,12 @@ impl ClusterNode {
 
     /// Opens group `name` on this node (its log, its recorded state, its Raft), once.
     pub async fn open_group(&self, name: &str) -> Result<Arc<Group>, NodeError> {
+        if let Some(group) = self.group(name) {
+            return Ok(group);
+        }
+        // During formation `_admin`'s apply opens a group in the background while formation
+        // opens it too: the second waits here, then finds it open.
+        let _opening = self.opening.lock().await;
         if let Some(group) = self.group(name) {
             return Ok(group);
         }
