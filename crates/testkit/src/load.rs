@@ -14,8 +14,9 @@
 //!   cannot commit, and the read does not see it);
 //! - **unknown**: any other error, or no answer within [`CALL_TIMEOUT`] (the node was killed, cut
 //!   off, or leadership moved): the ids may be stored, at most once; the writer re-reads its
-//!   highest sequence (a later refusal corrects a stale read) and goes on. When that read gets
-//!   no answer either, the writer goes on with a new aggregate, `<prefix>-w<writer>-g<n>`.
+//!   highest sequence (a later refusal corrects a stale read: the read is the node's own) and
+//!   goes on. When that read gets no answer either, the writer goes on with a new aggregate,
+//!   `<prefix>-w<writer>-g<n>`.
 //!
 //! The nodes' addresses live in [`Targets`], which the test updates as it kills and restarts
 //! nodes (a restarted node listens on new ports). [`Load::pause`] lets the cluster settle so
@@ -274,8 +275,8 @@ impl Writer {
                 None => match highest_sequence(&mut c, &self.aggregate, self.call_timeout).await {
                     Some(highest) => highest + 1,
                     None => {
-                        // No answer (a node cut off from the leader may not serve the read):
-                        // go on with a new aggregate rather than wait.
+                        // No answer (the node went down or cannot be reached): go on with a
+                        // new aggregate rather than wait for it.
                         self.new_aggregate();
                         0
                     }

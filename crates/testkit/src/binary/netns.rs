@@ -28,7 +28,8 @@
 //! use on the host, and rules live in the run's own namespaces, numbered from 100. [`Network`]'s
 //! `Drop` removes the rules, the namespaces and the host's link, also when the test fails;
 //! namespaces left by a test process that was killed (so never dropped) are deleted by the next
-//! run. The host gets no rule and no setting, only the one link.
+//! run, and the nodes still running in them ended. The host gets no rule and no setting, only
+//! the one link.
 //!
 //! It needs root (`ip netns`, `ip rule`). Without it, [`Network::create`] panics saying so: a
 //! partition test must fail where it cannot run, never pass without having partitioned.
@@ -279,7 +280,8 @@ fn require_root() {
     );
 }
 
-/// Deletes namespaces of this kit whose test process no longer exists.
+/// Deletes namespaces of this kit whose test process no longer exists (it was killed, so
+/// nothing of it was dropped), ending the processes still in them.
 fn delete_abandoned_namespaces() {
     let listed = run_ip(&["netns", "list"]);
     for line in String::from_utf8_lossy(&listed.stdout).lines() {
@@ -293,6 +295,11 @@ fn delete_abandoned_namespaces() {
             continue;
         };
         if !std::path::Path::new("/proc").join(pid).exists() {
+            // Nodes the dead test started may still run in it: they are its, so end them.
+            let inside = run_ip(&["netns", "pids", name]);
+            for node in String::from_utf8_lossy(&inside.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", node]).status();
+            }
             eprintln!("deleting the network namespace {name}, left by test process {pid}");
             let _ = run_ip(&["netns", "del", name]);
         }
