@@ -235,6 +235,7 @@ fn manifest_of(
         previous: None,
         control_db: None,
         log: Vec::new(),
+        cluster: None,
         contexts,
         sha256: None,
     };

@@ -4,13 +4,17 @@
 //!
 //! * [`source`]: the server (Axon's backup endpoints, Myelin's lease and file endpoints).
 //! * [`target`]: where backups go (a directory or S3-compatible storage).
-//! * [`scan`]: reads a segment block by block, every CRC checked.
+//! * [`scan`]: reads a segment block by block, every CRC checked; [`logscan`] does the same
+//!   for a replication group's log-entry segments.
+//! * [`controldb`]: what a control-database zip says of the cluster (identity, Raft state).
 //! * [`manifest`], [`run`], [`verify`], [`restore`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+pub mod controldb;
 mod fsync;
+pub mod logscan;
 pub mod manifest;
 pub mod restore;
 pub mod run;

@@ -96,6 +96,103 @@ pub struct PreviousEntry {
     pub sha256: String,
 }
 
+/// A position in a replication group's Raft log as the control database stores it: openraft's
+/// numbering, from 0. Log entry `i` there is entry `i + 1` in the log files (whose names and
+/// [`LogFileEntry`] indexes use Axon's numbering, from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionEntry {
+    pub term: u64,
+    pub index: u64,
+}
+
+impl From<myelin_control::LogPosition> for PositionEntry {
+    fn from(position: myelin_control::LogPosition) -> Self {
+        PositionEntry {
+            term: position.term,
+            index: position.index,
+        }
+    }
+}
+
+/// A group's vote as the control database stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoteEntry {
+    pub term: u64,
+    pub node: Option<String>,
+    pub committed: bool,
+}
+
+/// What the backed-up control database says of one replication group (CLUSTER.md §3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftStateEntry {
+    pub vote: Option<VoteEntry>,
+    pub committed: Option<PositionEntry>,
+    pub applied: Option<PositionEntry>,
+    pub purged: Option<PositionEntry>,
+}
+
+impl From<&myelin_control::RaftState> for RaftStateEntry {
+    fn from(state: &myelin_control::RaftState) -> Self {
+        RaftStateEntry {
+            vote: state.vote.as_ref().map(|vote| VoteEntry {
+                term: vote.term,
+                node: vote.node.clone(),
+                committed: vote.committed,
+            }),
+            committed: state.committed.map(Into::into),
+            applied: state.applied.map(Into::into),
+            purged: state.purged.map(Into::into),
+        }
+    }
+}
+
+/// One log-entry segment in the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogFileEntry {
+    #[serde(flatten)]
+    pub file: FileEntry,
+    /// Index of its first entry, as its name says (Axon's numbering, from 1).
+    pub first_index: u64,
+    /// Index of its last entry; `None` when it holds none.
+    pub last_index: Option<u64>,
+    /// Term of its last entry.
+    pub last_term: Option<u64>,
+    /// The segment the server was writing: copied up to its last synced entry, then an end
+    /// marker.
+    pub active: bool,
+}
+
+/// One replication group's log as this run copied it, and what the control database says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogGroupEntry {
+    /// `None` when the control database could not be read (not Myelin's).
+    pub raft_state: Option<RaftStateEntry>,
+    /// First and last entry present in the files (Axon's numbering); `last_index` is `None`
+    /// for a log without entries.
+    pub first_index: u64,
+    pub last_index: Option<u64>,
+    pub last_term: Option<u64>,
+    /// Oldest first; the active segment last.
+    pub files: Vec<LogFileEntry>,
+}
+
+/// A cluster node's backup: its identity and every replication group's log. Replaced as a
+/// whole by every run (Axon's rule for the log: no incremental copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEntry {
+    pub cluster_id: Option<String>,
+    pub node_name: Option<String>,
+    /// The cluster this node had been restored from, if it was.
+    pub restored_from: Option<String>,
+    pub groups: BTreeMap<String, LogGroupEntry>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
@@ -108,9 +205,14 @@ pub struct Manifest {
     pub server: ServerEntry,
     pub previous: Option<PreviousEntry>,
     pub control_db: Option<FileEntry>,
-    /// Replication-log segments (none from a single node).
+    /// Replication-log segments as runs before cluster backups recorded them (a flat list, always
+    /// empty from a single node); new runs record the log under `cluster`.
     #[serde(default)]
     pub log: Vec<FileEntry>,
+    /// A cluster node's identity and logs; absent from a single node's backup (and from
+    /// manifests written before it existed, whose checksums stay valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterEntry>,
     pub contexts: BTreeMap<String, ContextEntry>,
     /// SHA-256 of this manifest's canonical form without this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +267,9 @@ impl Manifest {
     /// Every file the backup consists of.
     pub fn files(&self) -> Vec<&FileEntry> {
         let mut files: Vec<&FileEntry> = self.control_db.iter().chain(self.log.iter()).collect();
+        for group in self.cluster.iter().flat_map(|c| c.groups.values()) {
+            files.extend(group.files.iter().map(|f| &f.file));
+        }
         for context in self.contexts.values() {
             for family in [&context.events, &context.snapshots] {
                 for segment in family.closed.iter().chain(family.active.iter()) {
@@ -227,6 +332,7 @@ mod tests {
             previous: None,
             control_db: None,
             log: Vec::new(),
+            cluster: None,
             contexts,
             sha256: None,
         }
@@ -251,6 +357,58 @@ mod tests {
         unsigned.format = 99;
         let bytes = unsigned.seal().expect("seal");
         assert!(matches!(Manifest::open(&bytes), Err(ManifestError::Format(99))));
+    }
+
+    #[test]
+    fn a_single_nodes_manifest_has_no_cluster_section_and_a_cluster_nodes_round_trips() {
+        let mut single = sample();
+        let bytes = single.seal().expect("seal");
+        let text = String::from_utf8(bytes).expect("utf8");
+        // Manifests written before cluster backups have no such key: their checksums hold.
+        assert!(!text.contains("cluster"), "{text}");
+
+        let mut clustered = sample();
+        let file = FileEntry {
+            path: "log/_admin/00000000000000000001.log".into(),
+            size: 40,
+            sha256: "cd".repeat(32),
+        };
+        clustered.cluster = Some(ClusterEntry {
+            cluster_id: Some("c".into()),
+            node_name: Some("node-1".into()),
+            restored_from: None,
+            groups: BTreeMap::from([(
+                "_admin".to_string(),
+                LogGroupEntry {
+                    raft_state: Some(RaftStateEntry {
+                        applied: Some(PositionEntry { term: 1, index: 0 }),
+                        ..RaftStateEntry::default()
+                    }),
+                    first_index: 1,
+                    last_index: Some(1),
+                    last_term: Some(1),
+                    files: vec![LogFileEntry {
+                        file: file.clone(),
+                        first_index: 1,
+                        last_index: Some(1),
+                        last_term: Some(1),
+                        active: true,
+                    }],
+                },
+            )]),
+        });
+        let bytes = clustered.seal().expect("seal");
+        let opened = Manifest::open(&bytes).expect("opens");
+        assert_eq!(opened, clustered);
+        assert!(
+            opened.files().contains(&&file),
+            "a log file is one of the backup's files"
+        );
+        let text = String::from_utf8(bytes).expect("utf8");
+        assert!(
+            text.contains("\"firstIndex\": 1") && text.contains("\"path\": \"log/_admin/"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,12 +9,14 @@ use myelin_control::now_ms;
 use myelin_format::segment::SegmentKind;
 use tokio::sync::oneshot;
 
+use crate::controldb::{ClusterFacts, facts_of_zip};
+use crate::logscan::{LogEnding, scan_log_file};
 use crate::manifest::{
-    FORMAT, FamilyEntry, FileEntry, MANIFEST_PREFIX, Manifest, PreviousEntry, SegmentEntry, ServerEntry, hex,
-    manifest_key, parse_manifest_key,
+    ClusterEntry, FORMAT, FamilyEntry, FileEntry, LogFileEntry, LogGroupEntry, MANIFEST_PREFIX, Manifest,
+    PreviousEntry, RaftStateEntry, SegmentEntry, ServerEntry, hex, manifest_key, parse_manifest_key,
 };
 use crate::scan::{Ending, scan_file};
-use crate::source::{Fetched, Server, SourceError, type_name};
+use crate::source::{Fetched, Server, SourceError, encode, type_name};
 use crate::target::{Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +84,31 @@ pub struct ContextReport {
     pub elapsed: Duration,
 }
 
+/// What one run copied of one replication group's log.
+#[derive(Debug, Clone, Default)]
+pub struct LogReport {
+    pub files: usize,
+    pub bytes: u64,
+    /// First and last entry copied (the files' numbering, from 1); `last_index` `None` when the
+    /// log holds no entry.
+    pub first_index: u64,
+    pub last_index: Option<u64>,
+    /// Planned copies (dry run).
+    pub planned: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BackupReport {
     pub run: u64,
     pub manifest: String,
     pub lease: bool,
     pub control_db: Option<String>,
+    /// The cluster the node belongs to, when it is a cluster node.
+    pub cluster_id: Option<String>,
+    /// Per replication group (a cluster node's backup only).
+    pub log: BTreeMap<String, LogReport>,
+    /// Files of earlier runs' logs deleted from the target (the log is replaced each run).
+    pub stale_log_files_deleted: usize,
     pub contexts: BTreeMap<String, ContextReport>,
     pub elapsed: Duration,
     pub dry_run: bool,
@@ -236,10 +257,28 @@ pub async fn backup(
         });
         let bytes = manifest.seal()?;
         target.put_bytes(&report.manifest, bytes.into()).await?;
+        report.stale_log_files_deleted = delete_stale_log_files(target, &manifest).await?;
     }
     report.elapsed = started.elapsed();
     Ok(report)
 }
+
+/// The log is replaced by every run (Axon's rule): once the new manifest is in place, the
+/// files of earlier runs' logs that it does not list go. Until then they belong to the
+/// previous backup, which an interrupted run must leave whole.
+async fn delete_stale_log_files(target: &dyn Target, manifest: &Manifest) -> Result<usize> {
+    let kept: std::collections::BTreeSet<&str> = manifest.files().into_iter().map(|f| f.path.as_str()).collect();
+    let mut deleted = 0;
+    for object in target.list(LOG_PREFIX).await? {
+        if !kept.contains(object.key.as_str()) && target.delete(&object.key).await? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Where log-entry segments go in the target: `log/<group>/<file>`.
+const LOG_PREFIX: &str = "log/";
 
 fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
     use sha2::Digest;
@@ -286,20 +325,33 @@ async fn copy_all(
         },
         previous: None,
         control_db: previous.and_then(|p| p.control_db.clone()),
-        log: previous.map(|p| p.log.clone()).unwrap_or_default(),
+        // The log is never carried over: each run replaces it (Axon's rule).
+        log: Vec::new(),
+        cluster: None,
         contexts: previous.map(|p| p.contexts.clone()).unwrap_or_default(),
         sha256: None,
     };
 
-    // 1. The control database first: it holds what the rest must agree with.
+    // 1. The control database first: it holds what the rest must agree with. What it says of
+    //    the cluster decides which logs are copied next and is recorded beside them.
+    let mut facts: Option<ClusterFacts> = None;
     if !options.dry_run {
         let listed = server.control_db_backup().await?;
         let name = file_name(&listed).to_string();
         let key = format!("controldb/{name}");
         let stream = format!("/v1/backup/controldb/{name}");
-        let entry = copier.copy_file(&listed, &stream, &key).await?;
+        let (entry, local) = copier.copy_file_keep(&listed, &stream, &key).await?;
+        facts = match facts_of_zip(&local, staging.path()) {
+            Ok(facts) => Some(facts),
+            Err(reason) => {
+                tracing::warn!("the control database is not Myelin's ({reason}): its raft state is not recorded");
+                None
+            }
+        };
+        target.put_file(&key, &local).await?;
+        let _ = std::fs::remove_file(&local);
         report.control_db = Some(key);
-        manifest.control_db = Some(entry.0);
+        manifest.control_db = Some(entry);
     }
 
     let contexts = match &options.contexts {
@@ -307,19 +359,60 @@ async fn copy_all(
         None => server.contexts().await?,
     };
 
-    // 2. Replication-log segments (none from a single node).
-    for context in &contexts {
-        for listed in server.log_filenames(context).await? {
-            let name = file_name(&listed).to_string();
-            let key = format!("log/{context}/{name}");
-            if options.dry_run {
-                continue;
+    // 2. Replication-log segments: every group the control database keeps Raft state for
+    //    (`_admin` included). Without a readable control database (Axon Server, a dry run),
+    //    the groups are guessed from the contexts, and a group the server lists nothing for is
+    //    skipped (a single node has no log).
+    let (groups, required): (Vec<(String, Option<RaftStateEntry>)>, bool) = match &facts {
+        Some(facts) => (
+            facts
+                .groups
+                .iter()
+                .map(|(name, state)| (name.clone(), Some(RaftStateEntry::from(state))))
+                .collect(),
+            true,
+        ),
+        None => (contexts.iter().map(|c| (c.clone(), None)).collect(), false),
+    };
+    let mut cluster = ClusterEntry {
+        cluster_id: facts
+            .as_ref()
+            .and_then(|f| f.identity.as_ref())
+            .map(|i| i.cluster_id.clone()),
+        node_name: facts
+            .as_ref()
+            .and_then(|f| f.identity.as_ref())
+            .map(|i| i.node_name.clone()),
+        restored_from: facts
+            .as_ref()
+            .and_then(|f| f.identity.as_ref())
+            .and_then(|i| i.restored_from.clone()),
+        groups: BTreeMap::new(),
+    };
+    report.cluster_id = cluster.cluster_id.clone();
+    for (group, state) in groups {
+        let started = Instant::now();
+        match copier.backup_log_group(&group, state).await? {
+            Some((entry, log_report)) => {
+                tracing::debug!(%group, elapsed = ?started.elapsed(), files = log_report.files, "log copied");
+                report.log.insert(group.clone(), log_report);
+                if let Some(entry) = entry {
+                    cluster.groups.insert(group, entry);
+                }
             }
-            let stream = format!("/v1/backup/log/files/{context}/{name}");
-            let (entry, _) = copier.copy_file(&listed, &stream, &key).await?;
-            manifest.log.retain(|f| f.path != entry.path);
-            manifest.log.push(entry);
+            None if required => {
+                return Err(BackupError::Segment {
+                    file: format!("log/{group}"),
+                    reason: "the control database keeps Raft state for this group, but the server lists no log \
+                             for it (the group moved away since?): run the backup again"
+                        .to_string(),
+                });
+            }
+            None => {}
         }
+    }
+    if facts.as_ref().is_some_and(ClusterFacts::is_cluster) || !cluster.groups.is_empty() {
+        manifest.cluster = Some(cluster);
     }
 
     // 3. Event and snapshot segments, per context and type.
@@ -486,17 +579,7 @@ impl Copier<'_> {
             if let Ending::Damaged { offset, reason } = &scan.ending {
                 tracing::debug!(file = %active, offset, "active segment copy ends in an incomplete block: {reason}");
             }
-            let file = std::fs::OpenOptions::new().write(true).open(&local)?;
-            file.set_len(scan.valid_len + 4)?;
-            {
-                use std::os::unix::fs::FileExt;
-                file.write_all_at(&[0u8; 4], scan.valid_len)?;
-            }
-            // The staging copy is scratch, edited in place (no temporary file and rename: after
-            // a crash nothing reads it); the fsync surfaces a failed write-back before it is
-            // hashed and uploaded.
-            myelin_fsutil::sync_all(&file)?;
-            drop(file);
+            cut_after(&local, scan.valid_len)?;
             let (size, sha256) = hash_file(&local)?;
             target.put_file(&key, &local).await?;
             let _ = std::fs::remove_file(&local);
@@ -516,13 +599,203 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Fetches a listed file to staging and stores it in the target.
-    async fn copy_file(&self, listed: &str, stream: &str, key: &str) -> Result<(FileEntry, u64)> {
-        let (entry, local) = self.copy_file_keep(listed, stream, key).await?;
-        self.target.put_file(key, &local).await?;
-        let _ = std::fs::remove_file(&local);
-        let size = entry.size;
-        Ok((entry, size))
+    /// Copies a replication group's log: every file the listing names, checked entry by entry.
+    /// `Ok(None)` when the server lists nothing for the group. Lists again, a few times, when
+    /// the log moved under the copy (the active segment rolled or was truncated while it was
+    /// streamed); closed segments never change, so those already copied are kept for the retry.
+    async fn backup_log_group(
+        &self,
+        group: &str,
+        state: Option<RaftStateEntry>,
+    ) -> Result<Option<(Option<LogGroupEntry>, LogReport)>> {
+        let mut closed_copies = BTreeMap::new();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .backup_log_group_once(group, state.clone(), &mut closed_copies)
+                .await
+            {
+                Err(
+                    error @ (BackupError::Source(SourceError::NotServed { .. } | SourceError::DigestMismatch { .. })
+                    | BackupError::ListingGap(_)),
+                ) if attempt < ROLLED_RETRIES => {
+                    tracing::debug!(attempt, "{error}; listing again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                result => {
+                    for (_, local) in closed_copies.into_values() {
+                        let _ = std::fs::remove_file(local);
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// One listing and copy of a group's log. `closed_copies` keeps the closed segments
+    /// copied and checked by earlier attempts (by name), which never change.
+    async fn backup_log_group_once(
+        &self,
+        group: &str,
+        state: Option<RaftStateEntry>,
+        closed_copies: &mut BTreeMap<String, (LogFileEntry, PathBuf)>,
+    ) -> Result<Option<(Option<LogGroupEntry>, LogReport)>> {
+        let listed = self.server.log_filenames(group).await?;
+        let Some((active, closed)) = listed.split_last() else {
+            return Ok(None);
+        };
+        let first_index_of = |path: &String| {
+            myelin_format::raftlog::parse_file_name(file_name(path)).ok_or_else(|| BackupError::Segment {
+                file: path.clone(),
+                reason: "the log listing named a file that is not a log-entry segment".to_string(),
+            })
+        };
+        let mut closed: Vec<(u64, &String)> = closed
+            .iter()
+            .map(|path| Ok((first_index_of(path)?, path)))
+            .collect::<Result<_>>()?;
+        closed.sort();
+        let active_first = first_index_of(active)?;
+        let mut report = LogReport::default();
+        if self.dry_run {
+            report.planned = closed
+                .iter()
+                .map(|(_, path)| *path)
+                .chain([active])
+                .map(|path| format!("log/{group}/{}", file_name(path)))
+                .collect();
+            report.files = report.planned.len();
+            return Ok(Some((None, report)));
+        }
+
+        // The active segment first, right after the listing named it: it is the one file that
+        // moves on (and rolls, after which it is no longer served under that name). The closed
+        // ones cannot change, nor go while the lease holds — unless Raft truncates the log,
+        // which makes a closed segment the active one again: a copy kept under that name is
+        // dropped.
+        if let Some((_, stale)) = closed_copies.remove(file_name(active)) {
+            let _ = std::fs::remove_file(stale);
+        }
+        let (active_entry, active_local) = self.copy_log_file(group, active, active_first, true).await?;
+        let mut files: Vec<LogFileEntry> = Vec::new();
+        for (first, listed) in &closed {
+            let name = file_name(listed).to_string();
+            if !closed_copies.contains_key(&name) {
+                let copy = self.copy_log_file(group, listed, *first, false).await?;
+                closed_copies.insert(name.clone(), copy);
+            }
+            if let Some((entry, _)) = closed_copies.get(&name) {
+                files.push(entry.clone());
+            }
+        }
+        files.push(active_entry);
+
+        let mut next: Option<u64> = None;
+        let mut last_term: Option<u64> = None;
+        for file in &files {
+            if let Some(next) = next
+                && file.first_index != next
+            {
+                // The server never opens a log with a gap; a file that vanished between the
+                // listing and the copy (a truncation, or cleaning without a lease) is listed
+                // differently now.
+                let _ = std::fs::remove_file(&active_local);
+                return Err(BackupError::ListingGap(format!(
+                    "log of group {group}: {} starts at index {}, the file before ends before {next}",
+                    file.file.path, file.first_index
+                )));
+            }
+            if let (Some(before), Some(last)) = (last_term, file.last_term)
+                && last < before
+            {
+                return Err(BackupError::Segment {
+                    file: file.file.path.clone(),
+                    reason: format!("its last term {last} is lower than the term {before} before it"),
+                });
+            }
+            next = Some(file.last_index.map_or(file.first_index, |last| last + 1));
+            last_term = file.last_term.or(last_term);
+            report.files += 1;
+            report.bytes += file.file.size;
+        }
+        // Stored only once the whole log is copied and checked.
+        for file in &files {
+            let local = match closed_copies.get(file.file.path.rsplit('/').next().unwrap_or_default()) {
+                Some((_, local)) if !file.active => local.clone(),
+                _ => active_local.clone(),
+            };
+            self.target.put_file(&file.file.path, &local).await?;
+        }
+        let _ = std::fs::remove_file(&active_local);
+        let first_index = files.first().map_or(active_first, |f| f.first_index);
+        let last_index = files.iter().rev().find_map(|f| f.last_index);
+        report.first_index = first_index;
+        report.last_index = last_index;
+        Ok(Some((
+            Some(LogGroupEntry {
+                raft_state: state,
+                first_index,
+                last_index,
+                last_term,
+                files,
+            }),
+            report,
+        )))
+    }
+
+    /// Copies one log segment to staging and checks every entry: a closed one whole (damage
+    /// refuses the run: the server's own copy is bad), the active one cut after its last valid
+    /// entry and given an end marker.
+    async fn copy_log_file(
+        &self,
+        group: &str,
+        listed: &str,
+        first: u64,
+        active: bool,
+    ) -> Result<(LogFileEntry, PathBuf)> {
+        let name = file_name(listed);
+        let key = format!("log/{group}/{name}");
+        let stream = format!("/v1/backup/files/log/{}/{name}", encode(group));
+        let (entry, local) = self.copy_file_keep(listed, &stream, &key).await?;
+        let scan = scan_log_file(&local, first).map_err(|e| BackupError::Segment {
+            file: listed.to_string(),
+            reason: format!("cannot read the copy: {e}"),
+        })?;
+        let entry = match (&scan.ending, active) {
+            (LogEnding::Damaged { offset, reason }, false) => {
+                let _ = std::fs::remove_file(&local);
+                return Err(BackupError::Segment {
+                    file: listed.to_string(),
+                    reason: format!("closed log segment damaged at byte {offset}: {reason}"),
+                });
+            }
+            (_, false) => entry,
+            (ending, true) => {
+                // A local copy of the active segment may end in an entry being written (and
+                // in the pre-allocated zeros): keep the valid entries and an end marker.
+                if let LogEnding::Damaged { offset, reason } = ending {
+                    tracing::debug!(file = %listed, offset, "active log segment copy ends in an incomplete entry: {reason}");
+                }
+                cut_after(&local, scan.valid_len)?;
+                let (size, sha256) = hash_file(&local)?;
+                FileEntry {
+                    path: key,
+                    size,
+                    sha256,
+                }
+            }
+        };
+        Ok((
+            LogFileEntry {
+                file: entry,
+                first_index: first,
+                last_index: scan.last_index(),
+                last_term: scan.last_term,
+                active,
+            },
+            local,
+        ))
     }
 
     /// Fetches a listed file to staging; returns its entry and the staging path.
@@ -541,6 +814,20 @@ impl Copier<'_> {
             local,
         ))
     }
+}
+
+/// Cuts a staged copy after `valid_len` bytes and ends it with an end marker (four zero
+/// bytes), synced before it is hashed and uploaded.
+fn cut_after(local: &Path, valid_len: u64) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(local)?;
+    file.set_len(valid_len + 4)?;
+    {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&[0u8; 4], valid_len)?;
+    }
+    // Scratch, edited in place: nothing reads it after a crash; the sync surfaces a failed
+    // write-back before the bytes are hashed and uploaded.
+    myelin_fsutil::sync_all(&file)
 }
 
 /// Size and SHA-256 of a local file.

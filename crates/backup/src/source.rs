@@ -33,6 +33,11 @@ pub enum SourceError {
     Unexpected { url: String, reason: String },
     #[error("cannot copy {from}: {reason}")]
     Copy { from: String, reason: String },
+    /// The bytes received are not the ones the server hashed: a log's active segment that Raft
+    /// truncated while it was streamed, or damage on the way. Listing and fetching again helps
+    /// in the first case.
+    #[error("{url}: the received bytes do not match the server's digest (got {got}, server says {expected})")]
+    DigestMismatch { url: String, got: String, expected: String },
     /// The server no longer serves a file it listed: an active segment that rolled since.
     #[error(
         "{url} is no longer served (the segment rolled since it was listed, or this is not a Myelin server: use --fetch local)"
@@ -245,7 +250,9 @@ impl Server {
         Err(self.not_found("/createControlDbBackup"))
     }
 
-    /// Closed replication-log segments; `[]` when the server has no such endpoint (SE).
+    /// A replication group's log-entry segments: closed ones newest first, then the active one
+    /// (Myelin; Axon EE lists closed ones only). `[]` when the server has no such endpoint (SE)
+    /// or does not know the name.
     pub async fn log_filenames(&self, context: &str) -> Result<Vec<String>> {
         let path = format!("/v1/backup/log/filenames?context={}", encode(context));
         match self.send(self.request(Method::GET, &path), &path).await? {
@@ -319,9 +326,11 @@ impl Server {
         if let Some(expected) = expected
             && expected != sha256
         {
-            return Err(copy_error(format!(
-                "the received bytes do not match the server's digest (got {sha256}, server says {expected})"
-            )));
+            return Err(SourceError::DigestMismatch {
+                url: format!("{}{path}", self.base),
+                got: sha256,
+                expected,
+            });
         }
         Ok(Fetched { size, sha256 })
     }
@@ -381,8 +390,8 @@ fn parse_repr_digest(value: &str) -> Option<String> {
     Some(hex(&bytes))
 }
 
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
+/// Percent-encodes a query value or a path segment.
+pub(crate) fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {

@@ -5,6 +5,13 @@
 //! per type, closed segments contiguous (no gap, no overlap) with the active segment continuing
 //! them; every block of every segment parsed with its CRC checked and the token range the
 //! manifest records; the control-database zip opened and its database `PRAGMA integrity_check`ed.
+//!
+//! A cluster node's backup also has each replication group's log checked against the control
+//! database that was copied before it (CLUSTER.md §10.8; the rules and why are in
+//! docs/BACKUP.md, "Verify"): every entry's framing and CRC, files contiguous with terms that
+//! never decrease, and the two relations openraft needs at start — the oldest entry present is
+//! at most one past the applied position, and the purge point reaches at least to just before
+//! it.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -12,7 +19,12 @@ use std::path::Path;
 
 use myelin_format::segment::SegmentKind;
 
-use crate::manifest::{FamilyEntry, FileEntry, MANIFEST_PREFIX, Manifest, hex, parse_manifest_key};
+use crate::controldb::{ClusterFacts, facts_of_zip};
+use crate::logscan::{LogEnding, scan_log_file};
+use crate::manifest::{
+    ClusterEntry, FamilyEntry, FileEntry, LogGroupEntry, MANIFEST_PREFIX, Manifest, RaftStateEntry, hex,
+    parse_manifest_key,
+};
 use crate::run::hash_file;
 use crate::scan::{Ending, scan_file};
 use crate::target::Target;
@@ -37,7 +49,11 @@ pub struct VerifyReport {
     pub files_checked: usize,
     pub bytes_checked: u64,
     pub blocks_checked: u64,
+    /// Log entries checked (a cluster node's backup).
+    pub log_entries_checked: u64,
     pub problems: Vec<Problem>,
+    /// What is worth knowing but does not make the backup unusable.
+    pub notes: Vec<Problem>,
 }
 
 impl VerifyReport {
@@ -47,6 +63,13 @@ impl VerifyReport {
 
     fn problem(&mut self, file: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
+            file: file.into(),
+            message: message.into(),
+        });
+    }
+
+    fn note(&mut self, file: impl Into<String>, message: impl Into<String>) {
+        self.notes.push(Problem {
             file: file.into(),
             message: message.into(),
         });
@@ -125,13 +148,27 @@ pub async fn verify(target: &dyn Target) -> Result<VerifyReport, crate::target::
     };
     let present: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
 
+    let mut facts = None;
     if let Some(control_db) = &latest.control_db
         && let Some(local) = fetch_checked(target, control_db, &present, staging.path(), &mut report).await?
     {
         check_control_db(&local, &control_db.path, staging.path(), &mut report);
+        match facts_of_zip(&local, staging.path()) {
+            Ok(read) => facts = Some(read),
+            // Only a cluster backup needs what the database says; the integrity check above
+            // already reported a database that cannot be read.
+            Err(reason) if latest.cluster.is_some() => report.problem(
+                &control_db.path,
+                format!("cannot read the raft state the log is checked against: {reason}"),
+            ),
+            Err(_) => {}
+        }
     }
     for entry in &latest.log {
         fetch_checked(target, entry, &present, staging.path(), &mut report).await?;
+    }
+    if let Some(cluster) = &latest.cluster {
+        check_cluster(target, cluster, facts.as_ref(), &present, staging.path(), &mut report).await?;
     }
     for (context, entry) in &latest.contexts {
         for (kind, family) in [
@@ -288,6 +325,240 @@ fn check_segment(
             ),
         );
     }
+}
+
+/// A cluster node's logs against its control database (see the module doc).
+async fn check_cluster(
+    target: &dyn Target,
+    cluster: &ClusterEntry,
+    facts: Option<&ClusterFacts>,
+    present: &BTreeSet<&str>,
+    staging: &Path,
+    report: &mut VerifyReport,
+) -> Result<(), crate::target::TargetError> {
+    if let Some(identity) = facts.and_then(|f| f.identity.as_ref())
+        && (cluster.cluster_id.as_deref() != Some(identity.cluster_id.as_str())
+            || cluster.node_name.as_deref() != Some(identity.node_name.as_str()))
+    {
+        report.problem(
+            "manifest (cluster)",
+            format!(
+                "records cluster {:?}, node {:?}; the control database says cluster {:?}, node {:?}",
+                cluster.cluster_id, cluster.node_name, identity.cluster_id, identity.node_name
+            ),
+        );
+    }
+    if let Some(facts) = facts {
+        for group in facts.groups.keys() {
+            if !cluster.groups.contains_key(group) {
+                report.problem(
+                    format!("log/{group}"),
+                    "the control database keeps Raft state for this group, but the backup holds no log of it",
+                );
+            }
+        }
+    }
+    for (group, entry) in &cluster.groups {
+        let state = match facts {
+            Some(facts) => match facts.groups.get(group) {
+                Some(state) => {
+                    let state = RaftStateEntry::from(state);
+                    if entry.raft_state.as_ref() != Some(&state) {
+                        report.problem(
+                            format!("log/{group}"),
+                            format!(
+                                "the manifest records the raft state {:?}, the control database holds {state:?}",
+                                entry.raft_state
+                            ),
+                        );
+                    }
+                    Some(state)
+                }
+                None => {
+                    report.problem(
+                        format!("log/{group}"),
+                        "the backup holds a log of this group, but the control database keeps no Raft state for it",
+                    );
+                    None
+                }
+            },
+            None => entry.raft_state.clone(),
+        };
+        check_log_group(target, group, entry, state.as_ref(), present, staging, report).await?;
+    }
+    Ok(())
+}
+
+/// One group's log files: present and whole, every entry valid, contiguous, and related to the
+/// control database's positions as openraft needs them (docs/BACKUP.md, "Verify").
+async fn check_log_group(
+    target: &dyn Target,
+    group: &str,
+    entry: &LogGroupEntry,
+    state: Option<&RaftStateEntry>,
+    present: &BTreeSet<&str>,
+    staging: &Path,
+    report: &mut VerifyReport,
+) -> Result<(), crate::target::TargetError> {
+    let what = format!("log/{group}");
+    let Some(first_file) = entry.files.first() else {
+        report.problem(&what, "the manifest lists no log file for this group");
+        return Ok(());
+    };
+    let mut next: Option<u64> = None;
+    let mut last_term: Option<u64> = None;
+    let mut last_index: Option<u64> = None;
+    for (i, file) in entry.files.iter().enumerate() {
+        let key = file.file.path.as_str();
+        let is_last = i + 1 == entry.files.len();
+        if file.active != is_last {
+            report.problem(
+                key,
+                "only the newest log file may be the active one, and the newest must be",
+            );
+        }
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if key != format!("{what}/{name}") || myelin_format::raftlog::parse_file_name(name) != Some(file.first_index) {
+            report.problem(
+                key,
+                format!("is not the log file {what}/ of first index {}", file.first_index),
+            );
+        }
+        if let Some(expected) = next
+            && file.first_index != expected
+        {
+            let kind = if file.first_index > expected {
+                format!("gap: entries {expected} to {} are missing", file.first_index - 1)
+            } else {
+                format!("overlap: starts at {}, before {expected}", file.first_index)
+            };
+            report.problem(key, format!("{kind} (the log is not contiguous)"));
+        }
+        // Carries on from the manifest's word when the file cannot be read, so that one
+        // missing file is reported once, not as a gap after it too.
+        next = Some(file.last_index.map_or(file.first_index, |last| last + 1));
+        let Some(local) = fetch_checked(target, &file.file, present, staging, report).await? else {
+            continue;
+        };
+        let scan = match scan_log_file(&local, file.first_index) {
+            Ok(scan) => scan,
+            Err(e) => {
+                report.problem(key, format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        let _ = std::fs::remove_file(&local);
+        report.log_entries_checked += scan.entries;
+        match (&scan.ending, file.active) {
+            (LogEnding::Damaged { offset, reason }, _) => {
+                report.problem(key, format!("damaged at byte {offset}: {reason}"));
+            }
+            (LogEnding::Closed | LogEnding::End | LogEnding::EndOfFile, false) | (LogEnding::End, true) => {}
+            (ending, true) => report.problem(
+                key,
+                format!("active log segment copy does not end with an end marker ({ending:?})"),
+            ),
+        }
+        if scan.last_index() != file.last_index || scan.last_term != file.last_term {
+            report.problem(
+                key,
+                format!(
+                    "holds entries up to {:?} (term {:?}), the manifest says {:?} (term {:?})",
+                    scan.last_index(),
+                    scan.last_term,
+                    file.last_index,
+                    file.last_term
+                ),
+            );
+        }
+        if let (Some(before), Some(first)) = (last_term, scan.first_term)
+            && first < before
+        {
+            report.problem(
+                key,
+                format!("its first term {first} is lower than the term {before} before it: terms never decrease"),
+            );
+        }
+        last_term = scan.last_term.or(last_term);
+        last_index = scan.last_index().or(last_index);
+        next = Some(scan.next_index());
+    }
+    if entry.first_index != first_file.first_index || entry.last_index != last_index {
+        report.problem(
+            &what,
+            format!(
+                "the manifest records entries {} to {:?}, the files hold {} to {last_index:?}",
+                entry.first_index, entry.last_index, first_file.first_index
+            ),
+        );
+    }
+    let Some(state) = state else {
+        report.note(&what, "no raft state to check the log against");
+        return Ok(());
+    };
+    check_log_against_state(&what, first_file.first_index, last_index, state, report);
+    Ok(())
+}
+
+/// CLUSTER.md §10.8, in openraft's numbering (file index − 1), with "none" as −1:
+/// * `first − 1 ≤ applied`: at start openraft re-applies the entries after the applied
+///   position; the first of them must still be in the log;
+/// * `purged ≥ first − 1`: a file is deleted only after the purge point covering it was
+///   recorded, so a log starting later than one past the purge point lost files.
+fn check_log_against_state(
+    what: &str,
+    first_file_index: u64,
+    last_file_index: Option<u64>,
+    state: &RaftStateEntry,
+    report: &mut VerifyReport,
+) {
+    for problem in log_state_problems(first_file_index, state) {
+        report.problem(what, problem);
+    }
+    let last = last_file_index.map_or(i128::from(first_file_index) - 2, |l| i128::from(l) - 1);
+    if let Some(committed) = state.committed
+        && i128::from(committed.index) > last
+    {
+        report.note(
+            what,
+            format!(
+                "the control database says {} is committed, past the last entry copied ({last}); \
+                 a --whole-cluster restore lowers it to that entry",
+                committed.index
+            ),
+        );
+    }
+}
+
+/// What breaks the two relations of [`check_log_against_state`] for a log whose oldest file
+/// is named `first_file_index`; restore refuses to lay such a log down.
+pub(crate) fn log_state_problems(first_file_index: u64, state: &RaftStateEntry) -> Vec<String> {
+    let Some(first) = first_file_index.checked_sub(1) else {
+        return vec!["a log file named 0: log-entry indexes start at 1".to_string()];
+    };
+    let first = i128::from(first);
+    let applied = state.applied.map_or(-1, |p| i128::from(p.index));
+    let purged = state.purged.map_or(-1, |p| i128::from(p.index));
+    let mut problems = Vec::new();
+    if first - 1 > applied {
+        problems.push(format!(
+            "the oldest log entry present is {first} (openraft's index; file index {first_file_index}), but the \
+             control database says entries are applied only up to {applied}: entries {} to {} are missing, \
+             and a node restored from this backup could not re-apply them",
+            applied + 1,
+            first - 1
+        ));
+    }
+    if purged < first - 1 {
+        problems.push(format!(
+            "the oldest log entry present is {first} (openraft's index; file index {first_file_index}), but the \
+             control database records the log purged only through {purged}: entries {} to {} are gone without \
+             a purge point covering them (a log file is missing)",
+            purged + 1,
+            first - 1
+        ));
+    }
+    problems
 }
 
 fn check_control_db(zip_path: &Path, key: &str, staging: &Path, report: &mut VerifyReport) {

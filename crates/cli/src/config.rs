@@ -54,6 +54,7 @@ pub mod key {
     pub const INTERNAL_TOKEN: &str = "axoniq.axonserver.accesscontrol.internal-token";
     pub const AUTOCLUSTER_FIRST: &str = "axoniq.axonserver.autocluster.first";
     pub const AUTOCLUSTER_CONTEXTS: &str = "axoniq.axonserver.autocluster.contexts";
+    pub const CLUSTER_ENABLED: &str = "myelin.cluster.enabled";
     pub const LOG_STORAGE_FOLDER: &str = "axoniq.axonserver.replication.log-storage-folder";
     pub const LOG_SEGMENT_SIZE: &str = "axoniq.axonserver.replication.segment-size";
     pub const MIN_ELECTION_TIMEOUT: &str = "axoniq.axonserver.replication.min-election-timeout";
@@ -100,6 +101,7 @@ pub const PROPERTIES: &[&str] = &[
     key::INTERNAL_TOKEN,
     key::AUTOCLUSTER_FIRST,
     key::AUTOCLUSTER_CONTEXTS,
+    key::CLUSTER_ENABLED,
     key::LOG_STORAGE_FOLDER,
     key::LOG_SEGMENT_SIZE,
     key::MIN_ELECTION_TIMEOUT,
@@ -275,6 +277,11 @@ pub struct Config {
     pub internal_port: u16,
     /// Formation, replication settings and the internal token.
     pub cluster: myelin_cluster::ClusterConfig,
+    /// `myelin.cluster.enabled`: serve the internal port and the cluster admin API even without
+    /// `autocluster.first`, so that `POST /v1/context/init` or `POST /v1/cluster` can make this
+    /// node part of a cluster (Axon EE nodes always can). Implied by `autocluster.first`, and by
+    /// a control database that holds Raft state (the node was in a cluster before).
+    pub cluster_enabled: bool,
     /// The properties files that were read, in the order applied.
     pub files_read: Vec<PathBuf>,
 }
@@ -643,6 +650,7 @@ impl Settings {
             internal_hostname: self.optional_text(key::INTERNAL_HOSTNAME),
             internal_port: self.port(key::INTERNAL_PORT, myelin_node::identity::DEFAULT_INTERNAL_PORT)?,
             cluster: self.cluster()?,
+            cluster_enabled: self.flag(key::CLUSTER_ENABLED, false)?,
             files_read: Vec::new(),
         })
     }

@@ -83,8 +83,10 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     // listeners served: `gRPC listening on` means ready, as it did when binding came last.
     let (grpc, http) = runtime.block_on(bind_listeners(&config))?;
     let (grpc_address, http_address) = (grpc.local_addr()?, http.local_addr()?);
-    // A node is in a cluster when it is told how to form one, or was in one before.
-    let clustered = config.cluster.autocluster_first.is_some()
+    // A node is in a cluster when it is told how to form one (or that it may be made part of
+    // one through the admin API), or was in one before.
+    let clustered = config.cluster_enabled
+        || config.cluster.autocluster_first.is_some()
         || !control
             .raft_groups()
             .context("cannot read the raft state from the control database")?
@@ -100,7 +102,10 @@ pub fn run(overrides: Overrides) -> anyhow::Result<()> {
     };
     let identity = identity(&config, grpc_address.port(), http_address.port(), internal_port);
     let node = Arc::new(Node::new(identity, control, Arc::new(store_layout(&config))));
-    node.open_contexts(&config.contexts)
+    // A cluster node serves the contexts its groups create (`myelin.contexts` is the single
+    // node's setting): one created here would hold events no log put there.
+    let configured: &[String] = if clustered { &[] } else { &config.contexts };
+    node.open_contexts(configured)
         .context("cannot read or record contexts in the control database")?;
     let cluster = match internal {
         Some(listener) => Some(runtime.block_on(start_cluster(&config, &node, listener))?),
@@ -167,6 +172,9 @@ async fn start_cluster(
 ) -> anyhow::Result<(Arc<myelin_cluster::ClusterNode>, watch::Sender<bool>)> {
     let cluster = myelin_cluster::ClusterNode::new(node.clone(), config.cluster.clone())?;
     node.contexts().set_write_path(cluster.clone());
+    node.set_replication_logs(cluster.clone());
+    // The admin adapters (REST, gRPC) reach the cluster through the node.
+    node.set_cluster(cluster.clone());
     let (stop, mut stopping) = watch::channel(false);
     let address = listener.local_addr()?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -245,6 +253,8 @@ async fn serve_api(
         node: node.identity().clone(),
         limits,
         access: Some(access),
+        // ReplicationGroupAdminService and ContextAdminService, over this node.
+        admin: Some(myelin_grpc::AdminNode(node.clone())),
         ..GrpcConfig::default()
     };
 

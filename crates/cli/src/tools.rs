@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use myelin_backup::restore::{ClusterRestore, ClusterRestored};
 use myelin_backup::run::{BackupOptions, Progress};
 use myelin_backup::source::{FetchMode, Server};
 use myelin_backup::target::open_target;
@@ -76,9 +77,23 @@ pub struct RestoreArgs {
     /// Restore events only up to the last transaction ending at or before this token.
     #[arg(long, value_name = "N")]
     to_token: Option<u64>,
-    /// Replace what DIR already holds.
+    /// Replace what DIR (and, with --log-dir, the groups' log directories) already holds.
     #[arg(long)]
     force: bool,
+    /// A cluster node's backup: restore the control database and event stores but not the log,
+    /// and make the node forget its old cluster; started with
+    /// axoniq.axonserver.autocluster.first set to its own internal address, it forms a new
+    /// cluster from its data that other, empty nodes join.
+    #[arg(long, conflicts_with = "whole_cluster")]
+    reseed: bool,
+    /// A cluster node's backup, when every node of the cluster is restored from its own backup:
+    /// the log too (into --log-dir), Raft state as backed up; the nodes then start as before.
+    #[arg(long)]
+    whole_cluster: bool,
+    /// The node's replication-log directory (axoniq.axonserver.replication.log-storage-folder):
+    /// where --whole-cluster puts the logs, and where --reseed makes sure no old log remains.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -161,6 +176,11 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
             target.describe()
         );
         println!("  the control database (a new zip)");
+        for (group, log) in &report.log {
+            for file in &log.planned {
+                println!("  log of group {group}: {file}");
+            }
+        }
         for (context, done) in &report.contexts {
             for (family, plan) in &done.families {
                 for file in &plan.files {
@@ -182,6 +202,22 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
             " (the server has no backup lease: Axon Server?)"
         }
     );
+    if let Some(cluster) = &report.cluster_id {
+        println!("a node of cluster {cluster}: the log of each replication group, replaced as a whole");
+    }
+    for (group, log) in &report.log {
+        let last = log.last_index.map_or("none".to_string(), |i| i.to_string());
+        println!(
+            "  log of group {group}: {} files, {} bytes, entries {} to {last}",
+            log.files, log.bytes, log.first_index
+        );
+    }
+    if report.stale_log_files_deleted > 0 {
+        println!(
+            "  {} log files of earlier runs deleted from the target",
+            report.stale_log_files_deleted
+        );
+    }
     println!(
         "{:<20} {:>10} {:>11} {:>13} {:>13} {:>11} {:>9}",
         "context", "type", "new closed", "active bytes", "bytes copied", "last token", "elapsed"
@@ -210,14 +246,18 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     for problem in &report.problems {
         println!("PROBLEM {problem}");
     }
+    for note in &report.notes {
+        println!("NOTE {note}");
+    }
     let run = report.run.map_or("none".to_string(), |r| r.to_string());
     if report.ok() {
         println!(
-            "OK: backup run {run} in {}: {} files, {} bytes, {} blocks checked",
+            "OK: backup run {run} in {}: {} files, {} bytes, {} blocks, {} log entries checked",
             target.describe(),
             report.files_checked,
             report.bytes_checked,
-            report.blocks_checked
+            report.blocks_checked,
+            report.log_entries_checked
         );
     } else {
         println!(
@@ -231,10 +271,17 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let target = open_target(&args.target).with_context(|| format!("cannot open the target {}", args.target))?;
+    let cluster = match (args.reseed, args.whole_cluster) {
+        (true, _) => ClusterRestore::Reseed,
+        (false, true) => ClusterRestore::WholeCluster,
+        (false, false) => ClusterRestore::Plain,
+    };
     let options = myelin_backup::restore::RestoreOptions {
         data_dir: args.data.clone(),
         to_token: args.to_token,
         force: args.force,
+        cluster,
+        log_dir: args.log_dir.clone(),
     };
     let report = runtime()?
         .block_on(myelin_backup::restore::restore(target.as_ref(), &options))
@@ -255,9 +302,74 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             println!("    snapshots not restored (a point-in-time restore; aggregates rebuild from events)");
         }
     }
-    println!(
-        "reset client tracking tokens beyond these last tokens; start with: myelin serve --data {}",
-        args.data.display()
-    );
+    println!("reset client tracking tokens beyond these last tokens");
+    match &report.cluster {
+        None => println!("start with: myelin serve --data {}", args.data.display()),
+        Some(cluster) => print_cluster_restore(cluster, &args),
+    }
     Ok(())
+}
+
+/// What the operator must do next with a restored cluster node, per restore path.
+fn print_cluster_restore(cluster: &ClusterRestored, args: &RestoreArgs) {
+    let id = cluster.cluster_id.as_deref().unwrap_or("(unknown)");
+    let node = cluster.node_name.as_deref().unwrap_or("(unknown)");
+    println!("this is a backup of node {node} of cluster {id}");
+    for (group, last) in &cluster.logs {
+        let last = last.map_or("no entries".to_string(), |l| format!("entries up to {l}"));
+        println!("  log of group {group} laid down: {last}");
+    }
+    for group in &cluster.committed_lowered {
+        println!("  group {group}: committed position lowered to the end of the restored log");
+    }
+    let data = args.data.display();
+    match cluster.mode {
+        ClusterRestore::Plain => {
+            if cluster.marked_restored {
+                println!(
+                    "the node is marked as restored from cluster {id}: it refuses to rejoin that cluster, whose \
+                     log and votes have moved on since this backup"
+                );
+            }
+            if cluster.logs.is_empty() {
+                println!("the replication logs were not laid down (no --log-dir)");
+            }
+            println!("CHOOSE how to bring it back, and restore again with --force:");
+            println!(
+                "  --reseed: a new cluster from this node's data. Start it with \
+                 --set axoniq.axonserver.autocluster.first=<its own internal-hostname:internal-port>; \
+                 other nodes with empty data join it and catch up by snapshot"
+            );
+            println!(
+                "  --whole-cluster --log-dir DIR: every node of cluster {id} restored from its own backup, \
+                 logs included; then start them all as before"
+            );
+        }
+        ClusterRestore::Reseed => {
+            println!("re-seed: the node forgot cluster {id} (and will refuse to rejoin it); the log was not restored");
+            if args.log_dir.is_none() {
+                println!(
+                    "make sure its log directory (axoniq.axonserver.replication.log-storage-folder) holds no \
+                     directory of the groups {:?}",
+                    cluster.groups
+                );
+            }
+            println!(
+                "start it alone with: myelin serve --data {data} --set \
+                 axoniq.axonserver.autocluster.first=<its own internal-hostname:internal-port> --set \
+                 axoniq.axonserver.autocluster.contexts=<its contexts>; it forms a new cluster over its data, \
+                 and other nodes with empty data join it (autocluster.first = this node)"
+            );
+        }
+        ClusterRestore::WholeCluster => {
+            println!(
+                "whole-cluster restore: raft state kept as backed up. Restore every other node of cluster {id} \
+                 from its own backup the same way, then start them all with their previous configuration \
+                 (myelin serve --data {data}, log-storage-folder {})",
+                args.log_dir
+                    .as_ref()
+                    .map_or("?".to_string(), |d| d.display().to_string())
+            );
+        }
+    }
 }

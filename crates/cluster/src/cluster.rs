@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use myelin_node::{Context, Node, NodeError, WriteFuture, WritePath};
-use myelin_store::{Appended, PreparedEvent, PreparedSnapshot, StoreError};
+use myelin_store::{Appended, DeletionHolds, PreparedEvent, PreparedSnapshot, StoreError};
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
-use crate::group::{Group, Proposal, ProposeError};
-use crate::log::LogStore;
+use crate::group::{Group, GroupTiming, Proposal, ProposeError};
+use crate::log::{CleaningGate, LogStore};
 use crate::machine::{AppliedPosition, ControlEffects, GroupMachine};
 use crate::network::{Call, CallError, GroupNetwork, Peers};
 use crate::role::Role;
@@ -56,6 +56,11 @@ pub enum WireError {
     },
     Invalid(String),
     Unknown(String),
+    /// A refusal with Axon's code (its number), from the admin operations.
+    Cluster {
+        code: u32,
+        message: String,
+    },
 }
 
 impl From<NodeError> for WireError {
@@ -89,6 +94,10 @@ impl From<NodeError> for WireError {
             },
             NodeError::NoLeader(message) => WireError::NoLeader(message),
             NodeError::InvalidArgument(message) => WireError::Invalid(message),
+            NodeError::Cluster { code, message } => WireError::Cluster {
+                code: code.info().number,
+                message,
+            },
             other => WireError::Unknown(other.to_string()),
         }
     }
@@ -122,6 +131,12 @@ impl From<WireError> for NodeError {
             }),
             WireError::Invalid(message) => NodeError::InvalidArgument(message),
             WireError::Unknown(message) => NodeError::Replication(message),
+            WireError::Cluster { code, message } => {
+                match myelin_node::ErrorCode::ALL.iter().find(|c| c.info().number == code) {
+                    Some(code) => NodeError::Cluster { code: *code, message },
+                    None => NodeError::Replication(message),
+                }
+            }
         }
     }
 }
@@ -129,10 +144,18 @@ impl From<WireError> for NodeError {
 /// Cluster administration run on the node that must run it (the group's leader).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AdminRequest {
-    /// A node asks to join the cluster, and to be a PRIMARY of `contexts`' groups.
-    Join { node: NodeAddress, contexts: Vec<String> },
+    /// A node asks to join the cluster, and to be a PRIMARY of `contexts`' groups. It says
+    /// which cluster its data was restored from, if any: that cluster refuses it.
+    Join {
+        node: NodeAddress,
+        contexts: Vec<String>,
+        restored_from: Option<String>,
+    },
     /// Add `node` to `group` with `role` (run on the group's leader).
     AddMember { group: String, node: NodeName, role: Role },
+    /// The admin API's other steps (`crate::admin`): run on the leader of the group they name,
+    /// or on the node they are sent to.
+    Manage(crate::admin::Manage),
 }
 
 pub type AdminAnswer = Result<(), WireError>;
@@ -144,11 +167,14 @@ pub struct ClusterNode {
     me: NodeAddress,
     peers: Arc<Peers>,
     groups: RwLock<HashMap<String, Arc<Group>>>,
-    /// Held while a group is being opened: two opens of one group at once would both create
-    /// its log's first segment, and one would fail.
-    opening: tokio::sync::Mutex<()>,
     /// Which group each context lives in (from `_admin`).
     placements: RwLock<HashMap<String, String>>,
+    /// Held while a group is being opened.
+    opening: tokio::sync::Mutex<()>,
+    /// Each open group's log, for backups and the log cleaner.
+    logs: RwLock<HashMap<String, LogStore>>,
+    /// When log files may be deleted (backup leases, the pause after a control-DB backup).
+    cleaning: Arc<CleaningGate>,
     /// Set once this node's formation finished: admin requests wait for it, so that a join
     /// never races the initialisation of the groups it joins.
     formed: tokio::sync::watch::Sender<bool>,
@@ -175,8 +201,10 @@ impl ClusterNode {
             me,
             peers,
             groups: RwLock::new(HashMap::new()),
-            opening: tokio::sync::Mutex::new(()),
             placements: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            logs: RwLock::new(HashMap::new()),
+            cleaning: Arc::new(CleaningGate::new(DeletionHolds::global())),
             formed: tokio::sync::watch::Sender::new(false),
             this: this.clone(),
         }))
@@ -209,9 +237,66 @@ impl ClusterNode {
         groups
     }
 
+    /// Records that `context` lives in `group` (in memory, and in the control database once
+    /// both are known there).
+    pub fn place(&self, context: &str, group: &str) -> Result<(), NodeError> {
+        self.placements.write().insert(context.to_string(), group.to_string());
+        let control = self.node.control();
+        if control.context(context)?.is_some() && control.replication_group(group)?.is_some() {
+            control.set_context_replication_group(context, group)?;
+        }
+        Ok(())
+    }
+
+    /// This node as an owned handle (for futures that outlive a borrow).
+    pub(crate) fn arc(&self) -> Option<Arc<ClusterNode>> {
+        self.this.upgrade()
+    }
+
+    /// The log of `group` on this node.
+    pub fn log(&self, group: &str) -> Option<LogStore> {
+        self.logs.read().get(group).cloned()
+    }
+
+    /// When log files may be deleted.
+    pub fn cleaning(&self) -> &Arc<CleaningGate> {
+        &self.cleaning
+    }
+
+    /// This node's role in `group`, as the group's membership says (none if not a member).
+    pub fn role_in(&self, group: &str) -> Option<Role> {
+        let group = self.group(group)?;
+        let metrics = group.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&group.me)
+            .map(|member| member.role)
+    }
+
     /// The group context `context` lives in.
     pub fn group_of(&self, context: &str) -> Option<String> {
         self.placements.read().get(context).cloned()
+    }
+
+    /// Every context this node knows the group of, with that group.
+    pub fn placements(&self) -> HashMap<String, String> {
+        self.placements.read().clone()
+    }
+
+    /// Forgets where `context` lives (it was deleted).
+    pub(crate) fn forget_placement(&self, context: &str) {
+        self.placements.write().remove(context);
+    }
+
+    /// Takes group `name` out of this node's groups (to close it), answering it.
+    pub(crate) fn take_group(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups.write().remove(name)
+    }
+
+    /// This node as an `Arc`, for work that outlives a borrow (`None` while shutting down).
+    pub(crate) fn strong(&self) -> Option<Arc<ClusterNode>> {
+        self.this.upgrade()
     }
 
     fn raft_config(&self, group: &str) -> Result<Arc<Config>, NodeError> {
@@ -235,11 +320,7 @@ impl ClusterNode {
 
     /// Opens group `name` on this node (its log, its recorded state, its Raft), once.
     pub async fn open_group(&self, name: &str) -> Result<Arc<Group>, NodeError> {
-        if let Some(group) = self.group(name) {
-            return Ok(group);
-        }
-        // During formation `_admin`'s apply opens a group in the background while formation
-        // opens it too: the second waits here, then finds it open.
+        // One opening at a time: two openings of one group would both create its first file.
         let _opening = self.opening.lock().await;
         if let Some(group) = self.group(name) {
             return Ok(group);
@@ -251,29 +332,38 @@ impl ClusterNode {
             self.config.replication.segment_size_bytes,
             control.clone(),
             name,
-            &self.me.name,
+            self.cleaning.clone(),
         )
         .await
         .map_err(|e| NodeError::Internal(format!("group {name}: cannot open its log in {}: {e}", dir.display())))?;
         let (applied, membership) = log.recorded_applied().map_err(|e| NodeError::Internal(e.to_string()))?;
         let position = Arc::new(AppliedPosition::default());
         let effects: Arc<dyn ControlEffects> = Arc::new(Effects(self.this.clone()));
-        let machine = GroupMachine::new(name, self.node.clone(), effects, applied, membership, position.clone());
+        let writes = Arc::new(tokio::sync::Mutex::new(()));
+        let machine = GroupMachine::new(
+            name,
+            self.node.clone(),
+            effects,
+            applied,
+            membership,
+            position.clone(),
+            writes.clone(),
+        );
         let network = GroupNetwork {
             group: name.to_string(),
             peers: self.peers.clone(),
+            node: Arc::downgrade(&self.node),
         };
         let me = node_id(&self.me.name);
         let raft = Raft::new(me, self.raft_config(name)?, network, log.clone(), machine)
             .await
             .map_err(|e| NodeError::Internal(format!("group {name}: {e}")))?;
-        let group = Arc::new(Group::new(
-            name,
-            raft,
-            me,
-            position,
-            self.config.replication.max_election_timeout() * 4,
-        ));
+        let timing = GroupTiming {
+            ready_timeout: self.config.replication.max_election_timeout() * 4,
+            min_active_backups: self.config.replication.min_active_backups,
+            backup_timeout: self.config.replication.max_election_timeout(),
+        };
+        let group = Arc::new(Group::new(name, raft, me, position, writes, timing));
         let mut groups = self.groups.write();
         if let Some(existing) = groups.get(name) {
             // Opened concurrently by someone else: keep theirs.
@@ -281,6 +371,7 @@ impl ClusterNode {
         }
         groups.insert(name.to_string(), group.clone());
         drop(groups);
+        self.logs.write().insert(name.to_string(), log.clone());
         crate::flush::spawn(group.clone(), log, control, self.config.replication.sync_interval_ms);
         crate::observe::spawn_leader_log(group.clone());
         info!(group = %name, "replication group open");
@@ -385,6 +476,10 @@ impl ClusterNode {
         let group_name = match &request {
             AdminRequest::Join { .. } => ADMIN_GROUP.to_string(),
             AdminRequest::AddMember { group, .. } => group.clone(),
+            AdminRequest::Manage(manage) => match manage.leader_of() {
+                Some(group) => group.to_string(),
+                None => return self.manage_here(None, manage).await,
+            },
         };
         let group = self
             .group(&group_name)
@@ -400,14 +495,42 @@ impl ClusterNode {
                 .map_err(|e| WireError::Unknown(e.to_string()))?;
         }
         match request {
-            AdminRequest::Join { node, contexts } => self.join_here(node, contexts).await,
+            AdminRequest::Join {
+                node,
+                contexts,
+                restored_from,
+            } => {
+                self.refuse_restored(&node, restored_from.as_deref())?;
+                self.join_here(node, contexts).await
+            }
             AdminRequest::AddMember { group: _, node, role } => self.add_member_here(&group, &node, role).await,
+            AdminRequest::Manage(manage) => self.manage_here(Some(&group), &manage).await,
         }
+    }
+
+    /// Refuses a joining node whose data was restored from a backup of this very cluster: its
+    /// log and vote went back in time, which openraft cannot take.
+    pub(crate) fn refuse_restored(&self, node: &NodeAddress, restored_from: Option<&str>) -> AdminAnswer {
+        let ours = self
+            .node
+            .control()
+            .cluster_identity()
+            .map_err(|e| WireError::Unknown(e.to_string()))?
+            .map(|identity| identity.cluster_id);
+        if restored_from.is_some() && restored_from == ours.as_deref() {
+            return Err(WireError::Invalid(format!(
+                "node {} was restored from a backup of this cluster and cannot rejoin it under its old \
+                 identity: its log and vote went back in time. Re-seed a new cluster from it \
+                 (myelin restore --reseed), or give it a new name and empty data",
+                node.name
+            )));
+        }
+        Ok(())
     }
 
     /// As `_admin`'s leader: records the node, makes it a voter of `_admin`, then a PRIMARY of
     /// each context's group.
-    async fn join_here(&self, node: NodeAddress, contexts: Vec<String>) -> AdminAnswer {
+    pub(crate) async fn join_here(&self, node: NodeAddress, contexts: Vec<String>) -> AdminAnswer {
         let id = node_id(&node.name);
         let admin = self
             .group(ADMIN_GROUP)
@@ -441,7 +564,8 @@ impl ClusterNode {
     /// As `group`'s leader: adds the node as a learner, waits until it caught up, and makes a
     /// PRIMARY a voter. `_admin` has recorded the member already, so the node has opened the
     /// group (or will, and openraft retries until it answers).
-    async fn add_member_here(&self, group: &Group, name: &str, role: Role) -> AdminAnswer {
+    pub(crate) async fn add_member_here(&self, group: &Group, name: &str, role: Role) -> AdminAnswer {
+        let _turn = group.membership_changes.lock().await;
         let id = node_id(name);
         let member = Member {
             name: name.to_string(),
@@ -505,6 +629,8 @@ impl ClusterNode {
             }
         }
         members.insert(name.to_string(), role);
+        crate::gate::check_configuration(&members, self.config.replication.min_active_backups)
+            .map_err(WireError::Invalid)?;
         self.control(
             ADMIN_GROUP,
             ControlCommand::GroupConfigured {
@@ -620,7 +746,7 @@ fn appended(applied: Applied) -> Appended {
             first_token: first_token as u64,
             count,
         },
-        Applied::Done => Appended {
+        Applied::Done | Applied::ContextGone => Appended {
             first_token: 0,
             count: 0,
         },
@@ -676,7 +802,7 @@ impl WritePath for ClusterNode {
 }
 
 /// Records `group` with exactly `members` (applied again on a replay: every step is idempotent).
-fn record_group(
+pub(crate) fn record_group(
     control: &myelin_control::ControlDb,
     group: &str,
     members: &BTreeMap<NodeName, Role>,
@@ -710,6 +836,11 @@ impl ControlEffects for Effects {
         };
         let control = cluster.node.control();
         match command {
+            ControlCommand::ClusterCreated { cluster_id } => {
+                control
+                    .set_cluster_identity(cluster_id, &cluster.me.name)
+                    .map_err(|e| e.to_string())?;
+            }
             ControlCommand::NodeJoined(address) => {
                 control
                     .upsert_cluster_node(&myelin_control::ClusterNode {
@@ -745,23 +876,31 @@ impl ControlEffects for Effects {
                 }
             }
             ControlCommand::ContextPlaced { context, group: placed } => {
-                control
-                    .set_context_replication_group(context, placed)
-                    .map_err(|e| e.to_string())?;
+                // A node that does not (yet) have the context only remembers where it lives:
+                // `_admin` and the group's own log are applied independently, and the group's
+                // `ContextCreated` records the placement with the context on its members.
+                match control.set_context_replication_group(context, placed) {
+                    Ok(()) | Err(myelin_control::ControlError::NotFound { kind: "context", .. }) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
                 cluster.placements.write().insert(context.clone(), placed.clone());
             }
             ControlCommand::ContextCreated { context, metadata } => {
-                if cluster.node.contexts().get(context).is_none() {
+                // A MESSAGING_ONLY member holds no event files (it receives placeholders in
+                // place of events): it records where the context lives, and nothing more.
+                let stores_events = cluster.role_in(group).is_none_or(|role| role.has_storage());
+                if stores_events && cluster.node.contexts().get(context).is_none() {
                     match cluster.node.create_context(context, metadata) {
                         Ok(()) | Err(NodeError::ContextExists(_)) => {}
                         Err(e) => return Err(format!("group {group}: creating context {context}: {e}")),
                     }
                 }
-                control
-                    .set_context_replication_group(context, group)
-                    .map_err(|e| e.to_string())?;
-                cluster.placements.write().insert(context.clone(), group.to_string());
+                // Recorded with the context where it has one; in memory on a messaging-only
+                // member, which keeps no record (a record would open stores at its next start).
+                cluster.place(context, group).map_err(|e| e.to_string())?;
             }
+            // The admin operations' own commands (membership changes, deletions).
+            other => crate::admin::apply(&cluster, group, other)?,
         }
         Ok(())
     }

@@ -41,11 +41,30 @@ impl ClusterNode {
         let formation = self.form().await;
         // Admin requests wait for this; after a failure they are answered (and fail) too.
         self.set_formed();
+        let replication = &self.config().replication;
+        if replication.log_compaction_enabled {
+            let retention = Duration::from_secs(replication.log_retention_hours.saturating_mul(3600));
+            crate::cleaner::spawn(Arc::downgrade(self), retention);
+        }
         formation
     }
 
     async fn form(self: &Arc<Self>) -> Result<Formation, NodeError> {
         self.load_configuration()?;
+        if let Some(identity) = self.node().control().cluster_identity()?
+            && identity.restored_from.as_deref() == Some(identity.cluster_id.as_str())
+            && !self.node().control().raft_groups()?.is_empty()
+        {
+            return Err(NodeError::Cluster {
+                code: myelin_node::ErrorCode::CannotJoin,
+                message: format!(
+                    "this node was restored from a backup of cluster {} and would rejoin it with its log and \
+                     vote gone back in time; re-seed a new cluster from it (myelin restore --reseed) or \
+                     restore every node of the cluster (myelin restore --whole-cluster)",
+                    identity.cluster_id
+                ),
+            });
+        }
         let groups = self.reopen_groups().await?;
         if groups > 0 {
             return Ok(Formation::Resumed { groups });
@@ -65,6 +84,13 @@ impl ClusterNode {
     pub async fn initialise(&self, contexts: &[String]) -> Result<(), NodeError> {
         self.initialize_group(ADMIN_GROUP).await?;
         self.wait_until_leading(ADMIN_GROUP).await?;
+        self.control(
+            ADMIN_GROUP,
+            ControlCommand::ClusterCreated {
+                cluster_id: new_cluster_id()?,
+            },
+        )
+        .await?;
         self.control(ADMIN_GROUP, ControlCommand::NodeJoined(self.me().clone()))
             .await?;
         for context in contexts {
@@ -94,8 +120,43 @@ impl ClusterNode {
                 },
             )
             .await?;
+            self.seal_existing_data(context).await?;
         }
         info!(node = %self.me().name, ?contexts, "cluster initialised");
+        Ok(())
+    }
+
+    /// A group initialised over stores that hold data already (a node turned into a cluster,
+    /// or a re-seed from a backup) has a log that does not reach back to those events. So the
+    /// log is purged at once behind a snapshot: every member that joins is caught up by
+    /// snapshot (the events it lacks) before it applies a single entry, as Axon's
+    /// `force-snapshot-on-join` does.
+    async fn seal_existing_data(&self, group: &str) -> Result<(), NodeError> {
+        let holds_data = self
+            .node()
+            .contexts()
+            .get(group)
+            .is_some_and(|context| context.store().head() > 0 || context.store().snapshot_head() > 0);
+        if !holds_data {
+            return Ok(());
+        }
+        let local = self
+            .group(group)
+            .ok_or_else(|| NodeError::Internal(format!("group {group} is not open")))?;
+        let last = local.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        let failed = |e: &dyn std::fmt::Display| NodeError::Internal(format!("group {group}: sealing its data: {e}"));
+        local.raft.trigger().snapshot().await.map_err(|e| failed(&e))?;
+        local
+            .raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= last),
+                "a snapshot of the data",
+            )
+            .await
+            .map_err(|e| failed(&e))?;
+        local.raft.trigger().purge_log(last).await.map_err(|e| failed(&e))?;
+        info!(%group, through = last, "existing data sealed behind a snapshot: members join by snapshot");
         Ok(())
     }
 
@@ -117,9 +178,15 @@ impl ClusterNode {
         self.open_group(ADMIN_GROUP).await?;
         let (host, port) = split_host_port(first, self.me().internal_port);
         let endpoint = format!("http://{host}:{port}");
+        let restored_from = self
+            .node()
+            .control()
+            .cluster_identity()?
+            .and_then(|identity| identity.restored_from);
         let request = AdminRequest::Join {
             node: self.me().clone(),
             contexts: self.config().autocluster_contexts.clone(),
+            restored_from,
         };
         let mut delay = Duration::from_millis(200);
         loop {
@@ -139,6 +206,13 @@ impl ClusterNode {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// A new cluster's id: 128 random bits, hex.
+fn new_cluster_id() -> Result<String, NodeError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| NodeError::Internal(format!("no random cluster id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `host[:port]` with `default_port` when there is none.

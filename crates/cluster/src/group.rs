@@ -18,6 +18,7 @@ use myelin_store::{ContextStore, PreparedEvent, StoreError};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::Mutex;
 
+use crate::gate::{active_backups, may_acknowledge};
 use crate::machine::AppliedPosition;
 use crate::types::{Applied, Command, NodeId, NodeName, Raft, Transaction};
 
@@ -150,6 +151,25 @@ pub struct Group {
     sequencer: Mutex<Sequencer>,
     /// How long a new leader may take to apply its predecessors' entries before writes fail.
     ready_timeout: Duration,
+    /// `min-active-backups`, and how long a write waits for them (`max-election-timeout`).
+    min_active_backups: usize,
+    backup_timeout: Duration,
+    /// Held while the group writes to its contexts' stores (shared with its state machine).
+    pub writes: Arc<Mutex<()>>,
+    /// Held by a membership change from start to end: openraft refuses a change while another
+    /// is under way, so changes to one group (joins of several nodes at once) take turns.
+    pub membership_changes: Mutex<()>,
+}
+
+/// The timeouts and backup rule a group runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupTiming {
+    /// How long a new leader may take to apply its predecessors' entries before writes fail.
+    pub ready_timeout: Duration,
+    /// `min-active-backups`.
+    pub min_active_backups: usize,
+    /// How long a write waits for the active backups (`max-election-timeout`).
+    pub backup_timeout: Duration,
 }
 
 /// What a transaction is, for [`Group::propose`].
@@ -159,15 +179,53 @@ pub enum Proposal {
 }
 
 impl Group {
-    pub fn new(name: &str, raft: Raft, me: NodeId, position: Arc<AppliedPosition>, ready_timeout: Duration) -> Group {
+    pub fn new(
+        name: &str,
+        raft: Raft,
+        me: NodeId,
+        position: Arc<AppliedPosition>,
+        writes: Arc<Mutex<()>>,
+        timing: GroupTiming,
+    ) -> Group {
         Group {
+            writes,
             name: name.to_string(),
             raft,
             me,
             position,
             sequencer: Mutex::new(Sequencer::default()),
-            ready_timeout,
+            ready_timeout: timing.ready_timeout,
+            min_active_backups: timing.min_active_backups,
+            backup_timeout: timing.backup_timeout,
+            membership_changes: Mutex::new(()),
         }
+    }
+
+    /// Waits until the group's active backups hold entry `index` ([`crate::gate`]).
+    async fn backups_hold(&self, index: u64) -> Result<(), ProposeError> {
+        let backups = active_backups(self.raft.metrics().borrow().membership_config.membership());
+        if backups.is_empty() {
+            return Ok(());
+        }
+        let k = self.min_active_backups;
+        self.raft
+            .wait(Some(self.backup_timeout))
+            .metrics(
+                |m| {
+                    let replication = m.replication.clone().unwrap_or_default();
+                    may_acknowledge(&replication, &backups, k, index)
+                },
+                "the active backups hold the entry",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                ProposeError::Unknown(format!(
+                    "group {}: the write is committed on the primaries, but fewer than {k} active backup(s) \
+                     confirmed it within {:?}; it will be stored on the backups once they are reachable",
+                    self.name, self.backup_timeout
+                ))
+            })
     }
 
     /// The leader's name as this node knows it, if there is one.
@@ -244,7 +302,15 @@ impl Group {
             }
         };
         let outcome = match receiver.await {
-            Ok(Ok(response)) => return Ok(response.data),
+            Ok(Ok(response)) => {
+                if response.data == Applied::ContextGone {
+                    return Err(ProposeError::Refused(NodeError::ContextNotFound(
+                        store.name().to_string(),
+                    )));
+                }
+                self.backups_hold(response.log_id.index).await?;
+                return Ok(response.data);
+            }
             Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
                 ProposeError::NotLeader(forward.leader_node.map(|member| member.name))
             }

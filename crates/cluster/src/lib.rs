@@ -11,11 +11,15 @@
 // that build one for them return it as is rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
+pub mod backup;
+pub mod cleaner;
 pub mod cluster;
 pub mod codec;
 pub mod config;
 mod flush;
 pub mod formation;
+pub mod gate;
 pub mod group;
 pub mod log;
 pub mod machine;
@@ -23,6 +27,7 @@ pub mod network;
 pub mod observe;
 pub mod role;
 pub mod service;
+pub mod transfer;
 pub mod types;
 
 pub use cluster::{ADMIN_GROUP, ClusterNode};

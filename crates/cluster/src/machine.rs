@@ -18,8 +18,12 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMe
 use parking_lot::Mutex;
 use tracing::debug;
 
+use std::collections::BTreeMap;
+
+use crate::role::Role;
 use crate::types::{
-    Applied, Command, ControlCommand, Entry, LogId, Manifest, StorageError, StoredMembership, Transaction, TypeConfig,
+    AdminState, Applied, Command, ControlCommand, Entry, LogId, Manifest, NodeAddress, StorageError, StoredMembership,
+    Transaction, TypeConfig,
 };
 
 /// What the cluster does with a control command once it is committed (`_admin`'s address book
@@ -59,6 +63,9 @@ pub struct GroupMachine {
     position: Arc<AppliedPosition>,
     /// The last snapshot built or installed, shared with the builders.
     snapshot: SnapshotSlot,
+    /// Held while this group writes to its contexts' stores: applying entries, or receiving a
+    /// snapshot's events (`transfer`), never both at once.
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl GroupMachine {
@@ -70,6 +77,7 @@ impl GroupMachine {
         applied: Option<LogId>,
         membership: StoredMembership,
         position: Arc<AppliedPosition>,
+        writes: Arc<tokio::sync::Mutex<()>>,
     ) -> GroupMachine {
         GroupMachine {
             group: group.to_string(),
@@ -79,6 +87,7 @@ impl GroupMachine {
             membership,
             position,
             snapshot: Arc::new(Mutex::new(None)),
+            writes,
         }
     }
 
@@ -92,17 +101,35 @@ impl GroupMachine {
         }
     }
 
-    fn manifest(&self) -> Manifest {
+    /// Whether `context` has no record on this node (a member creates the record from the
+    /// group's log before any of the context's events, so none means deleted since).
+    fn deleted(&self, context: &str) -> bool {
+        matches!(self.node.control().context(context), Ok(None))
+    }
+
+    /// What this group's state is now: its contexts with their stores' heads (exactly what is
+    /// applied, since apply waits for the stores' fsync), and for `_admin` the configuration.
+    fn manifest(&self) -> Result<Manifest, StorageError> {
+        let control = self.node.control();
         let mut manifest = Manifest::default();
-        for name in self.node.contexts().names() {
+        for name in control.contexts_of_replication_group(&self.group).map_err(read_error)? {
+            let metadata = control
+                .context(&name)
+                .map_err(read_error)?
+                .map(|record| record.metadata)
+                .unwrap_or_default();
             if let Some(context) = self.node.contexts().get(&name) {
                 manifest.event_heads.insert(name.clone(), context.store().head() as i64);
                 manifest
                     .snapshot_heads
-                    .insert(name, context.store().snapshot_head() as i64);
+                    .insert(name.clone(), context.store().snapshot_head() as i64);
             }
+            manifest.contexts.insert(name, metadata);
         }
-        manifest
+        if self.group == crate::cluster::ADMIN_GROUP {
+            manifest.admin = Some(admin_state(control).map_err(read_error)?);
+        }
+        Ok(manifest)
     }
 }
 
@@ -142,7 +169,12 @@ impl GroupMachine {
         heads: &mut Heads,
         pending: &mut Vec<Pending>,
     ) -> Result<Applied, StorageError> {
-        let store = self.store(&transaction.context, log_id)?;
+        let store = match self.store(&transaction.context, log_id) {
+            Ok(store) => store,
+            // Deleted earlier in this log: every member skips it alike.
+            Err(_) if self.deleted(&transaction.context) => return Ok(Applied::ContextGone),
+            Err(e) => return Err(e),
+        };
         let count = transaction.events.len() as i64;
         let next = heads.next(&store, kind);
         let stored = Applied::Stored {
@@ -206,6 +238,8 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let writes = self.writes.clone();
+        let _writing = writes.lock().await;
         let mut answers = Vec::new();
         let mut pending = Vec::new();
         let mut heads = Heads::default();
@@ -248,13 +282,14 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> ManifestBuilder {
+        let manifest = self.manifest();
         ManifestBuilder {
             meta: SnapshotMeta {
                 last_log_id: self.applied,
                 last_membership: self.membership.clone(),
                 snapshot_id: format!("{}-{}", self.group, self.applied.map(|l| l.index).unwrap_or(0)),
             },
-            manifest: self.manifest(),
+            manifest,
             current: self.snapshot.clone(),
         }
     }
@@ -263,27 +298,64 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
         Ok(Box::default())
     }
 
-    /// A snapshot is a manifest; the events it covers must already be in the local stores
-    /// (the incremental transfer sends them first). Until that transfer exists, a snapshot
-    /// whose heads are beyond this node's stores is refused rather than installed over a gap.
+    /// A snapshot is a manifest; the events it covers are already in the local stores: the
+    /// leader sent them first (`transfer`). So installing checks that every store the manifest
+    /// names holds at least what it says, applies `_admin`'s configuration, and moves the
+    /// applied position; a store short of the manifest is refused rather than left with a gap.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, crate::types::Member>,
         snapshot: Box<Manifest>,
     ) -> Result<(), StorageError> {
+        let refuse = |message: String| -> StorageError {
+            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(message)).into()
+        };
+        let writes = self.writes.clone();
+        let _writing = writes.lock().await;
         for (context, head) in &snapshot.event_heads {
-            let local = self.node.contexts().get(context).map(|c| c.store().head() as i64);
-            if local.unwrap_or(0) < *head {
-                return Err(StorageIOError::write_snapshot(
-                    Some(meta.signature()),
-                    AnyError::error(format!(
-                        "group {}: snapshot {} needs {context} up to token {head}, this node holds {}",
-                        self.group,
-                        meta.snapshot_id,
-                        local.unwrap_or(0)
-                    )),
-                )
-                .into());
+            // A member without the context's stores (MESSAGING_ONLY) has nothing to check.
+            let Some(local) = self.node.contexts().get(context) else {
+                continue;
+            };
+            let (events, snapshots) = (local.store().head() as i64, local.store().snapshot_head() as i64);
+            let snapshot_head = snapshot.snapshot_heads.get(context).copied().unwrap_or(0);
+            if events < *head || snapshots < snapshot_head {
+                return Err(refuse(format!(
+                    "group {}: snapshot {} needs {context} up to event token {head} and snapshot token \
+                     {snapshot_head}; this node holds {events} and {snapshots}",
+                    self.group, meta.snapshot_id
+                )));
+            }
+        }
+        if let Some(admin) = &snapshot.admin {
+            let mut commands: Vec<ControlCommand> = admin
+                .cluster_id
+                .iter()
+                .map(|cluster_id| ControlCommand::ClusterCreated {
+                    cluster_id: cluster_id.clone(),
+                })
+                .collect();
+            commands.extend(admin.nodes.iter().cloned().map(ControlCommand::NodeJoined));
+            commands.extend(
+                admin
+                    .groups
+                    .iter()
+                    .map(|(group, members)| ControlCommand::GroupConfigured {
+                        group: group.clone(),
+                        members: members.clone(),
+                    }),
+            );
+            commands.extend(
+                admin
+                    .placements
+                    .iter()
+                    .map(|(context, group)| ControlCommand::ContextPlaced {
+                        context: context.clone(),
+                        group: group.clone(),
+                    }),
+            );
+            for command in &commands {
+                self.effects.apply(&self.group, command).map_err(&refuse)?;
             }
         }
         self.applied = meta.last_log_id;
@@ -306,18 +378,56 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
 /// Builds the (small) snapshot of a group: its position, membership and the stores' heads.
 pub struct ManifestBuilder {
     meta: SnapshotMeta<u64, crate::types::Member>,
-    manifest: Manifest,
+    manifest: Result<Manifest, StorageError>,
     current: SnapshotSlot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        *self.current.lock() = Some((self.meta.clone(), self.manifest.clone()));
+        let manifest = self.manifest.clone()?;
+        *self.current.lock() = Some((self.meta.clone(), manifest.clone()));
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(self.manifest.clone()),
+            snapshot: Box::new(manifest),
         })
     }
+}
+
+/// `_admin`'s configuration as the control database holds it.
+fn admin_state(control: &myelin_control::ControlDb) -> Result<AdminState, myelin_control::ControlError> {
+    let nodes = control
+        .cluster_nodes()?
+        .into_iter()
+        .map(|n| NodeAddress {
+            name: n.name,
+            internal_host_name: n.internal_host_name,
+            internal_port: n.internal_port,
+            host_name: n.host_name,
+            grpc_port: n.grpc_port,
+            http_port: n.http_port,
+        })
+        .collect();
+    let mut groups = BTreeMap::new();
+    for group in control.replication_groups_configured()? {
+        let members = group
+            .members
+            .into_iter()
+            .filter_map(|(node, number)| Some((node, Role::from_number(number)?)))
+            .collect();
+        groups.insert(group.name, members);
+    }
+    let mut placements = BTreeMap::new();
+    for context in control.contexts()? {
+        if let Some(group) = control.context_replication_group(&context.name)? {
+            placements.insert(context.name, group);
+        }
+    }
+    Ok(AdminState {
+        cluster_id: control.cluster_identity()?.map(|identity| identity.cluster_id),
+        nodes,
+        groups,
+        placements,
+    })
 }
 
 /// An I/O error as openraft's storage error for reading the state machine.

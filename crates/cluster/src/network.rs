@@ -13,14 +13,15 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::{Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, Snapshot, SnapshotMeta};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::types::{Manifest, Member, NodeAddress, NodeId, NodeName, TypeConfig, Vote};
+use crate::role::Role;
+use crate::types::{Command, Manifest, Member, NodeAddress, NodeId, NodeName, TypeConfig, Vote};
 
 /// The metadata key carrying the internal token (Axon's access-token header).
 pub const TOKEN_METADATA_KEY: &str = "axoniq-access-token";
@@ -53,6 +54,8 @@ pub enum CallError {
 
 /// The address book and one lazily connected channel per peer.
 pub struct Peers {
+    /// Bytes of events sent to members catching up by snapshot, since start.
+    pub transferred_bytes: std::sync::atomic::AtomicU64,
     addresses: RwLock<HashMap<NodeName, NodeAddress>>,
     channels: RwLock<HashMap<NodeName, (String, Channel)>>,
     token: Option<String>,
@@ -61,6 +64,7 @@ pub struct Peers {
 impl Peers {
     pub fn new(token: Option<String>) -> Peers {
         Peers {
+            transferred_bytes: std::sync::atomic::AtomicU64::new(0),
             addresses: RwLock::new(HashMap::new()),
             channels: RwLock::new(HashMap::new()),
             token,
@@ -174,6 +178,7 @@ impl Peers {
             Call::FullSnapshot => client.full_snapshot(request).await,
             Call::Forward => client.forward(request).await,
             Call::Admin => client.admin(request).await,
+            Call::Transfer => client.transfer(request).await,
         }
         .map_err(status)?;
         decode(&reply.into_inner().body).map_err(|error| CallError::Decode {
@@ -191,12 +196,15 @@ pub enum Call {
     FullSnapshot,
     Forward,
     Admin,
+    Transfer,
 }
 
 /// openraft's network for one group: a connection per target, all through [`Peers`].
 pub struct GroupNetwork {
     pub group: String,
     pub peers: Arc<Peers>,
+    /// This node, whose stores a snapshot's missing transactions are read from.
+    pub node: std::sync::Weak<myelin_node::Node>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -208,6 +216,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             peers: self.peers.clone(),
             target,
             name: node.name.clone(),
+            role: node.role,
+            node: self.node.clone(),
         }
     }
 }
@@ -217,6 +227,28 @@ pub struct Connection {
     peers: Arc<Peers>,
     target: NodeId,
     name: NodeName,
+    /// The target's role: a MESSAGING_ONLY member gets placeholders in place of events.
+    role: Role,
+    node: std::sync::Weak<myelin_node::Node>,
+}
+
+/// What a MESSAGING_ONLY member receives in place of an entry: events and snapshots become
+/// placeholders at the same log id (Axon's `DummyEntry`); everything else is sent as it is.
+/// Raft compares log ids only, so the member's log matches the leader's; it must never be
+/// promoted (a role change is a removal and a new addition, as in Axon).
+pub fn for_role(role: Role, mut rpc: AppendEntriesRequest<TypeConfig>) -> AppendEntriesRequest<TypeConfig> {
+    if role.has_storage() {
+        return rpc;
+    }
+    for entry in &mut rpc.entries {
+        if matches!(
+            entry.payload,
+            EntryPayload::Normal(Command::Events(_)) | EntryPayload::Normal(Command::Snapshot(_))
+        ) {
+            entry.payload = EntryPayload::Normal(Command::Dummy);
+        }
+    }
+    rpc
 }
 
 type RaftResult<T> = Result<T, RaftError<NodeId>>;
@@ -253,6 +285,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let rpc = for_role(self.role, rpc);
         self.raft_call(Call::AppendEntries, &rpc).await
     }
 
@@ -271,6 +304,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        // The transactions the target lacks go first (none to a member that stores no events).
+        if self.role.has_storage() {
+            let node = self.node.upgrade().ok_or_else(|| {
+                StreamingError::Unreachable(Unreachable::new(&std::io::Error::other("this node is shutting down")))
+            })?;
+            crate::transfer::send(&self.peers, &node, &self.group, &self.name, &snapshot.snapshot)
+                .await
+                .map_err(|e| StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
+        }
         let transfer = SnapshotTransfer {
             vote,
             meta: snapshot.meta,
@@ -282,5 +324,69 @@ impl RaftNetwork<TypeConfig> for Connection {
             .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::{EntryPayload, Vote};
+
+    use super::*;
+    use crate::codec::log_id;
+    use crate::types::{ControlCommand, Entry, Transaction};
+
+    fn request() -> AppendEntriesRequest<TypeConfig> {
+        let events = Command::Events(Transaction {
+            context: "default".into(),
+            token: 0,
+            events: vec![Bytes::from_static(b"e")],
+        });
+        let created = Command::Control(ControlCommand::ContextCreated {
+            context: "default".into(),
+            metadata: Default::default(),
+        });
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: vec![
+                Entry {
+                    log_id: log_id(1, 0),
+                    payload: EntryPayload::Blank,
+                },
+                Entry {
+                    log_id: log_id(1, 1),
+                    payload: EntryPayload::Normal(created),
+                },
+                Entry {
+                    log_id: log_id(1, 2),
+                    payload: EntryPayload::Normal(events),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_messaging_only_member_gets_placeholders_for_events_at_the_same_log_ids() {
+        let sent = for_role(Role::MessagingOnly, request());
+        let original = request();
+        assert_eq!(sent.entries.len(), 3);
+        for (sent, original) in sent.entries.iter().zip(&original.entries) {
+            assert_eq!(sent.log_id, original.log_id);
+        }
+        assert_eq!(sent.entries[0].payload, EntryPayload::Blank);
+        assert_eq!(
+            sent.entries[1].payload, original.entries[1].payload,
+            "control entries are kept"
+        );
+        assert_eq!(sent.entries[2].payload, EntryPayload::Normal(Command::Dummy));
+    }
+
+    #[test]
+    fn members_that_store_events_get_them() {
+        for role in [Role::Primary, Role::ActiveBackup, Role::PassiveBackup] {
+            assert_eq!(for_role(role, request()).entries, request().entries, "{role}");
+        }
     }
 }

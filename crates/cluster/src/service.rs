@@ -98,6 +98,14 @@ impl Cluster for ClusterService {
         reply(envelope.group, &answer)
     }
 
+    async fn transfer(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        self.check(&request)?;
+        let envelope = request.into_inner();
+        let transfer: crate::transfer::TransferRequest = body(&envelope)?;
+        let answer = crate::transfer::receive(&self.cluster, &envelope.group, transfer).await;
+        reply(envelope.group, &answer)
+    }
+
     async fn admin(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         self.check(&request)?;
         let envelope = request.into_inner();

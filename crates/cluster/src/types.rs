@@ -59,6 +59,9 @@ pub struct Transaction {
 /// Changes to the cluster's configuration or to a group's contexts, applied on every member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlCommand {
+    /// `_admin`'s first entry: the cluster's identity. A node restored from a backup of this
+    /// cluster may not join it again under its old name (docs/BACKUP.md).
+    ClusterCreated { cluster_id: String },
     /// `_admin`: a node joined the cluster (or its addresses changed).
     NodeJoined(NodeAddress),
     /// `_admin`: a replication group exists with these members.
@@ -73,6 +76,31 @@ pub enum ControlCommand {
         context: String,
         metadata: BTreeMap<String, String>,
     },
+    /// `_admin`: a new replication group with its members; each member opens it (the admin
+    /// API's counterpart of `GroupConfigured`, applied through `crate::admin`).
+    GroupCreated {
+        group: String,
+        members: BTreeMap<NodeName, Role>,
+    },
+    /// `_admin`: `node` is a member of `group` with `role` from now on; the node opens the group.
+    MemberAdded { group: String, node: NodeName, role: Role },
+    /// `_admin`: `node` left `group`; the node closes it and deletes its log, and the files of
+    /// the group's contexts unless `preserve_event_store`.
+    MemberRemoved {
+        group: String,
+        node: NodeName,
+        preserve_event_store: bool,
+    },
+    /// `_admin`: the group and its contexts are gone; members close it and delete its log, and
+    /// the contexts' files unless `preserve_event_store`.
+    GroupDeleted { group: String, preserve_event_store: bool },
+    /// In the context's group's log, then in `_admin`: the context is gone.
+    ContextDeleted {
+        context: String,
+        preserve_event_store: bool,
+    },
+    /// `_admin`: the node left the cluster.
+    NodeLeft(NodeName),
 }
 
 /// The application data of a normal log entry.
@@ -105,16 +133,32 @@ pub enum Applied {
     Stored { first_token: i64, count: u64 },
     /// A control command or an entry with nothing to store.
     Done,
+    /// Events of a context deleted earlier in the log (a write that raced the deletion): not
+    /// stored anywhere, the same on every member.
+    ContextGone,
 }
 
 /// The snapshot a group builds: small, because the events themselves are sent incrementally
 /// (CLUSTER.md §10.5). The log id and membership are openraft's snapshot meta.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The group's contexts, with their metadata.
+    pub contexts: BTreeMap<String, BTreeMap<String, String>>,
     /// Next event token per context at the snapshot's last log id.
     pub event_heads: BTreeMap<String, i64>,
     /// Next snapshot token per context.
     pub snapshot_heads: BTreeMap<String, i64>,
+    /// `_admin` only: the cluster's configuration at that point.
+    pub admin: Option<AdminState>,
+}
+
+/// What `_admin`'s log has built: the address book, the groups and where contexts live.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AdminState {
+    pub cluster_id: Option<String>,
+    pub nodes: Vec<NodeAddress>,
+    pub groups: BTreeMap<String, BTreeMap<NodeName, Role>>,
+    pub placements: BTreeMap<String, String>,
 }
 
 openraft::declare_raft_types!(

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use myelin_cluster::log::LogStore;
+use myelin_cluster::log::{CleaningGate, LogStore};
 use myelin_cluster::machine::{AppliedPosition, ControlEffects, GroupMachine};
 use myelin_cluster::types::{ControlCommand, TypeConfig};
 use myelin_control::ControlDb;
@@ -44,12 +44,13 @@ impl StoreBuilder<TypeConfig, LogStore, GroupMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, GroupMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let node = node(dir.path());
+        let gate = Arc::new(CleaningGate::new(Arc::new(DeletionHolds::default())));
         let log = LogStore::open(
             &dir.path().join("log"),
             1024 * 1024,
             node.control().clone(),
             "suite",
-            "n",
+            gate,
         )
         .await
         .expect("open the log");
@@ -61,6 +62,7 @@ impl StoreBuilder<TypeConfig, LogStore, GroupMachine, TempDir> for Builder {
             applied,
             membership,
             Arc::new(AppliedPosition::default()),
+            Arc::new(tokio::sync::Mutex::new(())),
         );
         Ok((dir, log, machine))
     }

@@ -230,6 +230,21 @@ impl ControlDb {
         Ok(deleted == 1)
     }
 
+    /// Forgets the cluster this node was in: every node, group and member, and every raft
+    /// state, in one transaction (contexts stay, no longer placed in a group). What a node
+    /// restored from a backup does before it re-seeds a new cluster; `restored_from` stays.
+    pub fn forget_cluster(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        tx.execute("UPDATE contexts SET replication_group = NULL", [])?;
+        tx.execute("DELETE FROM replication_group_members", [])?;
+        tx.execute("DELETE FROM replication_group_configs", [])?;
+        tx.execute("DELETE FROM cluster_nodes", [])?;
+        tx.execute("DELETE FROM replication_groups", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn replication_group(&self, name: &str) -> Result<Option<ReplicationGroupRecord>> {
         let conn = self.lock();
         let created_at_ms: Option<i64> = conn
@@ -415,6 +430,51 @@ fn stored_role(group: &str, role: i32) -> Result<i32> {
         None => Err(ControlError::Corrupt(format!(
             "unknown role {role} stored in replication group {group:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod forget_tests {
+    use crate::db::tests::open_temp;
+    use crate::{ClusterNode, LogPosition, Vote};
+
+    #[test]
+    fn forgetting_the_cluster_keeps_contexts_and_drops_every_trace_of_raft() {
+        let (_dir, db) = open_temp();
+        db.create_context("orders", &Default::default()).expect("context");
+        db.upsert_cluster_node(&ClusterNode {
+            name: "n1".into(),
+            internal_host_name: "h".into(),
+            internal_port: 8224,
+            host_name: "h".into(),
+            grpc_port: 8124,
+            http_port: 8024,
+        })
+        .expect("node");
+        db.create_replication_group("orders", &[("n1".into(), 0)])
+            .expect("group");
+        db.set_context_replication_group("orders", "orders").expect("placed");
+        db.save_vote(
+            "orders",
+            &Vote {
+                term: 3,
+                node: Some("1".into()),
+                committed: true,
+            },
+        )
+        .expect("vote");
+        db.save_applied("orders", LogPosition { term: 3, index: 9 }, "{}")
+            .expect("applied");
+        db.forget_cluster().expect("forget");
+        assert!(db.context("orders").expect("read").is_some());
+        assert_eq!(
+            db.context_replication_group("orders").expect("read").as_deref(),
+            Some("orders")
+        );
+        assert!(db.cluster_nodes().expect("nodes").is_empty());
+        assert!(db.replication_group("orders").expect("group").is_none());
+        assert!(db.raft_state("orders").expect("state").is_none());
+        assert!(db.raft_groups().expect("groups").is_empty());
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Off by default, as in Axon Server. When on, every call needs an `AxonIQ-Access-Token`
 //! (the configured token, the admin token or an application's token) with a right on the
-//! call's context: appends need WRITE, reads need READ, the platform connection either.
+//! call's context: appends need WRITE, reads need READ, the platform connection either; the
+//! admin services (`io.axoniq.axonserver.grpc.admin`) need ADMIN on every context, as the REST
+//! admin routes do.
 //! A missing token answers UNAUTHENTICATED with AUTHENTICATION_TOKEN_MISSING, an unknown one
 //! UNAUTHENTICATED with AUTHENTICATION_INVALID_TOKEN, and a valid token without the right
 //! PERMISSION_DENIED with AUTHENTICATION_INVALID_TOKEN
@@ -80,9 +82,13 @@ where
     }
 }
 
-/// The right a call needs on its context.
+/// The right a call needs on its context (for [`Right::Admin`]: on every context).
 pub fn required_right(path: &str) -> Option<Right> {
     const EVENT_STORE: &str = "/io.axoniq.axonserver.grpc.event.EventStore/";
+    const ADMIN: &str = "/io.axoniq.axonserver.grpc.admin.";
+    if path.starts_with(ADMIN) {
+        return Some(Right::Admin);
+    }
     match path.strip_prefix(EVENT_STORE) {
         Some("AppendEvent" | "AppendSnapshot") => Some(Right::Write),
         Some(_) => Some(Right::Read),
@@ -103,6 +109,8 @@ fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Resul
         .ok_or(NodeError::InvalidToken)?;
     let context = context_name(headers);
     let allowed = match required_right(path) {
+        // Administration is about the cluster, not the context the call names.
+        Some(Right::Admin) => principal.allows(None, Right::Admin),
         Some(right) => principal.allows(Some(context), right),
         None => principal.allows(Some(context), Right::Read) || principal.allows(Some(context), Right::Write),
     };
@@ -113,5 +121,35 @@ fn check(access: &AccessControl, path: &str, headers: &http::HeaderMap) -> Resul
             "{} has no right to {path} on context {context}",
             principal.name
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use myelin_control::ControlDb;
+
+    use super::*;
+
+    #[test]
+    fn the_admin_services_need_admin_on_every_context() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let control = Arc::new(ControlDb::open(dir.path()).expect("control db"));
+        let access = AccessControl::new(true, Some("token".into()), Some("admin-token".into()), control);
+        let headers = |token: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(ACCESS_TOKEN_METADATA_KEY, token.parse().expect("ascii"));
+            headers
+        };
+        let admin = "/io.axoniq.axonserver.grpc.admin.ReplicationGroupAdminService/GetNodes";
+        assert_eq!(required_right(admin), Some(Right::Admin));
+        assert!(matches!(
+            check(&access, admin, &headers("token")),
+            Err(NodeError::PermissionDenied(_))
+        ));
+        assert!(check(&access, admin, &headers("admin-token")).is_ok());
+        let append = "/io.axoniq.axonserver.grpc.event.EventStore/AppendEvent";
+        assert!(check(&access, append, &headers("token")).is_ok());
     }
 }

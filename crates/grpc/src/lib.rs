@@ -3,6 +3,8 @@
 //! * [`serve`] runs the gRPC listener: `EventStore` ([`event_store`]) and `PlatformService`
 //!   ([`platform`]) for the contexts in a [`Contexts`] registry, picked per request by the
 //!   `AxonIQ-Context` header.
+//! * With a node to administer, the same listener serves `ReplicationGroupAdminService` and
+//!   `ContextAdminService` ([`admin`]).
 //! * The HTTP listener (REST API) is the `myelin-rest` crate's.
 //! * Every error reaches clients through one table ([`error`]): gRPC status, the
 //!   `AxonIQ-ErrorCode` trailer and Axon's `"[<code>] message"` text, from the node's one table.
@@ -18,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
 pub mod access;
+pub mod admin;
 pub mod blacklist;
 pub mod codec;
 pub mod contexts;
@@ -28,6 +31,7 @@ pub mod platform;
 pub mod request_messages;
 pub mod server;
 
+pub use admin::AdminNode;
 pub use error::ToStatus;
 pub use event_store::{EventStoreLimits, EventStoreService};
 pub use myelin_node::{Context, Contexts, NodeError, NodeIdentity};

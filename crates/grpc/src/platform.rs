@@ -44,6 +44,8 @@ pub struct Platform {
     node: NodeIdentity,
     heartbeat_interval: Duration,
     stopping: watch::Receiver<bool>,
+    /// The node, when it may be clustered: GetPlatformServer may then point elsewhere.
+    cluster: Option<Arc<myelin_node::Node>>,
 }
 
 impl Platform {
@@ -52,26 +54,47 @@ impl Platform {
         node: NodeIdentity,
         heartbeat_interval: Duration,
         stopping: watch::Receiver<bool>,
+        cluster: Option<Arc<myelin_node::Node>>,
     ) -> Self {
         Platform {
             contexts,
             node,
             heartbeat_interval,
             stopping,
+            cluster,
         }
     }
 }
 
 #[tonic::async_trait]
 impl PlatformService for Platform {
+    /// This node, unless it is a cluster node whose role in the context's group does not serve
+    /// clients (a backup): then a member that does, and the client reconnects there.
     async fn get_platform_server(
         &self,
-        _request: Request<ClientIdentification>,
+        request: Request<ClientIdentification>,
     ) -> Result<Response<PlatformInfo>, Status> {
-        Ok(Response::new(PlatformInfo {
-            primary: Some(node_info(&self.node)),
-            same_connection: true,
-        }))
+        let elsewhere = self.cluster.as_ref().and_then(|node| {
+            let cluster = node.cluster().ok()?;
+            cluster.client_node_for(context_name(request.metadata().as_ref()))
+        });
+        let info = match elsewhere {
+            Some(other) => PlatformInfo {
+                primary: Some(NodeInfo {
+                    host_name: other.host_name,
+                    grpc_port: i32::from(other.grpc_port),
+                    http_port: i32::from(other.http_port),
+                    version: self.node.version,
+                    node_name: other.name,
+                }),
+                same_connection: false,
+            },
+            None => PlatformInfo {
+                primary: Some(node_info(&self.node)),
+                same_connection: true,
+            },
+        };
+        Ok(Response::new(info))
     }
 
     type OpenStreamStream = ReceiverStream<Result<PlatformOutboundInstruction, Status>>;

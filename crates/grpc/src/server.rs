@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_control::AccessControl;
+use myelin_proto::grpc::admin::context_admin_service_server::ContextAdminServiceServer;
+use myelin_proto::grpc::admin::replication_group_admin_service_server::ReplicationGroupAdminServiceServer;
 use myelin_proto::server::PlatformServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -14,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::access::AccessLayer;
+use crate::admin::{Admin, AdminNode};
 use crate::error::RequestErrors;
 use crate::event_store::{EventStoreLimits, EventStoreService};
 use crate::platform::Platform;
@@ -38,6 +41,9 @@ pub struct GrpcConfig {
     pub shutdown_grace: Duration,
     /// Access control; `None` (or disabled) lets every call through, as Axon does by default.
     pub access: Option<Arc<AccessControl>>,
+    /// The node the admin services (`ReplicationGroupAdminService`, `ContextAdminService`)
+    /// administer; `None`: they are not served.
+    pub admin: Option<AdminNode>,
 }
 
 impl Default for GrpcConfig {
@@ -50,6 +56,7 @@ impl Default for GrpcConfig {
             heartbeat_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             access: None,
+            admin: None,
         }
     }
 }
@@ -98,9 +105,16 @@ pub async fn serve_with_config(
             config.node,
             config.heartbeat_interval,
             stopping.clone(),
+            config.admin.as_ref().map(|admin| admin.0.clone()),
         ))
         .max_decoding_message_size(config.limits.max_message_bytes),
     );
+    // Served only with a node to administer; otherwise tonic answers their calls UNIMPLEMENTED.
+    let admin = config.admin.clone().map(Admin::new);
+    let replication_groups = admin
+        .clone()
+        .map(|admin| RequestErrors(ReplicationGroupAdminServiceServer::new(admin)));
+    let context_admin = admin.map(|admin| RequestErrors(ContextAdminServiceServer::new(admin)));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
         .http2_keepalive_interval(config.keep_alive_time)
@@ -108,6 +122,8 @@ pub async fn serve_with_config(
         .layer(tower::util::option_layer(AccessLayer::new(config.access.clone())))
         .add_service(event_store)
         .add_service(platform)
+        .add_optional_service(replication_groups)
+        .add_optional_service(context_admin)
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             info!(%address, "gRPC listener shutting down");

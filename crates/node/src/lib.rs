@@ -16,16 +16,20 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+pub mod cluster;
 pub mod codes;
 pub mod contexts;
 pub mod error;
 pub mod identity;
 pub mod lifecycle;
+pub mod replication_log;
 pub mod write;
 
+pub use cluster::{AdminFuture, ClusterAdmin, ClusterNodeInfo, GroupMemberInfo, GroupStatusInfo, ReplicationGroupInfo};
 pub use codes::{ErrorCode, GrpcCode};
 pub use contexts::{ClientGuard, Context, Contexts, DEFAULT_CONTEXT};
 pub use error::{Answer, NodeError, Operation};
 pub use identity::NodeIdentity;
 pub use lifecycle::{DeleteContext, Node, Provisioner, StoreLayout};
+pub use replication_log::{LogCleaning, ReplicationLogFiles, ReplicationLogs};
 pub use write::{WriteFuture, WritePath};

@@ -127,6 +127,10 @@ pub struct Node {
     control: Arc<ControlDb>,
     contexts: Arc<Contexts>,
     provisioner: Arc<dyn Provisioner>,
+    /// The cluster this node is part of, once it has joined one.
+    cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterAdmin>>,
+    /// The replication logs, on a cluster node.
+    replication_logs: std::sync::OnceLock<Arc<dyn crate::replication_log::ReplicationLogs>>,
 }
 
 impl Node {
@@ -137,7 +141,37 @@ impl Node {
             control,
             contexts: Arc::new(Contexts::new()),
             provisioner,
+            cluster: std::sync::OnceLock::new(),
+            replication_logs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the cluster's replication logs (for backups). Set once.
+    pub fn set_replication_logs(&self, logs: Arc<dyn crate::replication_log::ReplicationLogs>) {
+        let _ = self.replication_logs.set(logs);
+    }
+
+    /// The replication logs; `None` on a node that is not clustered (it has none).
+    pub fn replication_logs(&self) -> Option<&Arc<dyn crate::replication_log::ReplicationLogs>> {
+        self.replication_logs.get()
+    }
+
+    /// Makes this node a cluster node: the admin adapters ask `cluster` from now on. Set once.
+    pub fn set_cluster(&self, cluster: Arc<dyn crate::cluster::ClusterAdmin>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster, or `NOT_RUNNING_IN_CLUSTER` for a node that is not in one.
+    pub fn cluster(&self) -> Result<&Arc<dyn crate::cluster::ClusterAdmin>, NodeError> {
+        self.cluster.get().ok_or_else(|| NodeError::Cluster {
+            code: crate::codes::ErrorCode::NotRunningInCluster,
+            message: "this node is not part of a cluster".to_string(),
+        })
+    }
+
+    /// Whether this node is a cluster node.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
     }
 
     pub fn identity(&self) -> &NodeIdentity {

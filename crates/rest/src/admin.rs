@@ -3,7 +3,9 @@
 //!
 //! Creating and deleting a context is the node's business ([`myelin_node::Node`]: the order of
 //! the steps, the roll-back, the in-use and backup-lease refusals); these handlers parse the
-//! request, run the node's method off the async threads and render its answer.
+//! request, run the node's method off the async threads and render its answer. On a cluster
+//! node they ask the cluster instead ([`myelin_node::ClusterAdmin`]): a context lives in a
+//! replication group, and listings show its group, members and leader.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +27,9 @@ use crate::extract::{JsonBody, Path, Query};
 #[serde(rename_all = "camelCase")]
 pub struct ContextJson {
     pub context: String,
+    /// The replication group the context lives in (cluster nodes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_group: Option<String>,
     pub meta_data: BTreeMap<String, String>,
     pub nodes: Vec<String>,
     pub leader: String,
@@ -36,7 +41,7 @@ pub struct ContextJson {
     pub created_at: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NodeRoleJson {
     pub role: String,
     pub node: String,
@@ -67,6 +72,7 @@ fn context_json(state: &SharedState, name: &str, record: Option<&myelin_control:
     let node = state.node.identity().name.clone();
     ContextJson {
         context: name.to_string(),
+        replication_group: None,
         meta_data: record.map(|r| r.metadata.clone()).unwrap_or_default(),
         nodes: vec![node.clone()],
         leader: node.clone(),
@@ -80,9 +86,30 @@ fn context_json(state: &SharedState, name: &str, record: Option<&myelin_control:
     }
 }
 
-/// The contexts this node serves.
+/// On a cluster node, every context of the cluster as listings show it, by name; `None` on a
+/// single node.
+async fn cluster_contexts(state: &SharedState) -> Result<Option<BTreeMap<String, ContextJson>>, RestError> {
+    let Ok(cluster) = state.node.cluster() else {
+        return Ok(None);
+    };
+    let groups = cluster.replication_groups().await?;
+    let metadata = crate::cluster::context_metadata(state).await?;
+    Ok(Some(
+        groups
+            .iter()
+            .flat_map(|group| crate::cluster::contexts_json(group, &metadata))
+            .map(|context| (context.context.clone(), context))
+            .collect(),
+    ))
+}
+
+/// The contexts this node serves (on a cluster: every context of the cluster, with its
+/// replication group and members).
 #[utoipa::path(get, path = "/v1/public/context", tag = "admin", responses((status = OK, description = "Success", body = Vec<ContextJson>)))]
 pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextJson>>, RestError> {
+    if let Some(contexts) = cluster_contexts(&state).await? {
+        return Ok(Json(contexts.into_values().collect()));
+    }
     let records = context_records(&state).await?;
     let names = state.node.contexts().names();
     Ok(Json(
@@ -97,6 +124,7 @@ pub async fn public_contexts(State(state): State<SharedState>) -> Result<Json<Ve
 #[utoipa::path(get, path = "/v1/context", tag = "admin", responses((status = OK, description = "Success", body = Vec<ContextDetailJson>)))]
 pub async fn list_contexts(State(state): State<SharedState>) -> Result<Json<Vec<ContextDetailJson>>, RestError> {
     let records = context_records(&state).await?;
+    let mut clustered = cluster_contexts(&state).await?;
     let details = state
         .node
         .contexts()
@@ -105,8 +133,15 @@ pub async fn list_contexts(State(state): State<SharedState>) -> Result<Json<Vec<
         .filter_map(|name| {
             let context = state.node.contexts().get(name)?;
             let store = context.store();
+            let json = match clustered.as_mut().and_then(|contexts| contexts.remove(name)) {
+                Some(json) => ContextJson {
+                    created_at: records.get(name).map(|r| r.created_at_ms),
+                    ..json
+                },
+                None => context_json(&state, name, records.get(name)),
+            };
             Some(ContextDetailJson {
-                context: context_json(&state, name, records.get(name)),
+                context: json,
                 first_token: store.first_token(),
                 last_token: store.last_token(),
                 tracking_streams: context.tracking_streams(),
@@ -132,9 +167,17 @@ pub struct CreateContextJson {
     pub context: String,
     #[serde(default)]
     pub meta_data: BTreeMap<String, String>,
+    /// On a cluster: the replication group to create the context in (default: the context's
+    /// name). Ignored on a single node.
+    #[serde(default)]
+    pub replication_group: Option<String>,
+    /// On a cluster: the members of the replication group, when it has to be created.
+    #[serde(default)]
+    pub roles: Vec<NodeRoleJson>,
 }
 
-/// Creates a context and opens its stores.
+/// Creates a context and opens its stores (on a cluster: in its replication group, created
+/// first when it does not exist and roles are given).
 #[utoipa::path(
     post,
     path = "/v1/context",
@@ -142,7 +185,7 @@ pub struct CreateContextJson {
     request_body = CreateContextJson,
     responses(
         (status = OK, description = "Created; its stores are open"),
-        (status = BAD_REQUEST, description = "Invalid name", body = ErrorBody),
+        (status = BAD_REQUEST, description = "Invalid name; on a cluster also: a group to create without roles, an unknown role", body = ErrorBody),
         (status = CONFLICT, description = "The context exists, or a file holds the place of its directory", body = ErrorBody),
     )
 )]
@@ -150,6 +193,21 @@ pub async fn create_context(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<CreateContextJson>,
 ) -> Result<StatusCode, RestError> {
+    if let Ok(cluster) = state.node.cluster() {
+        let members = body
+            .roles
+            .into_iter()
+            .map(|role| myelin_node::GroupMemberInfo {
+                node: role.node,
+                role: role.role,
+            })
+            .collect();
+        let group = body.replication_group.unwrap_or_default();
+        cluster
+            .create_context(body.context, group, members, body.meta_data)
+            .await?;
+        return Ok(StatusCode::OK);
+    }
     let node = state.node.clone();
     blocking(move || Ok(node.create_context(&body.context, &body.meta_data)?)).await?;
     Ok(StatusCode::OK)
@@ -185,6 +243,11 @@ pub async fn delete_context(
     Path(name): Path<String>,
     Query(params): Query<DeleteContextParams>,
 ) -> Result<StatusCode, RestError> {
+    if let Ok(cluster) = state.node.cluster() {
+        // The cluster decides on every member; clients there do not hold the deletion up.
+        cluster.delete_context(name, params.preserve_event_store).await?;
+        return Ok(StatusCode::OK);
+    }
     let how = DeleteContext {
         preserve_event_store: params.preserve_event_store,
         force: params.force,
@@ -530,7 +593,7 @@ pub async fn me(State(state): State<SharedState>, Extension(principal): Extensio
     let node = state.node.identity();
     Json(MeJson {
         authentication: state.access.enabled(),
-        clustered: false,
+        clustered: state.node.is_clustered(),
         ssl: false,
         admin_node: true,
         development_mode: false,

@@ -26,6 +26,10 @@ use crate::SharedState;
 use crate::error::{ErrorBody, RestError, blocking};
 use crate::extract::Query;
 
+/// How long log cleaning pauses after a control-database backup (Axon: the next cleaning runs
+/// an hour later; its docs ask for the log to be copied within 30 minutes).
+const LOG_CLEANING_PAUSE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The values `type` accepts (case-insensitive).
 pub const SEGMENT_TYPES: &[&str] = &["EVENT", "SNAPSHOT"];
 
@@ -237,19 +241,38 @@ pub async fn eventstore(
     path = "/v1/backup/log/filenames",
     tag = "backup",
     params(("context" = Option<String>, Query, description = "Context (replication group), default `default`")),
-    responses((status = OK, description = "Absolute paths of closed replication-log segments; always [] on a single node", body = Vec<String>))
+    responses(
+        (status = OK, description = "Absolute paths of the group's log-entry segments: closed ones newest first, then the active one; [] on a single node or a node outside the group", body = Vec<String>),
+        (status = NOT_FOUND, description = "No replication group or context of that name", body = ErrorBody)
+    )
 )]
 pub async fn log_filenames(
     State(state): State<SharedState>,
     Query(params): Params,
 ) -> Result<Json<Vec<String>>, RestError> {
     let name = context_param(&params, "context").to_string();
-    // The answer is [] for any name; the history records only names it can hold (a context
-    // name), so a replication group such as EE's `_admin`, or any other name, is answered
-    // like an unknown context instead of failing the request.
-    let (context, detail) = match myelin_control::validate_context_name(&name) {
-        Ok(()) => (Some(name), "single node: no replication log".to_string()),
-        Err(_) => (None, format!("single node: no replication log (requested {name:?})")),
+    // The history records only names it can hold (a context name), so a replication group
+    // such as `_admin` is recorded without one.
+    let context = myelin_control::validate_context_name(&name).ok().map(|()| name.clone());
+    let (files, detail) = match state.node.replication_logs() {
+        None => (
+            Vec::new(),
+            format!("single node: no replication log (requested {name:?})"),
+        ),
+        Some(logs) => match logs.log_files(&name)? {
+            None => (
+                Vec::new(),
+                format!("replication group of {name:?} not hosted on this node"),
+            ),
+            Some(files) => {
+                // Closed segments newest first (Axon's order), then the active one: the list
+                // replaces the previous log backup entirely.
+                let mut listed: Vec<String> = files.closed.iter().map(|p| path_text(p)).collect();
+                listed.push(path_text(&files.active));
+                let detail = format!("group {}: {} files", files.group, listed.len());
+                (listed, detail)
+            }
+        },
     };
     record(
         &state,
@@ -264,7 +287,7 @@ pub async fn log_filenames(
         },
     )
     .await?;
-    Ok(Json(Vec::new()))
+    Ok(Json(files))
 }
 
 /// Axon Server SE's path for the control-database backup.
@@ -292,6 +315,12 @@ pub async fn create_control_db_backup_v1(State(state): State<SharedState>) -> Re
 /// Takes the control-database backup: an online copy (consistent while the server keeps
 /// writing) zipped with a descriptor of what the event stores held at that moment.
 async fn control_db_backup(state: SharedState) -> Result<impl IntoResponse, RestError> {
+    // On a cluster node, log cleaning pauses for an hour *before* the copy is taken (Axon
+    // restarts its cleaning schedule only afterwards): the log segments a script copies next
+    // cannot be compacted away under it, with or without a lease.
+    if let Some(logs) = state.node.replication_logs() {
+        logs.pause_log_cleaning(LOG_CLEANING_PAUSE);
+    }
     let last_tokens: BTreeMap<String, i64> = state
         .node
         .contexts()
@@ -322,4 +351,54 @@ async fn control_db_backup(state: SharedState) -> Result<impl IntoResponse, Rest
     )
     .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], path))
+}
+
+/// What a forced log cleaning did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogCleaningJson {
+    pub replication_group: String,
+    /// The last log index purged (openraft's numbering: the file of entry `i` starts at `i + 1`).
+    pub purged_through: Option<u64>,
+    /// Absolute paths of the segment files deleted now.
+    pub deleted: Vec<String>,
+}
+
+/// Runs the log cleaning of a replication group now (Axon EE's internal `cleanLogEntries`):
+/// closed segments whose entries are all applied and that were written more than `seconds`
+/// ago are purged; their files are deleted unless a backup lease is live or a control-DB
+/// backup was taken less than an hour ago.
+#[utoipa::path(
+    post,
+    path = "/internal/raft/context/{context}/cleanLogEntries/{seconds}",
+    tag = "backup",
+    params(
+        ("context" = String, Path, description = "Replication group, or a context of it"),
+        ("seconds" = u64, Path, description = "Keep segments written less than this many seconds ago")
+    ),
+    responses(
+        (status = OK, description = "What the cleaning did", body = LogCleaningJson),
+        (status = BAD_REQUEST, description = "`seconds` is not a whole number of seconds", body = ErrorBody),
+        (status = NOT_FOUND, description = "No such replication group on this node (none at all on a single node)", body = ErrorBody)
+    )
+)]
+pub async fn clean_log_entries(
+    State(state): State<SharedState>,
+    crate::extract::Path((context, seconds)): crate::extract::Path<(String, u64)>,
+) -> Result<Json<LogCleaningJson>, RestError> {
+    // A single node has no replication group at all: whatever the name, there is none.
+    let logs = state.node.replication_logs().ok_or_else(|| {
+        RestError::Node(myelin_node::NodeError::Cluster {
+            code: myelin_node::ErrorCode::ContextNotFound,
+            message: format!("no replication group {context}: this node is not part of a cluster"),
+        })
+    })?;
+    let cleaned = logs
+        .clean_log_entries(&context, std::time::Duration::from_secs(seconds))
+        .await?;
+    Ok(Json(LogCleaningJson {
+        replication_group: cleaned.group,
+        purged_through: cleaned.purged_through,
+        deleted: cleaned.deleted.iter().map(|p| path_text(p)).collect(),
+    }))
 }

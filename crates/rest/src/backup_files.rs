@@ -14,6 +14,10 @@
 //!   `Accept-Ranges: none`): two requests may see different lengths, so a range of one would
 //!   not continue the other.
 //!
+//! `GET /v1/backup/files/log/{group}/{file}` does the same for a cluster node's log-entry
+//! segments (CLUSTER.md §10.7): only a file `/v1/backup/log/filenames` lists right now; closed
+//! ones whole or in a range, the active one up to its last synced entry.
+//!
 //! Bodies are streamed in chunks from an open file; nothing is loaded whole into memory.
 
 use std::collections::{HashMap, VecDeque};
@@ -129,8 +133,68 @@ pub async fn download(
             let range = headers.get(header::RANGE).and_then(|value| value.to_str().ok());
             closed_file(path, range.map(str::to_string)).await
         }
-        Listed::Active(active) => active_file(active).await,
+        Listed::Active(active) => active_file(active.path, active.committed_bytes).await,
     }
+}
+
+/// A replication group's log-entry segment, as `/v1/backup/log/filenames` lists it now.
+///
+/// The active segment is answered up to `active_synced_bytes`: the end of the last entry known
+/// to be on disk, always an entry boundary. Unlike an event segment's committed prefix, those
+/// bytes may still change: Raft truncates entries a new leader does not have, and a follower's
+/// synced entries may be such entries. A truncation between the digest and the body shows as a
+/// body that does not match `Repr-Digest`; the client lists and downloads again.
+#[utoipa::path(
+    get,
+    path = "/v1/backup/files/log/{group}/{file}",
+    tag = "backup",
+    params(
+        ("group" = String, Path, description = "Replication group (`_admin` included), or a context of it"),
+        ("file" = String, Path, description = "File name (no directory) of a log-entry segment, as /v1/backup/log/filenames answers it"),
+        ("Range" = Option<String>, Header, description = "One range (`bytes=a-b`, `bytes=a-`, `bytes=-n`); closed segments only"),
+    ),
+    responses(
+        (status = OK, description = "A closed segment whole; the active one up to its last synced entry", content_type = "application/octet-stream", body = FileBytes, headers(
+            ("Repr-Digest" = String, description = "`sha-256=:<base64>:`, the SHA-256 of exactly the bytes answered (RFC 9530)"),
+            ("Accept-Ranges" = String, description = "`bytes` for closed segments, `none` for the active one"),
+            ("X-Myelin-Active-Segment" = String, description = "`true` when the active segment's synced prefix is answered"),
+        )),
+        (status = PARTIAL_CONTENT, description = "The requested range of a closed segment", content_type = "application/octet-stream", body = FileBytes, headers(
+            ("Content-Range" = String, description = "`bytes <first>-<last>/<length>`"),
+            ("Repr-Digest" = String, description = "`sha-256=:<base64>:` of the whole file (RFC 9530)"),
+        )),
+        (status = NOT_FOUND, description = "Not a file the log listing answers now (a rolled active segment: list again), no such group, or not a cluster node", body = ErrorBody),
+        (status = RANGE_NOT_SATISFIABLE, description = "The range lies outside the file (`Content-Range: bytes */<length>`)", body = ErrorBody),
+    )
+)]
+pub async fn download_log(
+    State(state): State<SharedState>,
+    Path((group, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    // `/v1/backup/files/log/...` is also where the event route of a context named `log` lives;
+    // such a context keeps its files reachable when the second segment is a segment type.
+    if state.node.contexts().get("log").is_some() && parse_segment_type(&group).is_ok() {
+        return download(State(state), Path(("log".to_string(), group, name)), headers).await;
+    }
+    let logs = state.node.replication_logs().ok_or_else(|| {
+        RestError::NotFound("this node is not part of a cluster: it keeps no replication log".to_string())
+    })?;
+    let files = logs
+        .log_files(&group)?
+        .ok_or_else(|| RestError::NotFound(format!("this node holds no log of replication group {group}")))?;
+    let wanted = OsStr::new(&name);
+    if let Some(path) = files.closed.iter().find(|path| path.file_name() == Some(wanted)) {
+        let range = headers.get(header::RANGE).and_then(|value| value.to_str().ok());
+        return closed_file(path.clone(), range.map(str::to_string)).await;
+    }
+    if files.active.file_name() == Some(wanted) {
+        return active_file(files.active, files.active_synced_bytes).await;
+    }
+    Err(RestError::NotFound(format!(
+        "{name} is not a file the log listing of replication group {} answers",
+        files.group
+    )))
 }
 
 /// A control-database backup zip, for backups taken from another machine. Only names of the
@@ -214,13 +278,12 @@ async fn closed_file(path: PathBuf, range: Option<String>) -> Result<Response, R
     Ok(response)
 }
 
-/// Serves the active segment's committed prefix: hashed first, then streamed from the same
-/// open file (bytes below the committed end never change, so both reads see the same bytes).
-async fn active_file(active: ActiveSegmentFile) -> Result<Response, RestError> {
-    let name = file_name(&active.path);
-    let committed = active.committed_bytes;
+/// Serves the active segment's first `committed` bytes: hashed first, then streamed from the
+/// same open file (an event segment's committed bytes never change, so both reads see the same
+/// bytes; for a log segment see [`download_log`]).
+async fn active_file(path: PathBuf, committed: u64) -> Result<Response, RestError> {
+    let name = file_name(&path);
     let (file, digest) = blocking(move || {
-        let path = active.path;
         let file = open_served(&path)?;
         let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
         if len < committed {

@@ -98,7 +98,7 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
         status: stores.status,
         details: None,
     };
-    let components = BTreeMap::from([
+    let mut components = BTreeMap::from([
         (
             "livenessState".to_string(),
             Component {
@@ -111,6 +111,9 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
         ("diskSpace".to_string(), disk_space(&state)),
         ("backupLease".to_string(), backup_leases(&state)),
     ]);
+    if let Ok(cluster) = state.node.cluster() {
+        components.insert("raft".to_string(), raft(&cluster.status()));
+    }
     let status = components.values().map(|c| c.status).max().unwrap_or(Status::Up);
     (status.http(), Json(Health { status, components }))
 }
@@ -141,6 +144,38 @@ fn event_stores(state: &SharedState) -> Component {
     for (name, reason) in state.node.contexts().failures() {
         status = Status::Down;
         details.insert(name, json!({ "status": "DOWN", "error": reason }));
+    }
+    Component {
+        status,
+        details: Some(Value::Object(details)),
+    }
+}
+
+/// Each replication group as this node sees it: its state and role there, the term, the
+/// leader, how far its log and applied index reach, and on the leader each member's lag. A
+/// group without a leader takes no writes: WARN (reads still work).
+fn raft(groups: &[myelin_node::GroupStatusInfo]) -> Component {
+    let mut status = Status::Up;
+    let mut details = serde_json::Map::new();
+    for group in groups {
+        if group.leader.is_none() {
+            status = status.max(Status::Warn);
+        }
+        let lag: serde_json::Map<String, Value> =
+            group.lag.iter().map(|(node, lag)| (node.clone(), json!(lag))).collect();
+        details.insert(
+            group.group.clone(),
+            json!({
+                "status": if group.leader.is_some() { "UP" } else { "WARN" },
+                "state": group.state,
+                "role": group.role,
+                "term": group.term,
+                "leader": group.leader,
+                "lastLogIndex": group.last_log_index,
+                "appliedIndex": group.applied_index,
+                "replicationLag": lag,
+            }),
+        );
     }
     Component {
         status,

@@ -1,5 +1,6 @@
 //! Axon Server's REST API on the HTTP port (8024): the backup endpoints with upstream's exact
-//! shapes, context/user/application administration, health, Prometheus metrics, the OpenAPI
+//! shapes, context/user/application administration, Axon EE's cluster administration
+//! ([`cluster`]), health, Prometheus metrics, the OpenAPI
 //! document and Swagger UI, all behind the same access control as the gRPC API.
 //!
 //! * Every route is registered once, through [`utoipa_axum`], so the OpenAPI document at
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod backup_files;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -123,9 +125,11 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
         .routes(routes!(backup::filenames))
         .routes(routes!(backup::eventstore))
         .routes(routes!(backup::log_filenames))
+        .routes(routes!(backup::clean_log_entries))
         .routes(routes!(backup::create_control_db_backup))
         .routes(routes!(backup::create_control_db_backup_v1))
         .routes(routes!(backup_files::download))
+        .routes(routes!(backup_files::download_log))
         .routes(routes!(backup_files::control_db_zip))
         .routes(routes!(lease::create_lease))
         .routes(routes!(lease::renew_lease, lease::release_lease))
@@ -137,6 +141,14 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
         .routes(routes!(admin::list_applications, admin::create_application))
         .routes(routes!(admin::public_applications))
         .routes(routes!(admin::delete_application, admin::rotate_application_token))
+        .routes(routes!(cluster::init))
+        .routes(routes!(cluster::nodes, cluster::join))
+        .routes(routes!(cluster::node, cluster::remove_node))
+        .routes(routes!(cluster::replication_groups))
+        .routes(routes!(cluster::create_replication_group))
+        .routes(routes!(cluster::add_node_to_group, cluster::remove_node_from_group))
+        .routes(routes!(cluster::delete_replication_group))
+        .routes(routes!(cluster::roles))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Access::Admin),
             auth::enforce,
@@ -159,6 +171,7 @@ pub fn api_router(state: SharedState) -> OpenApiRouter {
     tags(
         (name = "backup", description = "Axon Server's backup endpoints"),
         (name = "admin", description = "Contexts, users and applications"),
+        (name = "cluster", description = "Axon Server EE's cluster administration: nodes and replication groups"),
         (name = "status", description = "Health, metrics and this node")
     )
 )]

@@ -58,7 +58,10 @@ pub async fn prometheus(State(state): State<SharedState>) -> Result<impl IntoRes
         })
         .collect();
     let leases = state.deletion_holds.live(std::time::Instant::now()).len();
-    let body = render(&families, &streams, &backups, leases);
+    let mut body = render(&families, &streams, &backups, leases);
+    if let Ok(cluster) = state.node.cluster() {
+        render_raft(&mut body, &cluster.status());
+    }
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body))
 }
 
@@ -210,6 +213,59 @@ pub fn render(
     out
 }
 
+/// Each replication group on this node: term, leadership, log and applied index, and (on the
+/// leader) each member's lag in entries.
+pub fn render_raft(out: &mut String, groups: &[myelin_node::GroupStatusInfo]) {
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&myelin_node::GroupStatusInfo) -> Option<u64>,
+    );
+    let gauges: [Gauge; 4] = [
+        ("myelin_raft_term", "The group's current term", |g| Some(g.term)),
+        ("myelin_raft_leader", "1 when this node leads the group", |g| {
+            Some(u64::from(g.state == "Leader"))
+        }),
+        (
+            "myelin_raft_last_log_index",
+            "The last entry in this node's log of the group",
+            |g| g.last_log_index,
+        ),
+        ("myelin_raft_applied_index", "The last entry this node applied", |g| {
+            g.applied_index
+        }),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, help, "gauge");
+        for group in groups {
+            if let Some(v) = value(group) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{group=\"{}\",role=\"{}\"}} {v}",
+                    escape(&group.group),
+                    escape(&group.role)
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "myelin_raft_replication_lag",
+        "Entries a member's log trails the leader's (reported by the leader)",
+        "gauge",
+    );
+    for group in groups {
+        for (node, lag) in &group.lag {
+            let _ = writeln!(
+                out,
+                "myelin_raft_replication_lag{{group=\"{}\",node=\"{}\"}} {lag}",
+                escape(&group.group),
+                escape(node)
+            );
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -240,4 +296,44 @@ fn number(value: f64) -> String {
 /// A label value with `\`, `"` and newlines escaped.
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_gauges_name_the_group_and_each_lagging_member() {
+        let mut out = String::new();
+        render_raft(
+            &mut out,
+            &[myelin_node::GroupStatusInfo {
+                group: "default".into(),
+                state: "Leader".into(),
+                role: "PRIMARY".into(),
+                term: 3,
+                leader: Some("node-1".into()),
+                last_log_index: Some(42),
+                applied_index: Some(41),
+                lag: vec![("node-2".into(), 0), ("node-3".into(), 7)],
+            }],
+        );
+        assert!(
+            out.contains("myelin_raft_term{group=\"default\",role=\"PRIMARY\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("myelin_raft_leader{group=\"default\",role=\"PRIMARY\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("myelin_raft_last_log_index{group=\"default\",role=\"PRIMARY\"} 42"),
+            "{out}"
+        );
+        assert!(
+            out.contains("myelin_raft_replication_lag{group=\"default\",node=\"node-3\"} 7"),
+            "{out}"
+        );
+        assert!(out.contains("# TYPE myelin_raft_replication_lag gauge"), "{out}");
+    }
 }

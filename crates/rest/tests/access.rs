@@ -24,8 +24,15 @@ fn class(method: &Method, path: &str) -> Class {
         "/v1/context",
         "/v1/users",
         "/v1/applications",
+        "/internal/",
+        "/v1/cluster",
+        "/v1/replicationgroups",
     ];
-    let admin_public = ["/v1/public/users", "/v1/public/applications"];
+    let admin_public = [
+        "/v1/public/users",
+        "/v1/public/applications",
+        "/v1/public/replicationgroups",
+    ];
     if admin_prefixes.iter().any(|p| path.starts_with(p)) || admin_public.contains(&path) {
         return Class::Admin;
     }

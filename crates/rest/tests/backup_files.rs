@@ -449,3 +449,31 @@ async fn control_db_zips_are_served_by_name_only() {
         assert_ne!(answer.status, StatusCode::OK, "{hostile}");
     }
 }
+
+/// `GET /v1/backup/files/log/{group}/{file}` on a node that is not in a cluster: it keeps no
+/// log, so nothing is served; and a context named `log` keeps its own event files reachable at
+/// the path the log route shares with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_serves_no_log_file_and_a_context_named_log_keeps_its_files() {
+    let rest = rest();
+    let answer = rest.get("/v1/backup/files/log/default/00000000000000000001.log").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not part of a cluster")),
+        "{}",
+        answer.text()
+    );
+
+    let created = rest.post("/v1/context", Some(json!({"context": "log"}))).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text());
+    let store = rest.store("log");
+    append(&store, "l", 0, 3, 10);
+    let active = store.active_segment(SegmentKind::Events);
+    let answer = rest.get(&uri("log", "EVENT", &name(&active.path))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.body.len() as u64, active.committed_bytes);
+    assert_eq!(parse_whole_transactions(&answer.body), 3);
+    rest.shutdown();
+}

@@ -244,6 +244,15 @@ impl ContextStore {
         result
     }
 
+    /// Reads up to `max` snapshots from `cursor` in token order, never past the last durable
+    /// one (a cluster sends them to a member that lacks them).
+    pub fn read_snapshots(&self, cursor: &mut Cursor, max: usize, out: &mut Vec<(u64, Bytes)>) -> Result<()> {
+        let before = out.len();
+        let result = self.snapshots.log.read(cursor, max, out);
+        self.snapshots.log.counters.read(out.len() - before);
+        result
+    }
+
     /// ListAggregateEvents: events with `initial_sequence <= seq <= max_sequence`
     /// (`max_sequence <= 0`: no upper bound). With `allow_snapshots`, the latest snapshot at or
     /// after `initial_sequence` comes first and only later events follow.

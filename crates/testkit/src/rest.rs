@@ -201,15 +201,19 @@ impl Drop for Rest {
 }
 
 /// A documented path with its parameters filled in: names that exist nowhere for `{name}`,
-/// `{id}` and `{file}`, a real context and type, so that the file endpoint gets as far as
-/// looking the file up. A parameter without a value here fails loudly.
+/// `{id}`, `{file}` and `{node}`, a real context (and group: `{group}`) and type, so that the
+/// file endpoints get as far as looking the file up. A parameter without a value here fails
+/// loudly.
 pub fn fill_placeholders(path: &str) -> String {
     let filled = path
         .replace("{name}", "missing-name")
         .replace("{id}", "missing-name")
         .replace("{context}", "default")
+        .replace("{group}", "default")
         .replace("{type}", "EVENT")
-        .replace("{file}", "missing-name");
+        .replace("{file}", "missing-name")
+        .replace("{seconds}", "3600")
+        .replace("{node}", "missing-name");
     assert!(
         !filled.contains('{'),
         "{path}: give the new path parameter a value in fill_placeholders"

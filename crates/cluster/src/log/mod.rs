@@ -16,4 +16,4 @@ mod store;
 pub use error::LogError;
 pub use myelin_format::raftlog::EntryType;
 pub use segments::{FIRST_INDEX, LogSegments, PendingSync, Record, SegmentFiles, SyncDone};
-pub use store::LogStore;
+pub use store::{CleaningGate, ClosedSegment, LogStore};

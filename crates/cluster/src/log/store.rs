@@ -28,13 +28,55 @@ use super::segments::{LogSegments, Record};
 use crate::codec;
 use crate::types::{Entry, LogId, StorageError, StoredMembership, TypeConfig, Vote};
 
+/// A closed segment as the log cleaner sees it (indexes are openraft's).
+#[derive(Debug, Clone)]
+pub struct ClosedSegment {
+    pub first_index: u64,
+    pub last_index: u64,
+    pub path: std::path::PathBuf,
+    pub modified: Option<std::time::SystemTime>,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Inner>,
 }
 
+/// When deleting log files is allowed: never while a backup lease is live, nor while a
+/// cleaning pause (after a control-database backup) lasts. Shared by every group of a node.
+#[derive(Debug)]
+pub struct CleaningGate {
+    holds: Arc<myelin_store::DeletionHolds>,
+    paused_until: Mutex<Option<std::time::Instant>>,
+}
+
+impl CleaningGate {
+    pub fn new(holds: Arc<myelin_store::DeletionHolds>) -> CleaningGate {
+        CleaningGate {
+            holds,
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Holds deletions back until at least `now + duration`.
+    pub fn pause(&self, duration: std::time::Duration) {
+        let until = std::time::Instant::now() + duration;
+        let mut paused = self.paused_until.lock();
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// Whether log files may be deleted now.
+    pub fn allows_deletion(&self) -> bool {
+        let now = std::time::Instant::now();
+        !self.holds.is_held(now) && self.paused_until.lock().is_none_or(|until| until <= now)
+    }
+}
+
 struct Inner {
     group: String,
+    gate: Arc<CleaningGate>,
     segments: RwLock<LogSegments>,
     control: Arc<ControlDb>,
     /// The last vote saved (also in the control database): names the leader of its term,
@@ -53,6 +95,31 @@ fn disk(index: u64) -> u64 {
 /// openraft's index of the on-disk index `index` (never 0 on disk).
 fn raft(index: u64) -> u64 {
     index.saturating_sub(1)
+}
+
+/// Files go only as far as the recorded applied position (the entries openraft would re-apply
+/// after a crash must still be there), and only when no backup holds them back.
+fn remove_purged_files(inner: &Inner) -> Result<Vec<std::path::PathBuf>, String> {
+    let Some(purged) = *inner.purged.lock() else {
+        return Ok(Vec::new());
+    };
+    if !inner.gate.allows_deletion() {
+        return Ok(Vec::new());
+    }
+    let applied = inner
+        .control
+        .raft_state(&inner.group)
+        .map_err(|e| e.to_string())?
+        .and_then(|state| state.applied);
+    let Some(applied) = applied else {
+        return Ok(Vec::new());
+    };
+    let through = purged.index.min(applied.index);
+    inner
+        .segments
+        .write()
+        .remove_closed_through(disk(through))
+        .map_err(|e| e.to_string())
 }
 
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -77,7 +144,7 @@ impl LogStore {
         segment_size_bytes: u64,
         control: Arc<ControlDb>,
         group: &str,
-        _me: &str,
+        gate: Arc<CleaningGate>,
     ) -> Result<LogStore, std::io::Error> {
         let dir = dir.to_path_buf();
         let segments = tokio::task::spawn_blocking(move || LogSegments::open(&dir, segment_size_bytes))
@@ -103,6 +170,7 @@ impl LogStore {
         Ok(LogStore {
             inner: Arc::new(Inner {
                 group: group.to_string(),
+                gate,
                 segments: RwLock::new(segments),
                 control,
                 vote: Mutex::new(vote),
@@ -134,6 +202,50 @@ impl LogStore {
 
     pub fn group(&self) -> &str {
         &self.inner.group
+    }
+
+    /// The segment files now: closed ones newest first, the active one, and how much of it is
+    /// synced.
+    pub fn files(&self) -> myelin_node::ReplicationLogFiles {
+        let segments = self.inner.segments.read();
+        let files = segments.files();
+        myelin_node::ReplicationLogFiles {
+            group: self.inner.group.clone(),
+            closed: files.closed.into_iter().map(|(_, path)| path).collect(),
+            active: files.active.1,
+            active_synced_bytes: segments.active_synced_len(),
+        }
+    }
+
+    /// The closed segments, oldest first: openraft's first and last index in each, its path and
+    /// when it was last written.
+    pub fn closed_segments(&self) -> Vec<ClosedSegment> {
+        let files = self.inner.segments.read().files();
+        let mut closed: Vec<(u64, std::path::PathBuf)> = files.closed;
+        closed.reverse();
+        let mut next_first = closed.iter().skip(1).map(|(first, _)| *first).collect::<Vec<_>>();
+        next_first.push(files.active.0);
+        closed
+            .into_iter()
+            .zip(next_first)
+            .map(|((first, path), next)| ClosedSegment {
+                first_index: raft(first),
+                last_index: raft(next.saturating_sub(1)),
+                modified: std::fs::metadata(&path).and_then(|m| m.modified()).ok(),
+                path,
+            })
+            .collect()
+    }
+
+    /// The purge point openraft last set.
+    pub fn purged(&self) -> Option<LogId> {
+        *self.inner.purged.lock()
+    }
+
+    /// Deletes the closed segment files whose entries are all purged and applied (as the
+    /// control database records), if the cleaning gate allows it now. Answers what it deleted.
+    pub fn remove_purged_files(&self) -> Result<Vec<std::path::PathBuf>, String> {
+        remove_purged_files(&self.inner)
     }
 
     /// Reads `[start, end)`, decoded.
@@ -361,23 +473,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .save_purged(&inner.group, to_position(&log_id))
                 .map_err(|e| e.to_string())?;
             *inner.purged.lock() = Some(log_id);
-            // Files go only as far as the recorded applied position: the entries openraft
-            // would re-apply after a crash must still be there.
-            let applied = inner
-                .control
-                .raft_state(&inner.group)
-                .map_err(|e| e.to_string())?
-                .and_then(|state| state.applied);
-            let Some(applied) = applied else {
-                return Ok(());
-            };
-            let through = log_id.index.min(applied.index);
-            inner
-                .segments
-                .write()
-                .remove_closed_through(disk(through))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            remove_purged_files(&inner).map(|_| ())
         })
         .await
         .map_err(|e| e.to_string())

@@ -20,6 +20,8 @@ pub const INTERNAL_PORT: u16 = 8224;
 pub struct ClusterPlan {
     pub options: Vec<NodeOptions>,
     pub data_dirs: Vec<PathBuf>,
+    /// Each node's own loopback address.
+    pub addresses: Vec<IpAddr>,
     /// Holds every node's data; deleted with the plan.
     pub dir: TempDir,
 }
@@ -27,12 +29,7 @@ pub struct ClusterPlan {
 impl ClusterPlan {
     /// `count` nodes named `node-1`.., the first initialising the cluster with `contexts`.
     pub fn autocluster(binary: &Binary, count: u8, contexts: &str) -> ClusterPlan {
-        let random = RandomState::new().hash_one(std::process::id());
-        let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
-        let addresses: Vec<IpAddr> = (0..count)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1)))
-            .collect();
-        ClusterPlan::autocluster_at(binary, &addresses, contexts)
+        ClusterPlan::autocluster_at(binary, &random_loopback_addresses(count), contexts)
     }
 
     /// [`ClusterPlan::autocluster`] with node `i` in `network`'s namespace `i`, on its address,
@@ -50,6 +47,26 @@ impl ClusterPlan {
 
     /// One node per address, `node-1` on the first, which initialises the cluster.
     pub fn autocluster_at(binary: &Binary, addresses: &[IpAddr], contexts: &str) -> ClusterPlan {
+        ClusterPlan::new(binary, addresses, |first| {
+            vec![
+                format!("axoniq.axonserver.autocluster.first={first}:{INTERNAL_PORT}"),
+                format!("axoniq.axonserver.autocluster.contexts={contexts}"),
+            ]
+        })
+    }
+
+    /// `count` nodes named `node-1`.. that form no cluster by themselves: they start with
+    /// `myelin.cluster.enabled`, waiting for `POST /v1/context/init` on one and `POST
+    /// /v1/cluster` on the others.
+    pub fn cluster_enabled(binary: &Binary, count: u8) -> ClusterPlan {
+        ClusterPlan::new(binary, &random_loopback_addresses(count), |_| {
+            vec!["myelin.cluster.enabled=true".to_string()]
+        })
+    }
+
+    /// A node per address with the harness's settings plus `extra` (given the first node's
+    /// address).
+    fn new(binary: &Binary, addresses: &[IpAddr], extra: impl Fn(IpAddr) -> Vec<String>) -> ClusterPlan {
         let dir = tempfile::Builder::new()
             .prefix("myelin-cluster-")
             .tempdir()
@@ -59,26 +76,43 @@ impl ClusterPlan {
         let mut data_dirs = Vec::new();
         for (i, address) in addresses.iter().enumerate() {
             let data = dir.path().join(format!("node-{}", i + 1));
-            options.push(binary.node().address(*address).data_dir(data.join("data")).settings([
+            let mut settings = vec![
                 format!("axoniq.axonserver.name=node-{}", i + 1),
                 format!("axoniq.axonserver.hostname={address}"),
                 format!("axoniq.axonserver.internal-hostname={address}"),
                 format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
-                format!("axoniq.axonserver.autocluster.first={first}:{INTERNAL_PORT}"),
-                format!("axoniq.axonserver.autocluster.contexts={contexts}"),
                 format!(
                     "axoniq.axonserver.replication.log-storage-folder={}",
                     data.join("log").display()
                 ),
-            ]));
+            ];
+            settings.extend(extra(first));
+            options.push(
+                binary
+                    .node()
+                    .address(*address)
+                    .data_dir(data.join("data"))
+                    .settings(settings),
+            );
             data_dirs.push(data);
         }
         ClusterPlan {
             options,
             data_dirs,
+            addresses: addresses.to_vec(),
             dir,
         }
     }
+}
+
+/// `127.a.b.1..=count` for a random `a.b`, so that clusters of tests running at once never
+/// share an address.
+fn random_loopback_addresses(count: u8) -> Vec<IpAddr> {
+    let random = RandomState::new().hash_one(std::process::id());
+    let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
+    (0..count)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1)))
+        .collect()
 }
 
 /// Options for `count` nodes of `binary`, node `i` (from 0) on `127.0.0.<i + 1>`, each with
