@@ -400,23 +400,32 @@ class MyelinCluster:
         found = [m for m in _RAFT_STATE.finditer(process.log_text()) if m.group(1) == group]
         return (int(found[-1].group(3)), found[-1].group(4)) if found else None
 
-    def leader(self, group: str = "default") -> int | None:
-        """The running node that last logged itself leader of ``group`` in the highest term."""
-        leading = []
-        for i in range(len(self.nodes)):
-            state = self.raft_state(i, group)
-            if state is not None and state[1] == "Leader":
-                leading.append((state[0], i))
-        return max(leading)[1] if leading else None
-
-    def wait_for_leader(self, timeout_s: float, group: str = "default") -> int:
+    def wait_until_joined(self, timeout_s: float) -> None:
+        """Until every node but the first logged that it joined the cluster: its join returned,
+        every membership change it needed committed in full. Before that the first node is a
+        group of one and acknowledges alone; killing it then proves nothing."""
         deadline = time.monotonic() + timeout_s
-        while (leader := self.leader(group)) is None:
+        for i, process in enumerate(self.nodes[1:], start=1):
+            while process is not None and "joined the cluster" not in process.log_text():
+                if time.monotonic() > deadline:
+                    pytest.fail(f"node-{i + 1} did not join within {timeout_s} s", pytrace=False)
+                time.sleep(0.05)
+
+    def wait_until_voters(self, timeout_s: float, group: str = "default") -> int:
+        """Until every node runs and is a voter of ``group`` (logged Leader or Follower) in one
+        term, one of them the leader; answers the leader."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = [self.raft_state(i, group) for i in range(len(self.nodes))]
+            if all(s is not None and s[1] in ("Leader", "Follower") for s in states) and len(
+                {s[0] for s in states if s is not None}
+            ) == 1:
+                leaders = [i for i, s in enumerate(states) if s is not None and s[1] == "Leader"]
+                if len(leaders) == 1:
+                    return leaders[0]
             if time.monotonic() > deadline:
-                states = [self.raft_state(i, group) for i in range(len(self.nodes))]
-                pytest.fail(f"no leader of {group} within {timeout_s} s; states {states}", pytrace=False)
+                pytest.fail(f"the nodes did not all become voters of {group}: {states}", pytrace=False)
             time.sleep(0.05)
-        return leader
 
     def close(self) -> list[str]:
         """SIGTERM to every running node; what went wrong, also a panic in any run's log."""

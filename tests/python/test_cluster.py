@@ -274,9 +274,10 @@ def test_axonclient_writers_through_every_node_lose_no_acknowledged_event_while_
     for writer in writers:
         writer.start()
     try:
+        cluster.wait_until_joined(SETTLE_S)
         _wait("the cluster formed and acknowledged writes", lambda: acknowledged() >= ACKS_BETWEEN_STEPS)
         for kill in range(KILLS):
-            leader = cluster.wait_for_leader(SETTLE_S)
+            leader = cluster.wait_until_voters(SETTLE_S)
             before = acknowledged()
             _wait("load before the kill", lambda: acknowledged() >= before + ACKS_BETWEEN_STEPS)
             cluster.kill(leader)
