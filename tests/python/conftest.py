@@ -51,7 +51,8 @@ SEED_TIMESTAMP_STEP_MS = 10
 SEED_EVENTS_MIN = 3000
 
 _LISTENING = {
-    "grpc": re.compile(r"gRPC listening on (\d+\.\d+\.\d+\.\d+):(\d+)"),
+    # Not the cluster's "internal gRPC listening on" line, which a cluster node logs first.
+    "grpc": re.compile(r"(?<!internal )gRPC listening on (\d+\.\d+\.\d+\.\d+):(\d+)"),
     "http": re.compile(r"HTTP listening on (\d+\.\d+\.\d+\.\d+):(\d+)"),
 }
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -62,9 +63,20 @@ _LOG_TAIL_LINES = 200
 
 
 class MyelinProcess:
-    """One run of the binary on a data directory; its stdout and stderr go to a log file."""
+    """One run of the binary on a data directory; its stdout and stderr go to a log file.
 
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path) -> None:
+    It listens on ``address`` only (a loopback address), on ports the OS chooses; ``settings``
+    are more ``KEY=VALUE`` settings, after the harness's own.
+    """
+
+    def __init__(
+        self,
+        binary: Path,
+        data_dir: Path,
+        log_path: Path,
+        address: str = "127.0.0.1",
+        settings: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self._log = open(log_path, "wb")
@@ -74,7 +86,7 @@ class MyelinProcess:
             "--data",
             str(data_dir),
             "--set",
-            "myelin.bind-address=127.0.0.1",
+            f"myelin.bind-address={address}",
             "--set",
             "axoniq.axonserver.port=0",
             "--set",
@@ -84,6 +96,8 @@ class MyelinProcess:
             "--set",
             "axoniq.axonserver.snapshot.segment-size=1MB",
         ]
+        for setting in settings:
+            command.extend(("--set", setting))
         # MYELIN_BIN is this harness's, not a server setting (the server warns about unknown
         # MYELIN_* variables). The working directory is the run's own, so no axonserver.properties
         # lying around the caller's directory is read.
@@ -132,6 +146,14 @@ class MyelinProcess:
                     pytrace=False,
                 )
             time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or sync anything. The log is kept."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+        _RUNNING.discard(self)
 
     def stop(self) -> list[str]:
         """SIGTERM, SIGKILL after STOP_TIMEOUT_S; returns what went wrong (empty: exit code 0)."""
@@ -299,6 +321,151 @@ def myelin_servers():
 def myelin(request, myelin_servers) -> Myelin:
     """The running server of one mode: `grpc_uri` ("127.0.0.1:PORT"), `http_url`, `mode`, ..."""
     return myelin_servers.get(request.param)
+
+
+# --- a cluster ----------------------------------------------------------------------------------
+
+CLUSTER_INTERNAL_PORT = 8224
+# What a node logs on every change of its part in a replication group (myelin_cluster::observe).
+_RAFT_STATE = re.compile(r"raft state group=(\S+) leader=(\S+) term=(\d+) state=(\w+)")
+
+
+class MyelinCluster:
+    """Nodes formed into one cluster by Axon's ``autocluster.*`` properties, as
+    crates/testkit's ``ClusterPlan::autocluster`` does: node ``i`` (from 0) is named ``node-<i+1>``
+    and listens on its own loopback address ``127.a.b.<i+1>`` (``a.b`` random, so that clusters
+    of runs at once never share an address), internal port 8224; ``node-1`` initialises the
+    cluster with ``contexts``. Each node's data directory outlives its process, so a node can be
+    killed and started again on its data (it then listens on new client ports).
+    """
+
+    def __init__(self, binary: Path, root: Path, count: int = 3, contexts: str = "default") -> None:
+        self.binary = binary
+        self.root = root
+        self.contexts = contexts
+        a, b = random.randint(1, 250), random.randint(1, 250)
+        self.addresses = [f"127.{a}.{b}.{i + 1}" for i in range(count)]
+        self.nodes: list[MyelinProcess | None] = [None] * count
+        self._runs = [0] * count
+        self._all: list[MyelinProcess] = []
+
+    def start_all(self) -> None:
+        """Starts every node, one after the other (each joins node-1 in the background)."""
+        for i in range(len(self.nodes)):
+            self.start(i)
+
+    def _settings(self, i: int) -> tuple[str, ...]:
+        address = self.addresses[i]
+        return (
+            f"axoniq.axonserver.name=node-{i + 1}",
+            f"axoniq.axonserver.hostname={address}",
+            f"axoniq.axonserver.internal-hostname={address}",
+            f"axoniq.axonserver.internal-port={CLUSTER_INTERNAL_PORT}",
+            f"axoniq.axonserver.autocluster.first={self.addresses[0]}:{CLUSTER_INTERNAL_PORT}",
+            f"axoniq.axonserver.autocluster.contexts={self.contexts}",
+            f"axoniq.axonserver.replication.log-storage-folder={self.root / f'node-{i + 1}' / 'log'}",
+        )
+
+    def start(self, i: int) -> MyelinProcess:
+        """Starts node ``i`` (again) on its data directory and waits until it listens."""
+        if self.nodes[i] is not None:
+            raise RuntimeError(f"node-{i + 1} is running")
+        self._runs[i] += 1
+        data_dir = self.root / f"node-{i + 1}" / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.root / f"node-{i + 1}-run-{self._runs[i]}.log"
+        process = MyelinProcess(self.binary, data_dir, log_path, self.addresses[i], self._settings(i))
+        self._all.append(process)
+        self.nodes[i] = process
+        return process
+
+    def kill(self, i: int) -> None:
+        """SIGKILL to node ``i``."""
+        process = self.nodes[i]
+        if process is None:
+            raise RuntimeError(f"node-{i + 1} is not running")
+        process.kill()
+        self.nodes[i] = None
+
+    def uri(self, i: int) -> str | None:
+        """``host:port`` of node ``i``'s gRPC listener; None while it is down."""
+        process = self.nodes[i]
+        return None if process is None else f"{process.host}:{process.grpc_port}"
+
+    def raft_state(self, i: int, group: str = "default") -> tuple[int, str] | None:
+        """(term, state) of the last ``raft state`` line node ``i`` logged for ``group``."""
+        process = self.nodes[i]
+        if process is None:
+            return None
+        found = [m for m in _RAFT_STATE.finditer(process.log_text()) if m.group(1) == group]
+        return (int(found[-1].group(3)), found[-1].group(4)) if found else None
+
+    def wait_until_joined(self, timeout_s: float) -> None:
+        """Until every node but the first logged that it joined the cluster: its join returned,
+        every membership change it needed committed in full. Before that the first node is a
+        group of one and acknowledges alone; killing it then proves nothing."""
+        deadline = time.monotonic() + timeout_s
+        for i, process in enumerate(self.nodes[1:], start=1):
+            while process is not None and "joined the cluster" not in process.log_text():
+                if time.monotonic() > deadline:
+                    pytest.fail(f"node-{i + 1} did not join within {timeout_s} s", pytrace=False)
+                time.sleep(0.05)
+
+    def wait_until_voters(self, timeout_s: float, group: str = "default") -> int:
+        """Until every node runs and is a voter of ``group`` (logged Leader or Follower) in one
+        term, one of them the leader; answers the leader."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = [self.raft_state(i, group) for i in range(len(self.nodes))]
+            if all(s is not None and s[1] in ("Leader", "Follower") for s in states) and len(
+                {s[0] for s in states if s is not None}
+            ) == 1:
+                leaders = [i for i, s in enumerate(states) if s is not None and s[1] == "Leader"]
+                if len(leaders) == 1:
+                    return leaders[0]
+            if time.monotonic() > deadline:
+                pytest.fail(f"the nodes did not all become voters of {group}: {states}", pytrace=False)
+            time.sleep(0.05)
+
+    def close(self) -> list[str]:
+        """SIGTERM to every running node; what went wrong, also a panic in any run's log."""
+        problems = []
+        for i, process in enumerate(self.nodes):
+            if process is not None:
+                problems.extend(process.stop())
+                self.nodes[i] = None
+        for process in self._all:
+            if process.proc.returncode == -signal.SIGKILL and "panicked at" in process.log_text():
+                problems.append(f"{process.log_path} (killed) shows a panic")
+        return problems
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    # Each phase's report on the item, so that a fixture can tell whether its test failed.
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def myelin_cluster(request) -> MyelinCluster:
+    """Three nodes of ``$MYELIN_BIN`` formed into a cluster; stopped (SIGTERM, exit 0) after.
+    Their data and logs are deleted, unless the test or the stop failed."""
+    root = Path(tempfile.mkdtemp(prefix="myelin-pytest-cluster-"))
+    cluster = MyelinCluster(_binary(), root)
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        problems = cluster.close()
+        if problems:
+            pytest.fail("\n\n".join(problems) + f"\n(data and logs kept in {root})", pytrace=False)
+        call = getattr(request.node, "report_call", None)
+        if call is not None and call.failed:
+            print(f"\nthe cluster's data and logs are kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # --- the with-data mode's seed -------------------------------------------------------------------

@@ -4,6 +4,9 @@
 //! - [`events`]: event builders — aggregate events, snapshots, events of no aggregate, encoded.
 //! - [`store`]: opening a store in a directory, appending, reading everything back.
 //! - [`client`]: gRPC client calls the tests repeat (last token, the whole history, ...).
+//! - [`history`]: the cluster tests' oracle, judging every node's history against what the
+//!   writers were acknowledged.
+//! - [`load`]: writers appending through the nodes of a cluster, recording each id's outcome.
 //! - [`binary`]: the real `myelin serve` process, one or several at once, each on its own
 //!   loopback address, with ports chosen by the OS, its own data directory and a kept log.
 //! - [`grpc`] (feature `grpc`): the gRPC server in-process, over stores in a temporary directory.
@@ -23,6 +26,9 @@ pub mod binary;
 pub mod client;
 pub mod events;
 pub mod fixtures;
+pub mod history;
+#[cfg(feature = "client")]
+pub mod load;
 pub mod store;
 pub mod tidy;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 
-use super::{Binary, Node, NodeOptions, loopback};
+use super::{Binary, Network, Node, NodeOptions, loopback};
 
 /// The internal port every node of a planned cluster uses, each on its own address.
 pub const INTERNAL_PORT: u16 = 8224;
@@ -29,7 +29,25 @@ pub struct ClusterPlan {
 impl ClusterPlan {
     /// `count` nodes named `node-1`.., the first initialising the cluster with `contexts`.
     pub fn autocluster(binary: &Binary, count: u8, contexts: &str) -> ClusterPlan {
-        ClusterPlan::new(binary, count, |first| {
+        ClusterPlan::autocluster_at(binary, &random_loopback_addresses(count), contexts)
+    }
+
+    /// [`ClusterPlan::autocluster`] with node `i` in `network`'s namespace `i`, on its address,
+    /// so that the test can partition them.
+    pub fn autocluster_in(binary: &Binary, network: &Network, contexts: &str) -> ClusterPlan {
+        let mut plan = ClusterPlan::autocluster_at(binary, network.addresses(), contexts);
+        plan.options = plan
+            .options
+            .into_iter()
+            .enumerate()
+            .map(|(i, options)| options.launcher(network.launcher(i)))
+            .collect();
+        plan
+    }
+
+    /// One node per address, `node-1` on the first, which initialises the cluster.
+    pub fn autocluster_at(binary: &Binary, addresses: &[IpAddr], contexts: &str) -> ClusterPlan {
+        ClusterPlan::new(binary, addresses, |first| {
             vec![
                 format!("axoniq.axonserver.autocluster.first={first}:{INTERNAL_PORT}"),
                 format!("axoniq.axonserver.autocluster.contexts={contexts}"),
@@ -41,52 +59,60 @@ impl ClusterPlan {
     /// `myelin.cluster.enabled`, waiting for `POST /v1/context/init` on one and `POST
     /// /v1/cluster` on the others.
     pub fn cluster_enabled(binary: &Binary, count: u8) -> ClusterPlan {
-        ClusterPlan::new(binary, count, |_| vec!["myelin.cluster.enabled=true".to_string()])
+        ClusterPlan::new(binary, &random_loopback_addresses(count), |_| {
+            vec!["myelin.cluster.enabled=true".to_string()]
+        })
     }
 
-    /// The plan's nodes with the harness's settings plus `extra` (given the first node's
+    /// A node per address with the harness's settings plus `extra` (given the first node's
     /// address).
-    fn new(binary: &Binary, count: u8, extra: impl Fn(IpAddr) -> Vec<String>) -> ClusterPlan {
+    fn new(binary: &Binary, addresses: &[IpAddr], extra: impl Fn(IpAddr) -> Vec<String>) -> ClusterPlan {
         let dir = tempfile::Builder::new()
             .prefix("myelin-cluster-")
             .tempdir()
             .expect("a temporary directory for the cluster");
-        let random = RandomState::new().hash_one(std::process::id());
-        let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
-        let address = |i: u8| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1));
+        let first = *addresses.first().expect("at least one node");
         let mut options = Vec::new();
         let mut data_dirs = Vec::new();
-        let mut addresses = Vec::new();
-        for i in 0..count {
+        for (i, address) in addresses.iter().enumerate() {
             let data = dir.path().join(format!("node-{}", i + 1));
             let mut settings = vec![
                 format!("axoniq.axonserver.name=node-{}", i + 1),
-                format!("axoniq.axonserver.hostname={}", address(i)),
-                format!("axoniq.axonserver.internal-hostname={}", address(i)),
+                format!("axoniq.axonserver.hostname={address}"),
+                format!("axoniq.axonserver.internal-hostname={address}"),
                 format!("axoniq.axonserver.internal-port={INTERNAL_PORT}"),
                 format!(
                     "axoniq.axonserver.replication.log-storage-folder={}",
                     data.join("log").display()
                 ),
             ];
-            settings.extend(extra(address(0)));
+            settings.extend(extra(first));
             options.push(
                 binary
                     .node()
-                    .address(address(i))
+                    .address(*address)
                     .data_dir(data.join("data"))
                     .settings(settings),
             );
             data_dirs.push(data);
-            addresses.push(address(i));
         }
         ClusterPlan {
             options,
             data_dirs,
-            addresses,
+            addresses: addresses.to_vec(),
             dir,
         }
     }
+}
+
+/// `127.a.b.1..=count` for a random `a.b`, so that clusters of tests running at once never
+/// share an address.
+fn random_loopback_addresses(count: u8) -> Vec<IpAddr> {
+    let random = RandomState::new().hash_one(std::process::id());
+    let (a, b) = (1 + (random % 250) as u8, 1 + ((random >> 8) % 250) as u8);
+    (0..count)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, a, b, i + 1)))
+        .collect()
 }
 
 /// Options for `count` nodes of `binary`, node `i` (from 0) on `127.0.0.<i + 1>`, each with

@@ -1,12 +1,16 @@
 //! The real `myelin` binary: `myelin serve` as a child process ([`Node`]), several at once
-//! ([`Cluster`]), and its one-shot tool commands ([`Binary::run`]).
+//! ([`Cluster`], [`ClusterPlan`]), what a test sees of a running cluster (its leader, when it
+//! has formed and converged, the history check), a network in which nodes can be partitioned
+//! ([`Network`]), and its one-shot tool commands ([`Binary::run`]).
 //!
 //! A node listens on ports the OS chooses (port 0, learned from its log lines) on the loopback
 //! address it is given — 127.0.0.1, 127.0.0.2, ... all reach this machine on Linux without any
 //! setup, so several nodes run side by side, each on its own address as on its own host.
 
 mod cluster;
+mod cluster_watch;
 mod log;
+mod netns;
 mod node;
 mod process;
 
@@ -15,6 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub use cluster::{Cluster, ClusterPlan, INTERNAL_PORT, loopback_nodes};
+pub use cluster_watch::{
+    RaftState, assert_converged_histories, leader_of, wait_for_leader, wait_until_converged, wait_until_formed,
+    wait_until_joined,
+};
+pub use netns::Network;
 pub use node::{Node, NodeOptions};
 pub use process::{PROCESS_TIMEOUT, Process, run_to_end};
 

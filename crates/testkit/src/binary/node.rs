@@ -32,6 +32,7 @@ pub struct NodeOptions {
     segment_size: String,
     settings: Vec<String>,
     env: Vec<(OsString, OsString)>,
+    launcher: Vec<OsString>,
 }
 
 impl NodeOptions {
@@ -44,6 +45,7 @@ impl NodeOptions {
             segment_size: "16KB".to_string(),
             settings: Vec::new(),
             env: Vec::new(),
+            launcher: Vec::new(),
         }
     }
 
@@ -90,6 +92,14 @@ impl NodeOptions {
         self
     }
 
+    /// A command the binary is started under, e.g. `ip netns exec <namespace>` (see
+    /// [`Network::launcher`](super::Network::launcher)). It must exec the binary, not fork
+    /// it, so that the process the kit signals is the node.
+    pub fn launcher(mut self, command: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
+        self.launcher = command.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Starts the node and waits until both listeners are up; panics, keeping its log, when
     /// it does not start.
     #[track_caller]
@@ -107,7 +117,15 @@ impl NodeOptions {
         let log_path = self.log_file.unwrap_or_else(|| own_dir.path().join("myelin.log"));
         let log_file = std::fs::File::create(&log_path)
             .unwrap_or_else(|error| panic!("cannot create the log file {}: {error}", log_path.display()));
-        let child = Command::new(self.binary.path())
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(self.binary.path());
+                command
+            }
+            None => Command::new(self.binary.path()),
+        };
+        let child = command
             .arg("serve")
             .arg("--data")
             .arg(&data_dir)
