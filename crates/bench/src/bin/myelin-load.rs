@@ -176,6 +176,19 @@ enum Command {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Prints the last token of Myelin's `default` context at `--target` (-1 when empty).
+    /// With `--until`, polls (every 100 ms, also while the server is not listening yet) until
+    /// the token reaches that value, then prints it: how scripts/bench-cluster times a node's
+    /// catch-up.
+    LastToken {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        until: Option<i64>,
+        /// Give up (exit status 1) after this long.
+        #[arg(long, default_value_t = 600.0)]
+        timeout_seconds: f64,
+    },
     /// Markdown tables and the plot from a results file.
     Report {
         #[arg(long)]
@@ -262,6 +275,26 @@ fn emit(record: &Record, results: Option<&std::path::Path>) -> Result<()> {
         record.append_to(path)?;
     }
     Ok(())
+}
+
+/// How often `last-token --until` asks.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+async fn last_token(target: &str, until: Option<i64>, timeout: Duration) -> Result<i64> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer = myelin_bench::load::myelin::last_token(target).await;
+        match (answer, until) {
+            (Ok(token), None) => return Ok(token),
+            (Ok(token), Some(until)) if token >= until => return Ok(token),
+            (Err(e), None) => return Err(e),
+            (answer, Some(until)) => ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{target} did not reach token {until} in {timeout:?} (last answer: {answer:?})"
+            ),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -379,6 +412,16 @@ fn main() -> Result<()> {
             })?;
             record.label = label;
             emit(&record, results.as_deref())
+        }
+        Command::LastToken {
+            target,
+            until,
+            timeout_seconds,
+        } => {
+            let timeout = seconds("timeout-seconds", timeout_seconds)?;
+            let token = runtime()?.block_on(last_token(&target, until, timeout))?;
+            println!("{token}");
+            Ok(())
         }
         Command::Report {
             results,

@@ -121,6 +121,20 @@ impl System for Myelin {
     }
 }
 
+/// The last token of the `default` context at `address` (-1 when empty), through a
+/// connection of its own: what `myelin-load last-token` polls while a node catches up.
+pub async fn last_token(address: &str) -> Result<i64> {
+    let spec = ClientSpec {
+        index: u32::MAX,
+        payload_bytes: 0,
+    };
+    Myelin::new(address, PERMITS_DEFAULT)
+        .connect(spec)
+        .await?
+        .last_token()
+        .await
+}
+
 impl MyelinClient {
     async fn last_token(&mut self) -> Result<i64> {
         let token: TrackingToken = self
