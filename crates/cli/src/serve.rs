@@ -177,7 +177,9 @@ async fn start_cluster(
     node.set_cluster(cluster.clone());
     let (stop, mut stopping) = watch::channel(false);
     let address = listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Without TCP_NODELAY a follower's small answer waits for the leader's delayed ACK: 40 ms
+    // stalls on every quiet round trip (measured: p99 44 ms at one client).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let service = myelin_cluster::service(cluster.clone());
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()

@@ -301,10 +301,11 @@ impl ClusterNode {
 
     fn raft_config(&self, group: &str) -> Result<Arc<Config>, NodeError> {
         let r = &self.config.replication;
+        let (election_timeout_min, election_timeout_max) = r.raft_election_timeouts();
         let config = Config {
             cluster_name: group.to_string(),
-            election_timeout_min: r.min_election_timeout_ms,
-            election_timeout_max: r.max_election_timeout_ms,
+            election_timeout_min,
+            election_timeout_max,
             heartbeat_interval: r.heartbeat_timeout_ms,
             // Snapshots and purges are the log cleaner's decision (docs/ARCHITECTURE.md), never
             // openraft's own.
@@ -362,6 +363,7 @@ impl ClusterNode {
             ready_timeout: self.config.replication.max_election_timeout() * 4,
             min_active_backups: self.config.replication.min_active_backups,
             backup_timeout: self.config.replication.max_election_timeout(),
+            leader_lease: self.config.replication.leader_lease(),
         };
         let group = Arc::new(Group::new(name, raft, me, position, writes, timing));
         let mut groups = self.groups.write();

@@ -76,6 +76,35 @@ impl ReplicationConfig {
     pub fn max_election_timeout(&self) -> Duration {
         Duration::from_millis(self.max_election_timeout_ms)
     }
+
+    /// The election timeouts handed to openraft, so that a follower stands within Axon's
+    /// window.
+    ///
+    /// Axon's follower stands a random `[min-election-timeout, max-election-timeout)` after the
+    /// last heartbeat. A follower of openraft 0.9 that knew a leader waits its leader lease
+    /// (openraft's `election_timeout_max`) *plus* a random `[election_timeout_min,
+    /// election_timeout_max)` (`engine_config.rs`, `raft_core.rs::handle_tick_election`):
+    /// Axon's values passed as they are made it stand 3.5–5 s after the leader died. So
+    /// openraft gets half of `max-election-timeout` as its maximum (lease 1250 ms by default)
+    /// and as its minimum whatever brings the sum up to `min-election-timeout`, but never the
+    /// heartbeat or less (openraft's rule): with Axon's defaults a follower stands after
+    /// 1551–2500 ms, inside Axon's 1000–2500 ms, and a candidate that lost retries after
+    /// 301–1250 ms. Answers `(election_timeout_min, election_timeout_max)` in milliseconds.
+    pub fn raft_election_timeouts(&self) -> (u64, u64) {
+        let heartbeat = self.heartbeat_timeout_ms;
+        let max = (self.max_election_timeout_ms / 2).max(heartbeat + 2);
+        let min = self
+            .min_election_timeout_ms
+            .saturating_sub(max)
+            .max(heartbeat + 1)
+            .min(max - 1);
+        (min, max)
+    }
+
+    /// How long a follower trusts a leader it heard from: openraft's leader lease.
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_millis(self.raft_election_timeouts().1)
+    }
 }
 
 /// Formation (`axoniq.axonserver.autocluster.*`) and the internal port's guard.
@@ -91,4 +120,51 @@ pub struct ClusterConfig {
     /// `accesscontrol.internal-token`: required on node-to-node calls when set.
     pub internal_token: Option<String>,
     pub replication: ReplicationConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a follower of openraft 0.9 waits after the last heartbeat before it stands, at the
+    /// extremes: lease + [min, max).
+    fn standing_window(r: &ReplicationConfig) -> (u64, u64) {
+        let (min, max) = r.raft_election_timeouts();
+        (max + min, max + max)
+    }
+
+    #[test]
+    fn with_axons_defaults_a_follower_stands_inside_axons_window() {
+        let r = ReplicationConfig::default();
+        assert_eq!(r.raft_election_timeouts(), (301, 1250));
+        let (earliest, latest) = standing_window(&r);
+        assert!(earliest >= r.min_election_timeout_ms, "{earliest}");
+        assert!(latest <= r.max_election_timeout_ms, "{latest}");
+    }
+
+    #[test]
+    fn the_timeouts_stay_valid_for_openraft_whatever_axons_settings() {
+        for (heartbeat, min, max) in [(300, 1000, 2500), (50, 150, 300), (100, 101, 102), (10, 5000, 6000), (1, 2, 3)] {
+            let r = ReplicationConfig {
+                heartbeat_timeout_ms: heartbeat,
+                min_election_timeout_ms: min,
+                max_election_timeout_ms: max,
+                ..ReplicationConfig::default()
+            };
+            r.validate().unwrap();
+            let (raft_min, raft_max) = r.raft_election_timeouts();
+            assert!(heartbeat < raft_min && raft_min < raft_max, "{heartbeat} {min} {max} -> {raft_min} {raft_max}");
+            let config = openraft::Config {
+                heartbeat_interval: heartbeat,
+                election_timeout_min: raft_min,
+                election_timeout_max: raft_max,
+                ..Default::default()
+            };
+            config.validate().unwrap();
+            if max >= 2 * heartbeat + 4 && min >= max / 2 + heartbeat + 1 {
+                let (earliest, latest) = standing_window(&r);
+                assert!(earliest >= min && latest <= max, "{heartbeat} {min} {max}: {earliest}..{latest}");
+            }
+        }
+    }
 }

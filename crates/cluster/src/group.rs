@@ -10,20 +10,24 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use myelin_node::{Context, NodeError};
 use myelin_store::{ContextStore, PreparedEvent, StoreError};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::Mutex;
+use tracing::info;
 
 use crate::gate::{active_backups, may_acknowledge};
 use crate::machine::AppliedPosition;
-use crate::types::{Applied, Command, NodeId, NodeName, Raft, Transaction};
+use crate::types::{Applied, Command, NodeId, NodeName, Raft, Transaction, VoteRequest, VoteResponse};
 
 /// Aggregates remembered per context beyond which those already applied are forgotten.
 const REMEMBERED_AGGREGATES: usize = 100_000;
+
+/// How many terms [`Group::after_vote`] climbs at most to stand above a candidate.
+const MAX_TERMS_STOOD: usize = 8;
 
 /// Why a proposal was not accepted.
 #[derive(Debug)]
@@ -159,6 +163,9 @@ pub struct Group {
     /// Held by a membership change from start to end: openraft refuses a change while another
     /// is under way, so changes to one group (joins of several nodes at once) take turns.
     pub membership_changes: Mutex<()>,
+    /// openraft's leader lease, and when a leader last sent this node entries or a heartbeat.
+    leader_lease: Duration,
+    heard_from_leader: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// The timeouts and backup rule a group runs with.
@@ -170,6 +177,8 @@ pub struct GroupTiming {
     pub min_active_backups: usize,
     /// How long a write waits for the active backups (`max-election-timeout`).
     pub backup_timeout: Duration,
+    /// openraft's leader lease ([`crate::config::ReplicationConfig::leader_lease`]).
+    pub leader_lease: Duration,
 }
 
 /// What a transaction is, for [`Group::propose`].
@@ -198,7 +207,63 @@ impl Group {
             min_active_backups: timing.min_active_backups,
             backup_timeout: timing.backup_timeout,
             membership_changes: Mutex::new(()),
+            leader_lease: timing.leader_lease,
+            heard_from_leader: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Notes that a leader sent this node entries or a heartbeat.
+    pub fn heard_from_leader(&self) {
+        *self.heard_from_leader.lock() = Some(Instant::now());
+    }
+
+    /// After this node refused its vote to `request` with `response`: when the candidate was
+    /// refused only because its log is shorter than this node's, and this node has not heard
+    /// from a leader for longer than the lease either, the leader is gone and this node is the
+    /// better candidate, so it stands now. Otherwise openraft makes the refused candidate wait
+    /// `smaller_log_timeout` (2 × the maximum election timeout) before it stands again, while
+    /// this node waits out its own lease and timeout: the slowest failovers measured (10–16 s,
+    /// docs/BENCHMARKS.md). A node that hears from a live leader never stands this way, so a
+    /// lagging, partitioned follower cannot depose a healthy leader through it.
+    pub fn after_vote(&self, request: &VoteRequest, response: &VoteResponse) {
+        let shorter_log = response.last_log_id > request.last_log_id;
+        let newer_term = request.vote.leader_id.term > response.vote.leader_id.term;
+        let silent = self
+            .heard_from_leader
+            .lock()
+            .is_none_or(|heard| heard.elapsed() > self.leader_lease);
+        if response.vote_granted || !shorter_log || !newer_term || !silent {
+            return;
+        }
+        let leads = self.raft.metrics().borrow().current_leader == Some(self.me);
+        if leads {
+            return;
+        }
+        info!(
+            group = %self.name,
+            candidate = request.vote.leader_id.voted_for.unwrap_or_default(),
+            "a candidate with a shorter log stood and no leader has been heard from: standing now"
+        );
+        // It must stand in a term above the candidate's: one step from its own term may land
+        // on the candidate's, where each refuses the other (tried: a livelock, since openraft's
+        // stale `seen_greater_log` kept this node's own timer slower than the candidate's).
+        let target = request.vote.leader_id.term + 1;
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            for _ in 0..MAX_TERMS_STOOD {
+                let term = raft.metrics().borrow().current_term;
+                if term >= target || raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                let moved = raft
+                    .wait(Some(Duration::from_millis(200)))
+                    .metrics(|m| m.current_term > term, "the election began")
+                    .await;
+                if moved.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Waits until the group's active backups hold entry `index` ([`crate::gate`]).

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::cluster::{AdminRequest, ClusterNode, Forwarded};
 use crate::group::Group;
 use crate::network::{SnapshotTransfer, TOKEN_METADATA_KEY, decode, encode};
+use crate::types::VoteRequest;
 
 /// The service, ready to add to a tonic server.
 pub fn service(cluster: Arc<ClusterNode>) -> ClusterServer<ClusterService> {
@@ -69,13 +70,18 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn append_entries(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         let (envelope, group) = self.open(request)?;
+        group.heard_from_leader();
         let answer = group.raft.append_entries(body(&envelope)?).await;
         reply(envelope.group, &answer)
     }
 
     async fn vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         let (envelope, group) = self.open(request)?;
-        let answer = group.raft.vote(body(&envelope)?).await;
+        let vote: VoteRequest = body(&envelope)?;
+        let answer = group.raft.vote(vote.clone()).await;
+        if let Ok(response) = &answer {
+            group.after_vote(&vote, response);
+        }
         reply(envelope.group, &answer)
     }
 

@@ -178,3 +178,5 @@ pub type Membership = openraft::Membership<NodeId, Member>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type Raft = openraft::Raft<TypeConfig>;
+pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
