@@ -311,6 +311,9 @@ impl ClusterNode {
             // openraft's own.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
+            // An entry may hold a batch of up to 2 MiB of events (`group`): 64 keep one
+            // AppendEntries within ~128 MiB where openraft's 300 would allow 600.
+            max_payload_entries: 64,
             ..Default::default()
         };
         config
@@ -373,6 +376,7 @@ impl ClusterNode {
         }
         groups.insert(name.to_string(), group.clone());
         drop(groups);
+        group.start_proposer();
         self.logs.write().insert(name.to_string(), log.clone());
         crate::flush::spawn(group.clone(), log, control, self.config.replication.sync_interval_ms);
         crate::observe::spawn_leader_log(group.clone());
@@ -748,7 +752,7 @@ fn appended(applied: Applied) -> Appended {
             first_token: first_token as u64,
             count,
         },
-        Applied::Done | Applied::ContextGone => Appended {
+        Applied::Done | Applied::ContextGone | Applied::Batch(_) => Appended {
             first_token: 0,
             count: 0,
         },

@@ -6,6 +6,7 @@
 //! |-----------------------------|------|-----------------------------------------------------------|
 //! | `Blank`                     | 5    | `LeaderElected { leader_id }`                             |
 //! | `Normal(Events/Snapshot)`   | 3    | `SerializedObject { "Append.EVENT"/"Append.SNAPSHOT", TransactionWithToken }` |
+//! | `Normal(EventBatch)`        | 3    | `SerializedObject { "myelin.Append.EVENTS", TransactionBatch }` |
 //! | `Normal(Control)`           | 3    | `SerializedObject { "myelin.Control", JSON }`             |
 //! | `Membership`                | 3    | `SerializedObject { "myelin.Membership", JSON }`          |
 //! | `Normal(Dummy)`             | 6    | the byte `X`                                              |
@@ -13,7 +14,7 @@
 //! Axon's type 4 (`Config`) cannot say what a joint membership is, so Myelin never writes it.
 
 use bytes::Bytes;
-use myelin_proto::myelin::cluster::{LeaderElected, SerializedObject, TransactionWithToken};
+use myelin_proto::myelin::cluster::{LeaderElected, SerializedObject, TransactionBatch, TransactionWithToken};
 use openraft::{CommittedLeaderId, EntryPayload};
 use prost::Message;
 
@@ -27,6 +28,7 @@ pub const TYPE_DUMMY: i32 = 6;
 
 pub const APPEND_EVENT: &str = "Append.EVENT";
 pub const APPEND_SNAPSHOT: &str = "Append.SNAPSHOT";
+pub const MYELIN_APPEND_EVENTS: &str = "myelin.Append.EVENTS";
 pub const MYELIN_CONTROL: &str = "myelin.Control";
 pub const MYELIN_MEMBERSHIP: &str = "myelin.Membership";
 /// The leader named by a term's first entry when the writing node does not know it.
@@ -54,15 +56,13 @@ pub fn encode(entry: &Entry, leader: &str) -> Result<(i32, Bytes), CodecError> {
         r#type: kind.to_string(),
         data,
     };
-    let transaction = |t: &Transaction| {
-        TransactionWithToken {
-            token: t.token,
-            version: TRANSACTION_VERSION,
-            events: t.events.iter().map(|e| e.to_vec()).collect(),
-            context: t.context.clone(),
-        }
-        .encode_to_vec()
+    let message = |t: &Transaction| TransactionWithToken {
+        token: t.token,
+        version: TRANSACTION_VERSION,
+        events: t.events.iter().map(|e| e.to_vec()).collect(),
+        context: t.context.clone(),
     };
+    let transaction = |t: &Transaction| message(t).encode_to_vec();
     let json = |value: serde_json::Result<Vec<u8>>| value.map_err(|e| CodecError::Malformed(e.to_string()));
     let (kind, data) = match &entry.payload {
         // An entry's data is never empty (a size of 0 means "nothing written"): a leader this
@@ -77,6 +77,17 @@ pub fn encode(entry: &Entry, leader: &str) -> Result<(i32, Bytes), CodecError> {
         EntryPayload::Normal(Command::Events(t)) => (
             TYPE_SERIALIZED_OBJECT,
             object(APPEND_EVENT, transaction(t)).encode_to_vec(),
+        ),
+        EntryPayload::Normal(Command::EventBatch(batch)) => (
+            TYPE_SERIALIZED_OBJECT,
+            object(
+                MYELIN_APPEND_EVENTS,
+                TransactionBatch {
+                    transactions: batch.iter().map(message).collect(),
+                }
+                .encode_to_vec(),
+            )
+            .encode_to_vec(),
         ),
         EntryPayload::Normal(Command::Snapshot(t)) => (
             TYPE_SERIALIZED_OBJECT,
@@ -106,18 +117,23 @@ pub fn decode(index: u64, term: u64, kind: i32, data: &[u8]) -> Result<Entry, Co
         TYPE_DUMMY => EntryPayload::Normal(Command::Dummy),
         TYPE_SERIALIZED_OBJECT => {
             let object = SerializedObject::decode(data).map_err(malformed)?;
+            let from = |t: TransactionWithToken| Transaction {
+                context: t.context,
+                token: t.token,
+                events: t.events.into_iter().map(Bytes::from).collect(),
+            };
             let transaction = || {
                 let t = TransactionWithToken::decode(object.data.as_slice()).map_err(malformed)?;
-                Ok::<_, CodecError>(Transaction {
-                    context: t.context,
-                    token: t.token,
-                    events: t.events.into_iter().map(Bytes::from).collect(),
-                })
+                Ok::<_, CodecError>(from(t))
             };
             let json = |e: serde_json::Error| CodecError::Malformed(e.to_string());
             match object.r#type.as_str() {
                 APPEND_EVENT => EntryPayload::Normal(Command::Events(transaction()?)),
                 APPEND_SNAPSHOT => EntryPayload::Normal(Command::Snapshot(transaction()?)),
+                MYELIN_APPEND_EVENTS => {
+                    let batch = TransactionBatch::decode(object.data.as_slice()).map_err(malformed)?;
+                    EntryPayload::Normal(Command::EventBatch(batch.transactions.into_iter().map(from).collect()))
+                }
                 MYELIN_CONTROL => {
                     EntryPayload::Normal(Command::Control(serde_json::from_slice(&object.data).map_err(json)?))
                 }
@@ -165,6 +181,21 @@ mod tests {
                 token: 41,
                 events: vec![Bytes::from_static(b"one"), Bytes::from_static(b"")],
             })),
+        });
+        round_trip(Entry {
+            log_id: log_id(3, 9),
+            payload: EntryPayload::Normal(Command::EventBatch(vec![
+                Transaction {
+                    context: "default".into(),
+                    token: 43,
+                    events: vec![Bytes::from_static(b"two")],
+                },
+                Transaction {
+                    context: "orders".into(),
+                    token: 0,
+                    events: vec![Bytes::from_static(b"three"), Bytes::from_static(b"four")],
+                },
+            ])),
         });
         round_trip(Entry {
             log_id: log_id(3, 9),

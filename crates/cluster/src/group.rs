@@ -16,15 +16,29 @@ use bytes::Bytes;
 use myelin_node::{Context, NodeError};
 use myelin_store::{ContextStore, PreparedEvent, StoreError};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::Mutex;
+use openraft::raft::responder::{OneshotResponder, Responder};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::info;
 
 use crate::gate::{active_backups, may_acknowledge};
 use crate::machine::AppliedPosition;
-use crate::types::{Applied, Command, NodeId, NodeName, Raft, Transaction, VoteRequest, VoteResponse};
+use crate::types::{Applied, Command, NodeId, NodeName, Raft, Transaction, TypeConfig, VoteRequest, VoteResponse};
 
 /// Aggregates remembered per context beyond which those already applied are forgotten.
 const REMEMBERED_AGGREGATES: usize = 100_000;
+
+/// What `client_write_ff` hands back: the entry's answer, once applied.
+type Receipt = <OneshotResponder<TypeConfig> as Responder<TypeConfig>>::Receiver;
+
+/// Transactions waiting for the proposer, beyond which clients wait to queue.
+const QUEUED_TRANSACTIONS: usize = 4096;
+/// Entries of batched transactions proposed and not yet applied. Two: while one is being
+/// replicated, the next fills.
+const BATCHES_IN_FLIGHT: usize = 2;
+/// A batch closes at this many transactions or this many event bytes (a larger transaction
+/// goes alone).
+const MAX_BATCH_TRANSACTIONS: usize = 1024;
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// How many terms [`Group::after_vote`] climbs at most to stand above a candidate.
 const MAX_TERMS_STOOD: usize = 8;
@@ -38,6 +52,17 @@ pub enum ProposeError {
     Refused(NodeError),
     /// Proposed, but the outcome is unknown (leadership was lost before it committed).
     Unknown(String),
+}
+
+impl ProposeError {
+    /// The same outcome for another transaction of a batch.
+    fn echo(&self) -> ProposeError {
+        match self {
+            ProposeError::NotLeader(leader) => ProposeError::NotLeader(leader.clone()),
+            ProposeError::Refused(e) => ProposeError::Unknown(e.to_string()),
+            ProposeError::Unknown(message) => ProposeError::Unknown(message.clone()),
+        }
+    }
 }
 
 impl From<ProposeError> for NodeError {
@@ -166,6 +191,33 @@ pub struct Group {
     /// openraft's leader lease, and when a leader last sent this node entries or a heartbeat.
     leader_lease: Duration,
     heard_from_leader: parking_lot::Mutex<Option<Instant>>,
+    /// Transactions waiting for the proposer ([`Group::start_proposer`]), and its end of the
+    /// queue until it starts.
+    queue: mpsc::Sender<Waiting>,
+    waiting: parking_lot::Mutex<Option<mpsc::Receiver<Waiting>>>,
+    /// Batches proposed and not yet answered: at most [`BATCHES_IN_FLIGHT`].
+    in_flight: Arc<Semaphore>,
+}
+
+/// One client's transaction on its way to the proposer.
+struct Waiting {
+    context: Arc<Context>,
+    proposal: Proposal,
+    answer: oneshot::Sender<Result<Applied, ProposeError>>,
+}
+
+impl Waiting {
+    fn bytes(&self) -> usize {
+        match &self.proposal {
+            Proposal::Events(events) => events.iter().map(|e| e.bytes().len()).sum(),
+            Proposal::Snapshot(snapshot) => snapshot.bytes().len(),
+        }
+    }
+
+    fn answer(self, outcome: Result<Applied, ProposeError>) {
+        // A client that went away does not need its answer.
+        let _ = self.answer.send(outcome);
+    }
 }
 
 /// The timeouts and backup rule a group runs with.
@@ -196,7 +248,11 @@ impl Group {
         writes: Arc<Mutex<()>>,
         timing: GroupTiming,
     ) -> Group {
+        let (queue, waiting) = mpsc::channel(QUEUED_TRANSACTIONS);
         Group {
+            queue,
+            waiting: parking_lot::Mutex::new(Some(waiting)),
+            in_flight: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)),
             writes,
             name: name.to_string(),
             raft,
@@ -330,10 +386,81 @@ impl Group {
 
     /// Proposes one transaction of `context` and answers once it is committed and applied
     /// on this node (the leader), as Axon acknowledges.
+    ///
+    /// The transaction joins the group's queue; the proposer ([`Group::start_proposer`]) puts
+    /// what is queued into one entry whenever fewer than [`BATCHES_IN_FLIGHT`] are under way.
+    /// openraft 0.9 writes each entry with its own fsync on the leader and every follower and
+    /// its core waits for each (`RaftCore::append_to_log`); batching is what lets concurrent
+    /// clients share them (docs/ARCHITECTURE.md, decision 21).
     pub async fn propose(&self, context: &Arc<Context>, proposal: Proposal) -> Result<Applied, ProposeError> {
-        let store = context.store();
-        let term = self.ready_term().await?;
-        let receiver = {
+        // Refused at once where this node does not lead: the caller forwards the write.
+        self.ready_term().await?;
+        let (answer, answered) = oneshot::channel();
+        let waiting = Waiting {
+            context: context.clone(),
+            proposal,
+            answer,
+        };
+        if self.queue.send(waiting).await.is_err() {
+            return Err(ProposeError::Refused(NodeError::Replication(format!(
+                "replication group {} is closing",
+                self.name
+            ))));
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(ProposeError::Unknown(format!(
+                "group {}: the write was dropped before it was answered; it may or may not be stored",
+                self.name
+            )))
+        })
+    }
+
+    /// Starts the task that proposes queued transactions, once; it ends with the group.
+    pub fn start_proposer(self: &Arc<Group>) {
+        let Some(mut waiting) = self.waiting.lock().take() else {
+            return;
+        };
+        let group = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(first) = waiting.recv().await {
+                let Some(group) = group.upgrade() else {
+                    return;
+                };
+                let Ok(permit) = group.in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                // Whatever queued while the earlier batches were under way goes in this one.
+                let mut bytes = first.bytes();
+                let mut batch = vec![first];
+                while bytes < MAX_BATCH_BYTES && batch.len() < MAX_BATCH_TRANSACTIONS {
+                    match waiting.try_recv() {
+                        Ok(next) => {
+                            bytes += next.bytes();
+                            batch.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group.submit(batch, permit).await;
+            }
+        });
+    }
+
+    /// Checks and reserves `batch` in order, proposes what passed as as few entries as the
+    /// log allows (events of consecutive transactions share one; a snapshot has its own), and
+    /// leaves a task to answer each transaction once its entry is applied.
+    async fn submit(self: &Arc<Group>, batch: Vec<Waiting>, permit: OwnedSemaphorePermit) {
+        let term = match self.ready_term().await {
+            Ok(term) => term,
+            Err(e) => {
+                for waiting in batch {
+                    waiting.answer(Err(e.echo()));
+                }
+                return;
+            }
+        };
+        let mut proposed = Vec::new();
+        {
             let mut sequencer = self.sequencer.lock().await;
             if sequencer.term != Some(term) {
                 *sequencer = Sequencer {
@@ -341,58 +468,103 @@ impl Group {
                     contexts: HashMap::new(),
                 };
             }
-            let sequence = sequencer.context(store);
-            let command = match &proposal {
-                Proposal::Events(events) => {
-                    let token = sequence.reserve_events(store, events).map_err(ProposeError::Refused)?;
-                    Command::Events(transaction(
-                        store.name(),
-                        token,
-                        events.iter().map(|e| e.bytes().clone()),
-                    ))
-                }
-                Proposal::Snapshot(snapshot) => {
-                    let token = sequence
-                        .reserve_snapshot(store, snapshot)
-                        .map_err(ProposeError::Refused)?;
-                    Command::Snapshot(transaction(store.name(), token, [snapshot.bytes().clone()]))
-                }
-            };
-            match self.raft.client_write_ff(command).await {
-                Ok(receiver) => receiver,
-                Err(fatal) => {
-                    sequencer.term = None;
-                    return Err(ProposeError::Unknown(format!("group {}: {fatal}", self.name)));
+            let mut entries: Vec<(Command, Vec<Waiting>)> = Vec::new();
+            let mut events: Vec<(Transaction, Waiting)> = Vec::new();
+            for waiting in batch {
+                let store = waiting.context.store();
+                let sequence = sequencer.context(store);
+                match &waiting.proposal {
+                    Proposal::Events(list) => match sequence.reserve_events(store, list) {
+                        Ok(token) => {
+                            let t = transaction(store.name(), token, list.iter().map(|e| e.bytes().clone()));
+                            events.push((t, waiting));
+                        }
+                        Err(e) => waiting.answer(Err(ProposeError::Refused(e))),
+                    },
+                    Proposal::Snapshot(snapshot) => match sequence.reserve_snapshot(store, snapshot) {
+                        Ok(token) => {
+                            let t = transaction(store.name(), token, [snapshot.bytes().clone()]);
+                            entries.extend(events_entry(std::mem::take(&mut events)));
+                            entries.push((Command::Snapshot(t), vec![waiting]));
+                        }
+                        Err(e) => waiting.answer(Err(ProposeError::Refused(e))),
+                    },
                 }
             }
-        };
-        let outcome = match receiver.await {
+            entries.extend(events_entry(events));
+            // Proposed under the sequencer's lock: log order is token order.
+            let mut entries = entries.into_iter();
+            while let Some((command, waiters)) = entries.next() {
+                match self.raft.client_write_ff(command).await {
+                    Ok(receiver) => proposed.push((receiver, waiters)),
+                    Err(fatal) => {
+                        sequencer.term = None;
+                        let e = ProposeError::Unknown(format!("group {}: {fatal}", self.name));
+                        for waiting in waiters.into_iter().chain(entries.flat_map(|(_, w)| w)) {
+                            waiting.answer(Err(e.echo()));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let group = self.clone();
+        tokio::spawn(async move {
+            for (receiver, waiters) in proposed {
+                group.answer(receiver, waiters).await;
+            }
+            drop(permit);
+        });
+    }
+
+    /// Answers the transactions of one proposed entry once it is applied here.
+    async fn answer(&self, receiver: Receipt, waiters: Vec<Waiting>) {
+        let failed = match receiver.await {
             Ok(Ok(response)) => {
-                if response.data == Applied::ContextGone {
-                    return Err(ProposeError::Refused(NodeError::ContextNotFound(
-                        store.name().to_string(),
-                    )));
+                let answers = match response.data {
+                    Applied::Batch(answers) => answers,
+                    single => vec![single],
+                };
+                if answers.len() != waiters.len() {
+                    ProposeError::Unknown(format!(
+                        "group {}: entry {} answered {} transactions for {}",
+                        self.name,
+                        response.log_id,
+                        answers.len(),
+                        waiters.len()
+                    ))
+                } else if let Err(e) = self.backups_hold(response.log_id.index).await {
+                    e
+                } else {
+                    for (waiting, applied) in waiters.into_iter().zip(answers) {
+                        let outcome = if applied == Applied::ContextGone {
+                            let name = waiting.context.store().name().to_string();
+                            Err(ProposeError::Refused(NodeError::ContextNotFound(name)))
+                        } else {
+                            Ok(applied)
+                        };
+                        waiting.answer(outcome);
+                    }
+                    return;
                 }
-                self.backups_hold(response.log_id.index).await?;
-                return Ok(response.data);
             }
-            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
-                ProposeError::NotLeader(forward.leader_node.map(|member| member.name))
-            }
+            // It had been proposed: whether it commits is up to the next leader.
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => ProposeError::Unknown(format!(
+                "group {}: leadership moved{} before the write was committed; it may or may not be stored",
+                self.name,
+                forward
+                    .leader_node
+                    .map(|member| format!(" to {}", member.name))
+                    .unwrap_or_default()
+            )),
             Ok(Err(e)) => ProposeError::Unknown(format!("group {}: {e}", self.name)),
             Err(e) => ProposeError::Unknown(format!("group {}: the write was dropped: {e}", self.name)),
         };
         // Whatever this node had reserved may never be stored: count afresh next time.
         self.sequencer.lock().await.term = None;
-        Err(match outcome {
-            // It had been proposed: whether it commits is up to the next leader.
-            ProposeError::NotLeader(leader) => ProposeError::Unknown(format!(
-                "group {}: leadership moved{} before the write was committed; it may or may not be stored",
-                self.name,
-                leader.map(|l| format!(" to {l}")).unwrap_or_default()
-            )),
-            other => other,
-        })
+        for waiting in waiters {
+            waiting.answer(Err(failed.echo()));
+        }
     }
 
     /// Proposes a control command (no tokens) and waits until it is applied here.
@@ -405,6 +577,17 @@ impl Group {
             Err(e) => Err(ProposeError::Unknown(format!("group {}: {e}", self.name))),
         }
     }
+}
+
+/// The entry for consecutive event transactions: Axon's own for one, a batch for more.
+fn events_entry(events: Vec<(Transaction, Waiting)>) -> Option<(Command, Vec<Waiting>)> {
+    let (mut transactions, waiters): (Vec<Transaction>, Vec<Waiting>) = events.into_iter().unzip();
+    let command = match transactions.len() {
+        0 => return None,
+        1 => Command::Events(transactions.remove(0)),
+        _ => Command::EventBatch(transactions),
+    };
+    Some((command, waiters))
 }
 
 fn transaction(context: &str, token: i64, events: impl IntoIterator<Item = Bytes>) -> Transaction {

@@ -254,6 +254,12 @@ impl RaftStateMachine<TypeConfig> for GroupMachine {
                 EntryPayload::Normal(Command::Events(t)) => {
                     self.apply_transaction(&log_id, SegmentKind::Events, t, &mut heads, &mut pending)?
                 }
+                EntryPayload::Normal(Command::EventBatch(batch)) => Applied::Batch(
+                    batch
+                        .iter()
+                        .map(|t| self.apply_transaction(&log_id, SegmentKind::Events, t, &mut heads, &mut pending))
+                        .collect::<Result<_, _>>()?,
+                ),
                 EntryPayload::Normal(Command::Snapshot(t)) => {
                     // The store checks a snapshot against the events it has published: the
                     // events before it in the log must be stored first.

@@ -243,7 +243,9 @@ pub fn for_role(role: Role, mut rpc: AppendEntriesRequest<TypeConfig>) -> Append
     for entry in &mut rpc.entries {
         if matches!(
             entry.payload,
-            EntryPayload::Normal(Command::Events(_)) | EntryPayload::Normal(Command::Snapshot(_))
+            EntryPayload::Normal(Command::Events(_))
+                | EntryPayload::Normal(Command::EventBatch(_))
+                | EntryPayload::Normal(Command::Snapshot(_))
         ) {
             entry.payload = EntryPayload::Normal(Command::Dummy);
         }

@@ -108,6 +108,9 @@ pub enum ControlCommand {
 pub enum Command {
     /// Axon's `Append.EVENT`.
     Events(Transaction),
+    /// Transactions of concurrent clients in one entry, in token order (`myelin.Append.EVENTS`,
+    /// docs/FORMAT.md): one fsync per member for all of them.
+    EventBatch(Vec<Transaction>),
     /// Axon's `Append.SNAPSHOT`.
     Snapshot(Transaction),
     Control(ControlCommand),
@@ -119,6 +122,7 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Events(t) => write!(f, "events {}@{}+{}", t.context, t.token, t.events.len()),
+            Command::EventBatch(batch) => write!(f, "{} transactions", batch.len()),
             Command::Snapshot(t) => write!(f, "snapshot {}@{}", t.context, t.token),
             Command::Control(c) => write!(f, "control {c:?}"),
             Command::Dummy => f.write_str("dummy"),
@@ -136,6 +140,8 @@ pub enum Applied {
     /// Events of a context deleted earlier in the log (a write that raced the deletion): not
     /// stored anywhere, the same on every member.
     ContextGone,
+    /// What each transaction of an [`Command::EventBatch`] answered, in its order.
+    Batch(Vec<Applied>),
 }
 
 /// The snapshot a group builds: small, because the events themselves are sent incrementally
