@@ -179,6 +179,16 @@ async fn main() {
             let any = nodes.iter().flatten().next().expect("two nodes run");
             last_token(&mut any.client().await).await
         };
+        // What the killed node left on disk keeps the raft state's relations (CLUSTER.md §11
+        // item 8); opening its logs recovers their tails as the restart would.
+        {
+            let data = &plan.data_dirs[leader];
+            let control = myelin_control::ControlDb::open(&data.join("data"))
+                .unwrap_or_else(|e| panic!("round {round}: node-{}'s control database: {e}", leader + 1));
+            let problems = myelin_cluster::invariants::check_stopped_node(&control, &data.join("log"), 16 << 20)
+                .unwrap_or_else(|e| panic!("round {round}: node-{}'s logs: {e}", leader + 1));
+            assert!(problems.is_empty(), "round {round}: node-{}: {problems:#?}", leader + 1);
+        }
         let restarted = plan.options[leader].clone().start();
         targets.set(leader, Some(restarted.grpc_url()));
         wait_for_token(&restarted, cluster_token, round).await;

@@ -55,6 +55,7 @@ pub mod key {
     pub const AUTOCLUSTER_FIRST: &str = "axoniq.axonserver.autocluster.first";
     pub const AUTOCLUSTER_CONTEXTS: &str = "axoniq.axonserver.autocluster.contexts";
     pub const CLUSTER_ENABLED: &str = "myelin.cluster.enabled";
+    pub const RECOVERY_FILE: &str = "axoniq.axonserver.recoveryfile";
     pub const LOG_STORAGE_FOLDER: &str = "axoniq.axonserver.replication.log-storage-folder";
     pub const LOG_SEGMENT_SIZE: &str = "axoniq.axonserver.replication.segment-size";
     pub const MIN_ELECTION_TIMEOUT: &str = "axoniq.axonserver.replication.min-election-timeout";
@@ -102,6 +103,7 @@ pub const PROPERTIES: &[&str] = &[
     key::AUTOCLUSTER_FIRST,
     key::AUTOCLUSTER_CONTEXTS,
     key::CLUSTER_ENABLED,
+    key::RECOVERY_FILE,
     key::LOG_STORAGE_FOLDER,
     key::LOG_SEGMENT_SIZE,
     key::MIN_ELECTION_TIMEOUT,
@@ -706,6 +708,13 @@ impl Settings {
             autocluster_first: self.optional_text(key::AUTOCLUSTER_FIRST),
             autocluster_contexts: contexts,
             internal_token: self.optional_text(key::INTERNAL_TOKEN),
+            recovery_file: Some(match self.get(key::RECOVERY_FILE) {
+                None => PathBuf::from("recovery.json"),
+                Some(setting) if setting.value.trim().is_empty() => {
+                    return Err(self.bad_value(key::RECOVERY_FILE, setting, "a file path"));
+                }
+                Some(setting) => PathBuf::from(setting.value.trim()),
+            }),
             replication,
         })
     }

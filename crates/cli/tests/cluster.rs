@@ -4,11 +4,12 @@
 //! acknowledged transaction survives on the others, which keep accepting writes; the killed
 //! node restarts on its data and catches up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use myelin_proto::grpc::event::Event;
-use myelin_testkit::binary::{Binary, ClusterPlan, Node, assert_converged_histories};
-use myelin_testkit::client::append;
+use myelin_testkit::binary::{
+    Binary, ClusterPlan, Node, append_eventually, assert_converged_histories, wait_for_last_token, wait_for_log,
+};
 use myelin_testkit::events::aggregate_event;
 use myelin_testkit::history::Outcomes;
 
@@ -18,66 +19,6 @@ fn myelin() -> Binary {
 
 /// How long a cluster may take to form, or to elect after a kill, in these tests.
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// Appends one transaction through `node`, retrying while the cluster forms or elects. A retry
-/// refused for its sequence (OUT_OF_RANGE) means an earlier attempt whose answer was lost did
-/// store it; the history check afterwards confirms each event is there once.
-async fn append_eventually(node: &Node, events: Vec<Event>) {
-    let deadline = Instant::now() + SETTLE;
-    let mut failed_before = false;
-    loop {
-        let mut client = node.client().await;
-        match append(&mut client, events.clone()).await {
-            Ok(()) => return,
-            Err(status) if failed_before && status.code() == tonic::Code::OutOfRange => return,
-            Err(status) if Instant::now() < deadline => {
-                eprintln!("append through {} not yet: {status}", node.address());
-                failed_before = true;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("append through {} failed: {status}\n{}", node.address(), node.log()),
-        }
-    }
-}
-
-/// Waits until `node` says it is in its cluster (initialised it, or joined it and became a
-/// voter of every group it was to join).
-async fn wait_until_formed(node: &Node) {
-    let deadline = Instant::now() + SETTLE;
-    while !node.log().contains("cluster: ") {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not form\n{}",
-            node.address(),
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `node` holds `last` as its last token (a node that has not created the context
-/// yet, or is still starting, is asked again).
-async fn wait_for_last_token(node: &Node, last: i64) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let answer = node
-            .client()
-            .await
-            .get_last_token(myelin_proto::grpc::event::GetLastTokenRequest {})
-            .await
-            .map(|reply| reply.into_inner().token);
-        if answer.as_ref().is_ok_and(|token| *token == last) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} stayed at {answer:?}, expected token {last}\n{}",
-            node.address(),
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The test kit's history checker over `nodes` (crates/testkit/src/history.rs), every id in
 /// `acknowledged` acknowledged; answers how many events every node holds.
@@ -93,7 +34,7 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
     let options = plan.options.clone();
     let mut nodes: Vec<Option<Node>> = options.iter().cloned().map(|o| Some(o.start())).collect();
     for n in nodes.iter().flatten() {
-        wait_until_formed(n).await;
+        wait_for_log(n, "cluster: ", SETTLE).await;
     }
 
     // Writes through every node, each to its own aggregate.
@@ -102,12 +43,12 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
         for (i, n) in nodes.iter().enumerate() {
             let n = n.as_ref().expect("running");
             let aggregate = format!("through-{}", i + 1);
-            append_eventually(n, vec![aggregate_event(&aggregate, round).build()]).await;
+            append_eventually(n, "default", vec![aggregate_event(&aggregate, round).build()], SETTLE).await;
             acknowledged.push(format!("{aggregate}-{round}"));
         }
     }
     for n in nodes.iter().flatten() {
-        wait_for_last_token(n, 14).await;
+        wait_for_last_token(n, "default", 14, SETTLE).await;
     }
     let running: Vec<&Node> = nodes.iter().flatten().collect();
     assert_eq!(check_histories(&running, &acknowledged).await, 15);
@@ -118,12 +59,21 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
     for batch in 0..8 {
         if batch == killed_at {
             nodes[0].take().expect("running").kill();
+            // What it left on disk keeps the raft state's relations (CLUSTER.md §11 item 8).
+            let control =
+                myelin_control::ControlDb::open(&plan.data_dirs[0].join("data")).expect("its control database");
+            let problems =
+                myelin_cluster::invariants::check_stopped_node(&control, &plan.data_dirs[0].join("log"), 16 << 20)
+                    .expect("its logs open");
+            assert!(problems.is_empty(), "{problems:#?}");
+            assert!(!control.raft_groups().expect("groups").is_empty());
+            drop(control);
         }
         let writer = nodes[1].as_ref().expect("running");
         let events = (0..3)
             .map(|k| aggregate_event("load", sequence + k).build())
             .collect::<Vec<_>>();
-        append_eventually(writer, events).await;
+        append_eventually(writer, "default", events, SETTLE).await;
         for k in 0..3 {
             acknowledged.push(format!("load-{}", sequence + k));
         }
@@ -131,27 +81,29 @@ async fn three_nodes_formed_by_autocluster_replicate_survive_a_leader_kill_and_c
     }
     let last = 15 + sequence - 1;
     for n in nodes.iter().flatten() {
-        wait_for_last_token(n, last).await;
+        wait_for_last_token(n, "default", last, SETTLE).await;
     }
 
     // node-1 comes back on its own data and catches up.
     nodes[0] = Some(options[0].clone().start());
     let running: Vec<&Node> = nodes.iter().flatten().collect();
     for n in &running {
-        wait_for_last_token(n, last).await;
+        wait_for_last_token(n, "default", last, SETTLE).await;
     }
     assert_eq!(check_histories(&running, &acknowledged).await as i64, last + 1);
 
     // And the cluster still takes writes through the node that was killed.
     append_eventually(
         nodes[0].as_ref().expect("running"),
+        "default",
         vec![aggregate_event("after-restart", 0).build()],
+        SETTLE,
     )
     .await;
     acknowledged.push("after-restart-0".to_string());
     let running: Vec<&Node> = nodes.iter().flatten().collect();
     for n in &running {
-        wait_for_last_token(n, last + 1).await;
+        wait_for_last_token(n, "default", last + 1, SETTLE).await;
     }
     assert_eq!(check_histories(&running, &acknowledged).await as i64, last + 2);
     for n in nodes.into_iter().flatten() {
@@ -170,12 +122,12 @@ async fn log_filenames_lists_a_groups_segments_newest_first_then_the_active_one(
     }
     let nodes: Vec<Node> = plan.options.iter().cloned().map(|o| o.start()).collect();
     for n in &nodes {
-        wait_until_formed(n).await;
+        wait_for_log(n, "cluster: ", SETTLE).await;
     }
     // Enough entries for several 4 KB segments.
     for sequence in 0..40 {
         let event = aggregate_event("rolling", sequence).payload(vec![7u8; 300]).build();
-        append_eventually(&nodes[sequence as usize % 3], vec![event]).await;
+        append_eventually(&nodes[sequence as usize % 3], "default", vec![event], SETTLE).await;
     }
     let http = reqwest::Client::new();
     let list = |node: &Node, name: &str| {
@@ -277,21 +229,21 @@ async fn compaction_waits_for_backups_and_a_member_behind_it_catches_up_by_snaps
     }
     let mut nodes: Vec<Option<Node>> = plan.options.iter().cloned().map(|o| Some(o.start())).collect();
     for n in nodes.iter().flatten() {
-        wait_until_formed(n).await;
+        wait_for_log(n, "cluster: ", SETTLE).await;
     }
     let mut acknowledged = Vec::new();
     let mut sequence = 0;
     let first = next_events(&mut acknowledged, &mut sequence, 200);
     for events in first {
-        append_eventually(nodes[0].as_ref().expect("running"), events).await;
+        append_eventually(nodes[0].as_ref().expect("running"), "default", events, SETTLE).await;
     }
     for n in nodes.iter().flatten() {
-        wait_for_last_token(n, 199).await;
+        wait_for_last_token(n, "default", 199, SETTLE).await;
     }
     // node-3 goes away; the others go on and compact what it has not seen.
     nodes[2].take().expect("running").stop();
     for events in next_events(&mut acknowledged, &mut sequence, 100) {
-        append_eventually(nodes[0].as_ref().expect("running"), events).await;
+        append_eventually(nodes[0].as_ref().expect("running"), "default", events, SETTLE).await;
     }
     let http = reqwest::Client::new();
     let leader = nodes[0].as_ref().expect("running");
@@ -352,7 +304,7 @@ async fn compaction_waits_for_backups_and_a_member_behind_it_catches_up_by_snaps
     // lacks, not the whole store.
     nodes[2] = Some(plan.options[2].clone().start());
     for n in nodes.iter().flatten() {
-        wait_for_last_token(n, 299).await;
+        wait_for_last_token(n, "default", 299, SETTLE).await;
     }
     let sent: u64 = nodes
         .iter()
@@ -371,10 +323,10 @@ async fn compaction_waits_for_backups_and_a_member_behind_it_catches_up_by_snaps
     assert_eq!(check_histories(&all, &acknowledged).await, 300);
     // And it keeps up afterwards, through the log.
     for events in next_events(&mut acknowledged, &mut sequence, 5) {
-        append_eventually(nodes[2].as_ref().expect("running"), events).await;
+        append_eventually(nodes[2].as_ref().expect("running"), "default", events, SETTLE).await;
     }
     for n in nodes.iter().flatten() {
-        wait_for_last_token(n, 304).await;
+        wait_for_last_token(n, "default", 304, SETTLE).await;
     }
     for n in nodes.into_iter().flatten() {
         n.stop();

@@ -12,7 +12,7 @@ use myelin_proto::grpc::admin::{GetReplicationGroupRequest, JoinReplicationGroup
 use myelin_proto::grpc::control::ClientIdentification;
 use myelin_proto::grpc::control::platform_service_client::PlatformServiceClient;
 use myelin_proto::grpc::event::{Event, GetEventsRequest, GetLastTokenRequest};
-use myelin_testkit::binary::{Binary, ClusterPlan, Node};
+use myelin_testkit::binary::{Binary, ClusterPlan, Node, append_eventually, in_context, wait_for_last_token};
 use myelin_testkit::events::aggregate_event;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
@@ -110,18 +110,10 @@ fn roles(group: &Value) -> Vec<(String, String)> {
     roles
 }
 
-fn with_context<T>(message: T, context: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("axoniq-context", context.parse().expect("ascii"));
-    request
-}
-
 async fn append_in(node: &Node, context: &str, events: Vec<Event>) -> Result<(), tonic::Status> {
     let mut client = node.client().await;
     client
-        .append_event(with_context(tokio_stream::iter(events), context))
+        .append_event(in_context(tokio_stream::iter(events), context))
         .await
         .map(|_| ())
 }
@@ -129,7 +121,7 @@ async fn append_in(node: &Node, context: &str, events: Vec<Event>) -> Result<(),
 async fn last_token_in(node: &Node, context: &str) -> Result<i64, tonic::Status> {
     let mut client = node.client().await;
     Ok(client
-        .get_last_token(with_context(GetLastTokenRequest {}, context))
+        .get_last_token(in_context(GetLastTokenRequest {}, context))
         .await?
         .into_inner()
         .token)
@@ -146,7 +138,7 @@ async fn history_in(node: &Node, context: &str, last: i64) -> Vec<(i64, String)>
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     sender.send(request).await.expect("request");
     let mut stream = client
-        .list_events(with_context(
+        .list_events(in_context(
             tokio_stream::wrappers::ReceiverStream::new(receiver),
             context,
         ))
@@ -165,31 +157,6 @@ async fn history_in(node: &Node, context: &str, last: i64) -> Vec<(i64, String)>
     }
     drop(sender);
     events
-}
-
-/// Appends through `node`, retrying while a group elects or a member catches up.
-async fn append_eventually(node: &Node, context: &str, events: Vec<Event>) {
-    eventually(&format!("append to {context} through {}", node.address()), node, || {
-        let events = events.clone();
-        async move { append_in(node, context, events).await.map_err(|s| s.to_string()) }
-    })
-    .await
-}
-
-/// Waits until `node` holds `context` up to `last`.
-async fn wait_for_last_token(node: &Node, context: &str, last: i64) {
-    eventually(
-        &format!("{context} on {} up to {last}", node.address()),
-        node,
-        || async move {
-            match last_token_in(node, context).await {
-                Ok(token) if token == last => Ok(()),
-                Ok(token) => Err(format!("last token {token}")),
-                Err(status) => Err(status.to_string()),
-            }
-        },
-    )
-    .await
 }
 
 /// Waits until `GET /v1/cluster` on `node` lists `count` nodes, each connected.
@@ -304,10 +271,16 @@ async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_
 
     // Appends through node-1 reach every member, the passive backup's event store included.
     for sequence in 0..5 {
-        append_eventually(&nodes[0], "orders", vec![aggregate_event("order-1", sequence).build()]).await;
+        append_eventually(
+            &nodes[0],
+            "orders",
+            vec![aggregate_event("order-1", sequence).build()],
+            SETTLE,
+        )
+        .await;
     }
     for node in &nodes {
-        wait_for_last_token(node, "orders", 4).await;
+        wait_for_last_token(node, "orders", 4, SETTLE).await;
     }
     let first = history_in(&nodes[0], "orders", 4).await;
     for node in &nodes[1..] {
@@ -323,7 +296,7 @@ async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_
         async move {
             let mut client = PlatformServiceClient::connect(node_address).await.expect("connect");
             client
-                .get_platform_server(with_context(ClientIdentification::default(), "orders"))
+                .get_platform_server(in_context(ClientIdentification::default(), "orders"))
                 .await
                 .expect("GetPlatformServer")
                 .into_inner()
@@ -368,8 +341,8 @@ async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_
     let orders = wait_for_group(&nodes[0], "orders", 2).await;
     assert!(roles(&orders).iter().all(|(node, _)| node != "node-2"), "{orders}");
     // ...the group goes on without it...
-    append_eventually(&nodes[0], "orders", vec![aggregate_event("order-1", 5).build()]).await;
-    wait_for_last_token(&nodes[2], "orders", 5).await;
+    append_eventually(&nodes[0], "orders", vec![aggregate_event("order-1", 5).build()], SETTLE).await;
+    wait_for_last_token(&nodes[2], "orders", 5, SETTLE).await;
 
     // ...and it comes back as a PRIMARY and catches up from nothing.
     let added = post(&nodes[0], "/v1/replicationgroups/orders/node-2?role=PRIMARY", None).await;
@@ -382,10 +355,10 @@ async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_
         "{added:?}"
     );
     wait_for_group(&nodes[2], "orders", 3).await;
-    wait_for_last_token(&nodes[1], "orders", 5).await;
-    append_eventually(&nodes[1], "orders", vec![aggregate_event("order-1", 6).build()]).await;
+    wait_for_last_token(&nodes[1], "orders", 5, SETTLE).await;
+    append_eventually(&nodes[1], "orders", vec![aggregate_event("order-1", 6).build()], SETTLE).await;
     for node in &nodes {
-        wait_for_last_token(node, "orders", 6).await;
+        wait_for_last_token(node, "orders", 6, SETTLE).await;
     }
     let first = history_in(&nodes[0], "orders", 6).await;
     for node in &nodes[1..] {
@@ -400,9 +373,9 @@ async fn a_group_made_over_rest_replicates_to_a_passive_backup_regains_a_member_
     assert_eq!(promoted.status, 202, "{promoted:?}\n{}", nodes[1].log());
     let orders = wait_for_group(&nodes[2], "orders", 3).await;
     assert!(roles(&orders).iter().all(|(_, role)| role == "PRIMARY"), "{orders}");
-    append_eventually(&nodes[2], "orders", vec![aggregate_event("order-1", 7).build()]).await;
+    append_eventually(&nodes[2], "orders", vec![aggregate_event("order-1", 7).build()], SETTLE).await;
     for node in &nodes {
-        wait_for_last_token(node, "orders", 7).await;
+        wait_for_last_token(node, "orders", 7, SETTLE).await;
     }
     let first = history_in(&nodes[0], "orders", 7).await;
     assert_eq!(history_in(&nodes[2], "orders", 7).await, first);
@@ -577,8 +550,14 @@ async fn admin_refusals_carry_axons_codes_and_members_contexts_groups_and_nodes_
     )
     .await;
     assert_eq!((nowhere.status, nowhere.code.as_deref()), (400, Some("AXONIQ-2309")));
-    append_eventually(&nodes[2], "billing", vec![aggregate_event("invoice", 0).build()]).await;
-    wait_for_last_token(&nodes[0], "billing", 0).await;
+    append_eventually(
+        &nodes[2],
+        "billing",
+        vec![aggregate_event("invoice", 0).build()],
+        SETTLE,
+    )
+    .await;
+    wait_for_last_token(&nodes[0], "billing", 0, SETTLE).await;
     let billing_files = nodes[2].data_dir().join("billing");
     assert!(billing_files.is_dir());
     let deleted = delete(&nodes[0], "/v1/context/billing").await;
@@ -644,8 +623,8 @@ async fn admin_refusals_carry_axons_codes_and_members_contexts_groups_and_nodes_
         let g = wait_for_group(&nodes[0], name, 2).await;
         assert!(roles(&g).iter().all(|(node, _)| node != "node-2"), "{g}");
     }
-    append_eventually(&nodes[2], "default", vec![aggregate_event("after", 0).build()]).await;
-    wait_for_last_token(&nodes[0], "default", 0).await;
+    append_eventually(&nodes[2], "default", vec![aggregate_event("after", 0).build()], SETTLE).await;
+    wait_for_last_token(&nodes[0], "default", 0, SETTLE).await;
 
     for node in nodes {
         node.stop();
@@ -678,9 +657,9 @@ async fn nodes_started_with_only_cluster_enabled_form_a_cluster_by_init_and_join
         let default = wait_for_group(node, "default", 2).await;
         assert!(roles(&default).iter().all(|(_, role)| role == "PRIMARY"), "{default}");
     }
-    append_eventually(&nodes[1], "default", vec![aggregate_event("joined", 0).build()]).await;
+    append_eventually(&nodes[1], "default", vec![aggregate_event("joined", 0).build()], SETTLE).await;
     for node in &nodes {
-        wait_for_last_token(node, "default", 0).await;
+        wait_for_last_token(node, "default", 0, SETTLE).await;
     }
 
     // A context whose group does not exist yet: created with the roles given.
@@ -697,8 +676,8 @@ async fn nodes_started_with_only_cluster_enabled_form_a_cluster_by_init_and_join
     let group = wait_for_group(&nodes[0], "inventory", 2).await;
     assert_eq!(group["contexts"][0]["context"], "inventory", "{group}");
     assert_eq!(group["contexts"][0]["metaData"]["owner"], "stock", "{group}");
-    append_eventually(&nodes[0], "inventory", vec![aggregate_event("item", 0).build()]).await;
-    wait_for_last_token(&nodes[1], "inventory", 0).await;
+    append_eventually(&nodes[0], "inventory", vec![aggregate_event("item", 0).build()], SETTLE).await;
+    wait_for_last_token(&nodes[1], "inventory", 0, SETTLE).await;
 
     // A node that is not clustered answers cluster routes with NOT_RUNNING_IN_CLUSTER.
     let single = myelin().node().start();
@@ -763,10 +742,10 @@ async fn two_active_backups_with_k_one_keep_writes_going_with_one_down_and_stop_
     .await;
     assert!(context.status < 300, "{context:?}");
     for sequence in 0..3 {
-        append_eventually(first, "ab", vec![aggregate_event("both-up", sequence).build()]).await;
+        append_eventually(first, "ab", vec![aggregate_event("both-up", sequence).build()], SETTLE).await;
     }
     for n in nodes.iter().flatten() {
-        wait_for_last_token(n, "ab", 2).await;
+        wait_for_last_token(n, "ab", 2, SETTLE).await;
     }
     // One active backup down: k = 1 is still met by the other.
     nodes[3].take().expect("running").stop();
@@ -785,9 +764,9 @@ async fn two_active_backups_with_k_one_keep_writes_going_with_one_down_and_stop_
     // outcome was reported unknown included (it was committed on the primaries).
     nodes[2] = Some(plan.options[2].clone().start());
     let first = nodes[0].as_ref().expect("running");
-    append_eventually(first, "ab", vec![aggregate_event("one-back", 0).build()]).await;
+    append_eventually(first, "ab", vec![aggregate_event("one-back", 0).build()], SETTLE).await;
     let back = nodes[2].as_ref().expect("running");
-    wait_for_last_token(back, "ab", 5).await;
+    wait_for_last_token(back, "ab", 5, SETTLE).await;
     let on_primary = history_in(first, "ab", 5).await;
     assert_eq!(history_in(back, "ab", 5).await, on_primary);
     for n in nodes.into_iter().flatten() {
@@ -824,9 +803,15 @@ async fn a_messaging_only_member_holds_placeholders_not_events_and_too_few_activ
     .await;
     assert!(context.status < 300, "{context:?}");
     for sequence in 0..5 {
-        append_eventually(&nodes[0], "mo", vec![aggregate_event("messages", sequence).build()]).await;
+        append_eventually(
+            &nodes[0],
+            "mo",
+            vec![aggregate_event("messages", sequence).build()],
+            SETTLE,
+        )
+        .await;
     }
-    wait_for_last_token(&nodes[1], "mo", 4).await;
+    wait_for_last_token(&nodes[1], "mo", 4, SETTLE).await;
     // Same log ids everywhere; events are type-6 placeholders on the messaging-only member.
     use myelin_format::raftlog::EntryType;
     let deadline = Instant::now() + SETTLE;

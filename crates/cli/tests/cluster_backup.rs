@@ -4,6 +4,7 @@
 //! join, and a whole-cluster restore of every node from its own backup — and the refusal of a
 //! node restored without either by the cluster it came from (CLUSTER.md §10.8, §11 item 11).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use myelin_proto::grpc::event::Event;
 use myelin_proto::grpc::event::event_store_client::EventStoreClient;
-use myelin_testkit::binary::{Binary, ClusterPlan, Node, NodeOptions, output_text};
+use myelin_testkit::binary::{
+    Binary, ClusterPlan, Node, NodeOptions, append_eventually, output_text, wait_for_last_token, wait_for_log,
+};
 use myelin_testkit::client::{append, events_between, history, last_token};
 use myelin_testkit::events::aggregate_event;
 
@@ -25,7 +28,10 @@ const SETTLE: Duration = Duration::from_secs(90);
 
 /// A plan whose log segments are small, so that every group has several closed ones.
 fn plan() -> ClusterPlan {
-    let mut plan = ClusterPlan::autocluster(&myelin(), 3, "default");
+    small_segments(ClusterPlan::autocluster(&myelin(), 3, "default"))
+}
+
+fn small_segments(mut plan: ClusterPlan) -> ClusterPlan {
     for options in &mut plan.options {
         *options = options
             .clone()
@@ -33,59 +39,6 @@ fn plan() -> ClusterPlan {
             .setting("axoniq.axonserver.replication.sync-interval=50");
     }
     plan
-}
-
-/// Appends one transaction through `node`, retrying while the cluster forms or elects.
-async fn append_eventually(node: &Node, events: Vec<Event>) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let mut client = node.client().await;
-        match append(&mut client, events.clone()).await {
-            Ok(()) => return,
-            Err(status) if Instant::now() < deadline => {
-                eprintln!("append through {} not yet: {status}", node.address());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(status) => panic!("append through {} failed: {status}\n{}", node.address(), node.log()),
-        }
-    }
-}
-
-/// Waits until `node`'s log has a line containing `needle`.
-async fn wait_for_log(node: &Node, needle: &str) {
-    let deadline = Instant::now() + SETTLE;
-    while !node.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{} never logged {needle:?}\n{}",
-            node.address(),
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `node` says it is in its cluster.
-async fn wait_until_formed(node: &Node) {
-    wait_for_log(node, "cluster: ").await;
-}
-
-/// Waits until `node` holds `last` as its last token.
-async fn wait_for_last_token(node: &Node, last: i64) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let token = last_token(&mut node.client().await).await;
-        if token == last {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} stayed at token {token}, expected {last}\n{}",
-            node.address(),
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The same events at the same tokens on every node, tokens gapless from 0; answers them.
@@ -278,10 +231,10 @@ async fn a_primary_backed_up_under_load_reseeds_a_new_cluster_and_a_node_restore
     let old = plan();
     let nodes: Vec<Node> = old.options.iter().cloned().map(NodeOptions::start).collect();
     for n in &nodes {
-        wait_until_formed(n).await;
+        wait_for_log(n, "cluster: ", SETTLE).await;
     }
     for k in 0..300 {
-        append_eventually(&nodes[k % 3], transaction(&format!("before-{k}"))).await;
+        append_eventually(&nodes[k % 3], "default", transaction(&format!("before-{k}")), SETTLE).await;
     }
 
     // node-2, a PRIMARY that does not lead, is backed up — streamed, then by path — while a
@@ -372,15 +325,15 @@ async fn a_primary_backed_up_under_load_reseeds_a_new_cluster_and_a_node_restore
         size_of(&streamed),
     );
     let first = new.options[0].clone().start();
-    wait_for_log(&first, "cluster: Initialised").await;
-    wait_for_last_token(&first, backed_up).await;
+    wait_for_log(&first, "cluster: Initialised", SETTLE).await;
+    wait_for_last_token(&first, "default", backed_up, SETTLE).await;
     let served = history(&mut first.client().await).await;
     assert!(
         served == old_history,
         "the new cluster serves every event of the backup"
     );
-    append_eventually(&first, transaction("after-reseed")).await;
-    wait_for_last_token(&first, backed_up + 1).await;
+    append_eventually(&first, "default", transaction("after-reseed"), SETTLE).await;
+    wait_for_last_token(&first, "default", backed_up + 1, SETTLE).await;
     let ours = events_between(&mut first.client().await, backed_up + 1, backed_up + 1).await;
     assert_eq!(
         ours[0].1.aggregate_identifier, "after-reseed",
@@ -390,12 +343,12 @@ async fn a_primary_backed_up_under_load_reseeds_a_new_cluster_and_a_node_restore
     // Two empty nodes join it and catch up.
     let joiners: Vec<Node> = new.options[1..].iter().cloned().map(NodeOptions::start).collect();
     for n in &joiners {
-        wait_until_formed(n).await;
+        wait_for_log(n, "cluster: ", SETTLE).await;
     }
-    append_eventually(&joiners[1], transaction("through-a-joiner")).await;
+    append_eventually(&joiners[1], "default", transaction("through-a-joiner"), SETTLE).await;
     let reseeded: Vec<&Node> = std::iter::once(&first).chain(joiners.iter()).collect();
     for n in &reseeded {
-        wait_for_last_token(n, backed_up + 2).await;
+        wait_for_last_token(n, "default", backed_up + 2, SETTLE).await;
     }
     let converged = same_history(&reseeded).await;
     assert!(converged[..old_history.len()] == old_history[..]);
@@ -416,7 +369,7 @@ async fn a_primary_backed_up_under_load_reseeds_a_new_cluster_and_a_node_restore
     );
     let address = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 250, 2));
     let refused = outsider(&old, 1, address, plain.path(), &[]).start();
-    wait_for_log(&refused, "cluster formation failed").await;
+    wait_for_log(&refused, "cluster formation failed", SETTLE).await;
     assert!(refused.log().contains("restored from a backup"), "{}", refused.log());
 
     // A re-seeded copy pointed at the old cluster asks to join it: the old leader refuses.
@@ -431,13 +384,13 @@ async fn a_primary_backed_up_under_load_reseeds_a_new_cluster_and_a_node_restore
     .await;
     let address = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 250, 3));
     let joiner = outsider(&old, 1, address, stray.path(), &[]).start();
-    wait_for_log(&joiner, "restored from a backup of this cluster").await;
+    wait_for_log(&joiner, "restored from a backup of this cluster", SETTLE).await;
 
     // The old cluster never noticed: it takes writes, every node agrees, nothing panicked.
     let before = last_token(&mut nodes[0].client().await).await;
-    append_eventually(&nodes[0], transaction("old-cluster-goes-on")).await;
+    append_eventually(&nodes[0], "default", transaction("old-cluster-goes-on"), SETTLE).await;
     for n in &nodes {
-        wait_for_last_token(n, before + 1).await;
+        wait_for_last_token(n, "default", before + 1, SETTLE).await;
     }
     let old_nodes: Vec<&Node> = nodes.iter().collect();
     same_history(&old_nodes).await;
@@ -451,18 +404,18 @@ async fn a_primary_backed_up_under_load_reseeds_a_new_cluster_and_a_node_restore
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_node_restored_from_its_own_backup_resumes_the_same_cluster() {
+async fn every_node_restored_from_its_own_backup_onto_new_addresses_resumes_the_same_cluster() {
     let plan = plan();
     let nodes: Vec<Node> = plan.options.iter().cloned().map(NodeOptions::start).collect();
     for n in &nodes {
-        wait_until_formed(n).await;
+        wait_for_log(n, "cluster: ", SETTLE).await;
     }
     for k in 0..150 {
-        append_eventually(&nodes[k % 3], transaction(&format!("before-{k}"))).await;
+        append_eventually(&nodes[k % 3], "default", transaction(&format!("before-{k}")), SETTLE).await;
     }
     let last = 149;
     for n in &nodes {
-        wait_for_last_token(n, last).await;
+        wait_for_last_token(n, "default", last, SETTLE).await;
     }
     // Applied positions are recorded every 50 ms here; let them settle before the backups.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -486,9 +439,22 @@ async fn every_node_restored_from_its_own_backup_resumes_the_same_cluster() {
         n.stop();
     }
 
-    // Every node's data is lost, and restored from its own backup, log included.
-    for (i, data) in plan.data_dirs.iter().enumerate() {
-        std::fs::remove_dir_all(data).expect("lose the data");
+    // The machines are lost: every node is restored from its own backup, log included, onto a
+    // new host (another loopback address, another data directory), and started with Axon's
+    // recovery file naming the new addresses (CLUSTER.md §10.8, §11 item 11b).
+    let new_addresses: Vec<IpAddr> = plan
+        .addresses
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(v4) => {
+                let [x, y, z, w] = v4.octets();
+                IpAddr::V4(Ipv4Addr::new(x, y, z, w + 10))
+            }
+            IpAddr::V6(_) => unreachable!("the plan uses IPv4 loopback addresses"),
+        })
+        .collect();
+    let moved = small_segments(ClusterPlan::autocluster_at(&myelin(), &new_addresses, "default"));
+    for (i, data) in moved.data_dirs.iter().enumerate() {
         let (out, took) = run(vec![
             "restore".to_string(),
             backups.path().join(format!("node-{i}")).display().to_string(),
@@ -501,19 +467,68 @@ async fn every_node_restored_from_its_own_backup_resumes_the_same_cluster() {
         assert!(out.contains("log of group _admin laid down"), "{out}");
         eprintln!("figures: restore --whole-cluster of node-{} took {took:?}", i + 1);
     }
-    let nodes: Vec<Node> = plan.options.iter().cloned().map(NodeOptions::start).collect();
+    let recovery = moved.dir.path().join("recovery.json");
+    let entries: Vec<serde_json::Value> = new_addresses
+        .iter()
+        .enumerate()
+        .map(|(i, address)| {
+            serde_json::json!({
+                "name": format!("node-{}", i + 1),
+                "hostName": address.to_string(),
+                "internalHostName": address.to_string(),
+                "grpcInternalPort": myelin_testkit::binary::INTERNAL_PORT,
+            })
+        })
+        .collect();
+    std::fs::write(&recovery, serde_json::to_vec(&entries).expect("json")).expect("recovery file");
+    let nodes: Vec<Node> = moved
+        .options
+        .iter()
+        .cloned()
+        .map(|o| {
+            o.setting(format!("axoniq.axonserver.recoveryfile={}", recovery.display()))
+                .start()
+        })
+        .collect();
     for n in &nodes {
-        wait_for_log(n, "cluster: Resumed").await;
+        wait_for_log(n, "cluster: Resumed", SETTLE).await;
+        assert!(n.log().contains("recovery file applied"), "{}", n.log());
     }
-    append_eventually(&nodes[2], transaction("after-restore")).await;
+    append_eventually(&nodes[2], "default", transaction("after-restore"), SETTLE).await;
     for n in &nodes {
-        wait_for_last_token(n, last + 1).await;
+        wait_for_last_token(n, "default", last + 1, SETTLE).await;
     }
     let after = same_history(&nodes.iter().collect::<Vec<_>>()).await;
     assert!(
         after[..before.len()] == before[..],
         "the restored cluster holds what it held"
     );
+    // Every node announced its live addresses (new gRPC and HTTP ports too, which the file
+    // left out) through _admin, so every node's address book names them.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + SETTLE;
+    for asked in &nodes {
+        loop {
+            let listed: serde_json::Value = http
+                .get(format!("{}/v1/cluster", asked.http_url()))
+                .send()
+                .await
+                .expect("GET /v1/cluster")
+                .json()
+                .await
+                .expect("json");
+            let text = listed.to_string();
+            let current = nodes.iter().all(|n| {
+                text.contains(&format!("\"grpcPort\":{}", n.grpc_address().port()))
+                    && text.contains(&format!("\"internalHostName\":\"{}\"", n.address()))
+            });
+            if current && !plan.addresses.iter().any(|old| text.contains(&format!("\"{old}\""))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} still lists {text}", asked.http_url());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     for n in nodes {
         assert!(!n.log().contains("panicked"), "{}", n.log());
         n.stop();

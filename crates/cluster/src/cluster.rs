@@ -169,6 +169,9 @@ pub struct ClusterNode {
     groups: RwLock<HashMap<String, Arc<Group>>>,
     /// Which group each context lives in (from `_admin`).
     placements: RwLock<HashMap<String, String>>,
+    /// Addresses the recovery file gave (`crate::recovery`): for this run they win over older
+    /// ones that `_admin`'s log replays.
+    recovered: RwLock<HashMap<NodeName, crate::recovery::Recovered>>,
     /// Held while a group is being opened.
     opening: tokio::sync::Mutex<()>,
     /// Each open group's log, for backups and the log cleaner.
@@ -202,6 +205,7 @@ impl ClusterNode {
             peers,
             groups: RwLock::new(HashMap::new()),
             placements: RwLock::new(HashMap::new()),
+            recovered: RwLock::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             logs: RwLock::new(HashMap::new()),
             cleaning: Arc::new(CleaningGate::new(DeletionHolds::global())),
@@ -389,18 +393,50 @@ impl ClusterNode {
         self.formed.send_replace(true);
     }
 
+    /// Writes the addresses of the recovery file, if there is one, into this node's address
+    /// book (`crate::recovery`); before anything reads the book.
+    pub(crate) fn recover_addresses(&self) -> Result<(), NodeError> {
+        let Some(path) = &self.config.recovery_file else {
+            return Ok(());
+        };
+        let invalid =
+            |problem: String| NodeError::InvalidArgument(format!("recovery file {}: {problem}", path.display()));
+        let Some(entries) = crate::recovery::read(path).map_err(invalid)? else {
+            return Ok(());
+        };
+        let control = self.node.control();
+        let known: Vec<NodeAddress> = control.cluster_nodes()?.into_iter().map(address_of).collect();
+        let addresses = crate::recovery::addresses(&entries, &known).map_err(invalid)?;
+        for address in &addresses {
+            control.upsert_cluster_node(&record_of(address))?;
+            info!(
+                node = %address.name,
+                internal = %format!("{}:{}", address.internal_host_name, address.internal_port),
+                "address taken from the recovery file"
+            );
+        }
+        warn!(
+            file = %path.display(),
+            nodes = addresses.len(),
+            "recovery file applied; remove it once the cluster runs on these addresses"
+        );
+        *self.recovered.write() = entries
+            .into_iter()
+            .map(|entry| (entry.name.trim().to_string(), entry))
+            .collect();
+        Ok(())
+    }
+
+    /// Whether the recovery file named node `name`.
+    pub(crate) fn recovered(&self, name: &str) -> bool {
+        self.recovered.read().contains_key(name)
+    }
+
     /// Restores what `_admin` told this node before it stopped: addresses and placements.
     pub fn load_configuration(&self) -> Result<(), NodeError> {
         let control = self.node.control();
         for node in control.cluster_nodes()? {
-            self.peers.learn(NodeAddress {
-                name: node.name,
-                internal_host_name: node.internal_host_name,
-                internal_port: node.internal_port,
-                host_name: node.host_name,
-                grpc_port: node.grpc_port,
-                http_port: node.http_port,
-            });
+            self.peers.learn(address_of(node));
         }
         // Our own addresses may have changed since (ports chosen at start): the live ones win.
         self.peers.learn(self.me.clone());
@@ -848,15 +884,13 @@ impl ControlEffects for Effects {
                     .map_err(|e| e.to_string())?;
             }
             ControlCommand::NodeJoined(address) => {
+                // An older address replayed from the log does not undo the recovery file.
+                let address = match cluster.recovered.read().get(&address.name) {
+                    Some(entry) => crate::recovery::patch(address, entry),
+                    None => address.clone(),
+                };
                 control
-                    .upsert_cluster_node(&myelin_control::ClusterNode {
-                        name: address.name.clone(),
-                        internal_host_name: address.internal_host_name.clone(),
-                        internal_port: address.internal_port,
-                        host_name: address.host_name.clone(),
-                        grpc_port: address.grpc_port,
-                        http_port: address.http_port,
-                    })
+                    .upsert_cluster_node(&record_of(&address))
                     .map_err(|e| e.to_string())?;
                 if address.name != cluster.me.name {
                     cluster.peers.learn(address.clone());
@@ -909,5 +943,29 @@ impl ControlEffects for Effects {
             other => crate::admin::apply(&cluster, group, other)?,
         }
         Ok(())
+    }
+}
+
+/// An address-book record of the control database as the cluster speaks of it.
+pub(crate) fn address_of(node: myelin_control::ClusterNode) -> NodeAddress {
+    NodeAddress {
+        name: node.name,
+        internal_host_name: node.internal_host_name,
+        internal_port: node.internal_port,
+        host_name: node.host_name,
+        grpc_port: node.grpc_port,
+        http_port: node.http_port,
+    }
+}
+
+/// The control database's record of `address`.
+pub(crate) fn record_of(address: &NodeAddress) -> myelin_control::ClusterNode {
+    myelin_control::ClusterNode {
+        name: address.name.clone(),
+        internal_host_name: address.internal_host_name.clone(),
+        internal_port: address.internal_port,
+        host_name: address.host_name.clone(),
+        grpc_port: address.grpc_port,
+        http_port: address.http_port,
     }
 }

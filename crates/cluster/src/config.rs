@@ -119,6 +119,9 @@ pub struct ClusterConfig {
     pub autocluster_contexts: Vec<String>,
     /// `accesscontrol.internal-token`: required on node-to-node calls when set.
     pub internal_token: Option<String>,
+    /// `recoveryfile` (Axon: `recovery.json` in the start directory): new addresses for the
+    /// nodes of a cluster that moved (`crate::recovery`). `None`: none is looked for.
+    pub recovery_file: Option<PathBuf>,
     pub replication: ReplicationConfig,
 }
 

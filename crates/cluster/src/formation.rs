@@ -8,12 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_node::NodeError;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::admin::Manage;
 use crate::cluster::{ADMIN_GROUP, AdminAnswer, AdminRequest, ClusterNode};
 use crate::network::Call;
 use crate::role::Role;
 use crate::types::ControlCommand;
+
+/// How long a node waits before it tries again to record its addresses in `_admin`.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(2);
 
 /// How a node found itself at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,9 @@ impl ClusterNode {
         let formation = self.form().await;
         // Admin requests wait for this; after a failure they are answered (and fail) too.
         self.set_formed();
+        if matches!(formation, Ok(Formation::Resumed { .. })) {
+            self.announce();
+        }
         let replication = &self.config().replication;
         if replication.log_compaction_enabled {
             let retention = Duration::from_secs(replication.log_retention_hours.saturating_mul(3600));
@@ -50,6 +57,7 @@ impl ClusterNode {
     }
 
     async fn form(self: &Arc<Self>) -> Result<Formation, NodeError> {
+        self.recover_addresses()?;
         self.load_configuration()?;
         if let Some(identity) = self.node().control().cluster_identity()?
             && identity.restored_from.as_deref() == Some(identity.cluster_id.as_str())
@@ -78,6 +86,45 @@ impl ClusterNode {
         }
         self.join(&first).await?;
         Ok(Formation::Joined { first })
+    }
+
+    /// After a restart, records this node's live addresses in `_admin` when its record differs
+    /// (ports chosen at start, a move by a recovery file), so that every node's address book
+    /// follows. Retries until `_admin` takes it or the node stops.
+    fn announce(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(node) = weak.upgrade() else {
+                    return;
+                };
+                let me = node.me().clone();
+                let recorded = node
+                    .node()
+                    .control()
+                    .cluster_nodes()
+                    .ok()
+                    .and_then(|nodes| nodes.into_iter().find(|n| n.name == me.name))
+                    .map(crate::cluster::address_of);
+                // The recovery file wrote this node's book alone: `_admin` must hear it too.
+                if recorded.as_ref() == Some(&me) && !node.recovered(&me.name) {
+                    return;
+                }
+                let request = AdminRequest::Manage(Manage::Propose {
+                    group: ADMIN_GROUP.to_string(),
+                    command: ControlCommand::NodeJoined(me),
+                });
+                match node.admin(request).await {
+                    Ok(()) => {
+                        info!("this node's addresses are recorded in _admin");
+                        return;
+                    }
+                    Err(e) => debug!("recording this node's addresses in _admin: {e:?}; retrying"),
+                }
+                drop(node);
+                tokio::time::sleep(ANNOUNCE_RETRY).await;
+            }
+        });
     }
 
     /// `init-cluster`: `_admin` and a group per context, led by this node alone.

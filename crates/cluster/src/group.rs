@@ -364,11 +364,21 @@ impl Group {
     /// Waits until the term this node leads has its first entry applied (so every earlier
     /// entry is applied too), and answers that term; or why it cannot lead now.
     async fn ready_term(&self) -> Result<u64, ProposeError> {
-        let metrics = self.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.me) {
-            return Err(ProposeError::NotLeader(self.leader().map(|(_, name)| name)));
-        }
-        let term = metrics.current_term;
+        let term = {
+            // Read in place: this runs for every write, and the metrics are a large clone.
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            if m.current_leader != Some(self.me) {
+                drop(m);
+                return Err(ProposeError::NotLeader(self.leader().map(|(_, name)| name)));
+            }
+            if m.last_applied
+                .is_some_and(|applied| applied.leader_id.term == m.current_term)
+            {
+                return Ok(m.current_term);
+            }
+            m.current_term
+        };
         let waited = self
             .raft
             .wait(Some(self.ready_timeout))

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use crate::role::Role;
 use crate::types::{
-    AdminState, Applied, Command, ControlCommand, Entry, LogId, Manifest, NodeAddress, StorageError, StoredMembership,
-    Transaction, TypeConfig,
+    AdminState, Applied, Command, ControlCommand, Entry, LogId, Manifest, StorageError, StoredMembership, Transaction,
+    TypeConfig,
 };
 
 /// What the cluster does with a control command once it is committed (`_admin`'s address book
@@ -404,14 +404,7 @@ fn admin_state(control: &myelin_control::ControlDb) -> Result<AdminState, myelin
     let nodes = control
         .cluster_nodes()?
         .into_iter()
-        .map(|n| NodeAddress {
-            name: n.name,
-            internal_host_name: n.internal_host_name,
-            internal_port: n.internal_port,
-            host_name: n.host_name,
-            grpc_port: n.grpc_port,
-            http_port: n.http_port,
-        })
+        .map(crate::cluster::address_of)
         .collect();
     let mut groups = BTreeMap::new();
     for group in control.replication_groups_configured()? {

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use myelin_proto::grpc::event::{Event, GetLastTokenRequest};
+
 use super::Node;
 use crate::client::{events_between, last_token};
 use crate::history::{NodeHistory, Outcomes, Summary};
@@ -193,6 +195,83 @@ pub async fn wait_until_converged(nodes: &[&Node], timeout: Duration) -> i64 {
         );
         previous = Some(tokens);
         tokio::time::sleep(SETTLED).await;
+    }
+}
+
+/// `request` addressed to `context` (Axon's `AxonIQ-Context` header).
+pub fn in_context<T>(request: T, context: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(request);
+    request
+        .metadata_mut()
+        .insert("axoniq-context", context.parse().expect("a context name is ASCII"));
+    request
+}
+
+/// Appends one transaction of `context` through `node`, retrying while the cluster forms,
+/// elects or a member catches up, for up to `timeout`. A retry refused for its sequence
+/// (OUT_OF_RANGE) after an attempt that failed means that attempt stored it; the history check
+/// afterwards confirms every event is there once.
+pub async fn append_eventually(node: &Node, context: &str, events: Vec<Event>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut failed_before = false;
+    loop {
+        let answer = node
+            .client()
+            .await
+            .append_event(in_context(tokio_stream::iter(events.clone()), context))
+            .await;
+        match answer {
+            Ok(_) => return,
+            Err(status) if failed_before && status.code() == tonic::Code::OutOfRange => return,
+            Err(status) if Instant::now() < deadline => {
+                eprintln!("append to {context} through {} not yet: {status}", node.address());
+                failed_before = true;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!(
+                "append to {context} through {} failed: {status}\n{}",
+                node.address(),
+                node.log()
+            ),
+        }
+    }
+}
+
+/// Waits up to `timeout` until `node` holds `context` up to token `last` (a node still
+/// starting, or that has not created the context yet, is asked again).
+pub async fn wait_for_last_token(node: &Node, context: &str, last: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = node
+            .client()
+            .await
+            .get_last_token(in_context(GetLastTokenRequest {}, context))
+            .await
+            .map(|reply| reply.into_inner().token);
+        if answer.as_ref().is_ok_and(|token| *token == last) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context} on {} stayed at {answer:?}, expected token {last}\n{}",
+            node.address(),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits up to `timeout` until `node`'s log has a line containing `needle`.
+pub async fn wait_for_log(node: &Node, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !node.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never logged {needle:?}\n{}",
+            node.address(),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

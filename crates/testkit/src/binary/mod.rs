@@ -20,8 +20,8 @@ use std::process::{Command, Output, Stdio};
 
 pub use cluster::{Cluster, ClusterPlan, INTERNAL_PORT, loopback_nodes};
 pub use cluster_watch::{
-    RaftState, assert_converged_histories, leader_of, wait_for_leader, wait_until_converged, wait_until_formed,
-    wait_until_joined,
+    RaftState, append_eventually, assert_converged_histories, in_context, leader_of, wait_for_last_token,
+    wait_for_leader, wait_for_log, wait_until_converged, wait_until_formed, wait_until_joined,
 };
 pub use netns::Network;
 pub use node::{Node, NodeOptions};
