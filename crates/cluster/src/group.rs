@@ -535,28 +535,35 @@ impl Group {
                     Applied::Batch(answers) => answers,
                     single => vec![single],
                 };
-                if answers.len() != waiters.len() {
-                    ProposeError::Unknown(format!(
+                // Applied, so its tokens are spent whatever follows: the sequencer stays as it
+                // is (counting afresh would hand them out again).
+                let failed = if answers.len() != waiters.len() {
+                    Some(ProposeError::Unknown(format!(
                         "group {}: entry {} answered {} transactions for {}",
                         self.name,
                         response.log_id,
                         answers.len(),
                         waiters.len()
-                    ))
-                } else if let Err(e) = self.backups_hold(response.log_id.index).await {
-                    e
+                    )))
                 } else {
-                    for (waiting, applied) in waiters.into_iter().zip(answers) {
-                        let outcome = if applied == Applied::ContextGone {
-                            let name = waiting.context.store().name().to_string();
-                            Err(ProposeError::Refused(NodeError::ContextNotFound(name)))
-                        } else {
-                            Ok(applied)
-                        };
-                        waiting.answer(outcome);
+                    self.backups_hold(response.log_id.index).await.err()
+                };
+                if let Some(e) = failed {
+                    for waiting in waiters {
+                        waiting.answer(Err(e.echo()));
                     }
                     return;
                 }
+                for (waiting, applied) in waiters.into_iter().zip(answers) {
+                    let outcome = if applied == Applied::ContextGone {
+                        let name = waiting.context.store().name().to_string();
+                        Err(ProposeError::Refused(NodeError::ContextNotFound(name)))
+                    } else {
+                        Ok(applied)
+                    };
+                    waiting.answer(outcome);
+                }
+                return;
             }
             // It had been proposed: whether it commits is up to the next leader.
             Ok(Err(ClientWriteError::ForwardToLeader(forward))) => ProposeError::Unknown(format!(
