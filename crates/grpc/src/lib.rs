@@ -3,6 +3,8 @@
 //! * [`serve`] runs the gRPC listener: `EventStore` ([`event_store`]) and `PlatformService`
 //!   ([`platform`]) for the contexts in a [`Contexts`] registry, picked per request by the
 //!   `AxonIQ-Context` header.
+//! * `CommandService` ([`commands`]) adapts the command router of the `myelin-routing` crate:
+//!   handlers subscribe on `OpenStream`, senders `Dispatch`.
 //! * With a node to administer, the same listener serves `ReplicationGroupAdminService` and
 //!   `ContextAdminService` ([`admin`]).
 //! * The HTTP listener (REST API) is the `myelin-rest` crate's.
@@ -23,6 +25,7 @@ pub mod access;
 pub mod admin;
 pub mod blacklist;
 pub mod codec;
+pub mod commands;
 pub mod contexts;
 pub mod error;
 pub mod event_store;

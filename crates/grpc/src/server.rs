@@ -8,7 +8,8 @@ use std::time::Duration;
 use myelin_control::AccessControl;
 use myelin_proto::grpc::admin::context_admin_service_server::ContextAdminServiceServer;
 use myelin_proto::grpc::admin::replication_group_admin_service_server::ReplicationGroupAdminServiceServer;
-use myelin_proto::server::PlatformServiceServer;
+use myelin_proto::server::{CommandServiceServer, PlatformServiceServer};
+use myelin_routing::{CommandRouter, RouterLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessLayer;
 use crate::admin::{Admin, AdminNode};
+use crate::commands::Commands;
 use crate::error::RequestErrors;
 use crate::event_store::{EventStoreLimits, EventStoreService};
 use crate::platform::Platform;
@@ -44,6 +46,9 @@ pub struct GrpcConfig {
     /// The node the admin services (`ReplicationGroupAdminService`, `ContextAdminService`)
     /// administer; `None`: they are not served.
     pub admin: Option<AdminNode>,
+    /// Routes commands between this node's clients; `None`: a router of its own with
+    /// [`RouterLimits::default`].
+    pub commands: Option<Arc<CommandRouter>>,
 }
 
 impl Default for GrpcConfig {
@@ -57,6 +62,7 @@ impl Default for GrpcConfig {
             shutdown_grace: Duration::from_secs(10),
             access: None,
             admin: None,
+            commands: None,
         }
     }
 }
@@ -96,6 +102,7 @@ pub async fn serve_with_config(
         config.node.grpc_port = address.port();
     }
     let (stopping_sender, stopping) = watch::channel(false);
+    let node_name = config.node.name.clone();
     let event_store = EventStoreService::new(contexts.clone(), config.limits, stopping.clone());
     // The generated service decodes its requests with tonic's codec: its decoding errors get
     // the same statuses as the EventStore's ([`RequestErrors`]).
@@ -108,6 +115,14 @@ pub async fn serve_with_config(
             config.admin.as_ref().map(|admin| admin.0.clone()),
         ))
         .max_decoding_message_size(config.limits.max_message_bytes),
+    );
+    let router = config
+        .commands
+        .clone()
+        .unwrap_or_else(|| CommandRouter::new(RouterLimits::default()));
+    let commands = RequestErrors(
+        CommandServiceServer::new(Commands::new(router, node_name.clone(), stopping.clone()))
+            .max_decoding_message_size(config.limits.max_message_bytes),
     );
     // Served only with a node to administer; otherwise tonic answers their calls UNIMPLEMENTED.
     let admin = config.admin.clone().map(Admin::new);
@@ -122,6 +137,7 @@ pub async fn serve_with_config(
         .layer(tower::util::option_layer(AccessLayer::new(config.access.clone())))
         .add_service(event_store)
         .add_service(platform)
+        .add_service(commands)
         .add_optional_service(replication_groups)
         .add_optional_service(context_admin)
         .serve_with_incoming_shutdown(incoming, async {

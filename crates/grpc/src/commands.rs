@@ -1,0 +1,183 @@
+//! `io.axoniq.axonserver.grpc.command.CommandService` over the router of `myelin-routing`
+//! (MESSAGING.md §2): `OpenStream` for handlers, `Dispatch` for senders. Thin: this file turns
+//! stream messages into router calls and acknowledges instructions that carry an id, as Axon
+//! Server SE does (an ack itself is never acknowledged); where commands go is the router's
+//! business.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use myelin_node::{ErrorCode, NodeError};
+use myelin_proto::grpc::command::command_provider_inbound::Request as ToHandler;
+use myelin_proto::grpc::command::command_provider_outbound::Request as FromHandler;
+use myelin_proto::grpc::command::{Command, CommandProviderInbound, CommandProviderOutbound, CommandResponse};
+use myelin_proto::grpc::{ErrorMessage, InstructionAck};
+use myelin_proto::server::CommandService;
+use myelin_routing::{CommandRouter, StreamId};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::contexts::context_name;
+use crate::error::ToStatus;
+
+/// Messages waiting for a handler that reads slowly; beyond that its pump waits (the handler's
+/// permits bound what is queued in the router).
+const OUTBOUND_QUEUE_MAX: usize = 64;
+
+pub struct Commands {
+    router: Arc<CommandRouter>,
+    node_name: String,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Commands {
+    pub fn new(router: Arc<CommandRouter>, node_name: String, stopping: watch::Receiver<bool>) -> Commands {
+        Commands {
+            router,
+            node_name,
+            stopping,
+        }
+    }
+}
+
+type HandlerStream = Pin<Box<dyn Stream<Item = Result<CommandProviderInbound, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CommandService for Commands {
+    type OpenStreamStream = HandlerStream;
+
+    async fn open_stream(
+        &self,
+        request: Request<Streaming<CommandProviderOutbound>>,
+    ) -> Result<Response<Self::OpenStreamStream>, Status> {
+        let context = context_name(request.metadata().as_ref()).to_string();
+        let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+        let stream = HandlerConnection {
+            router: self.router.clone(),
+            context,
+            node_name: self.node_name.clone(),
+            inbound: request.into_inner(),
+            outbound,
+            stream: None,
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(stream.run());
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver).map(Ok))))
+    }
+
+    async fn dispatch(&self, request: Request<Command>) -> Result<Response<CommandResponse>, Status> {
+        let context = context_name(request.metadata().as_ref()).to_string();
+        let answered = self.router.dispatch(&context, request.into_inner());
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            answer = answered => answer
+                .map(Response::new)
+                .map_err(|_| NodeError::Internal("the command router went away".into()).to_status()),
+            _ = crate::stopped(&mut stopping) => Err(NodeError::ShuttingDown.to_status()),
+        }
+    }
+}
+
+/// One handler's `OpenStream`.
+struct HandlerConnection {
+    router: Arc<CommandRouter>,
+    context: String,
+    node_name: String,
+    inbound: Streaming<CommandProviderOutbound>,
+    outbound: mpsc::Sender<CommandProviderInbound>,
+    /// Named when it first subscribes or grants permits (SE: `<client id>.<uuid>`).
+    stream: Option<StreamId>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl HandlerConnection {
+    /// Ends when the handler half-closes or goes away, or the server stops; the router then
+    /// forgets the stream (its queued commands go elsewhere, the ones it had get 4001).
+    async fn run(mut self) {
+        loop {
+            let message = tokio::select! {
+                message = self.inbound.message() => message,
+                _ = crate::stopped(&mut self.stopping) => break,
+            };
+            let Ok(Some(message)) = message else {
+                break;
+            };
+            let id = message.instruction_id.clone();
+            // An ack is never acknowledged (SE only logs it); everything else with an id is.
+            let is_ack = matches!(message.request, Some(FromHandler::Ack(_)));
+            let supported = self.handle(message);
+            if !id.is_empty() && !is_ack && self.outbound.send(ack(id, supported, &self.node_name)).await.is_err() {
+                break;
+            }
+        }
+        if let Some(stream) = self.stream.take() {
+            self.router.disconnect(&stream);
+        }
+    }
+
+    /// Applies one message; answers whether its kind is one the stream takes.
+    fn handle(&mut self, message: CommandProviderOutbound) -> bool {
+        match message.request {
+            Some(FromHandler::Subscribe(subscription)) => {
+                let stream = self.stream(&subscription.client_id, &subscription.component_name);
+                self.router
+                    .subscribe(&stream, &subscription.command, subscription.load_factor);
+                true
+            }
+            Some(FromHandler::Unsubscribe(subscription)) => {
+                if let Some(stream) = &self.stream {
+                    self.router.unsubscribe(stream, &subscription.command);
+                }
+                true
+            }
+            Some(FromHandler::FlowControl(flow)) => {
+                let stream = self.stream(&flow.client_id, "");
+                self.router.add_permits(&stream, flow.permits);
+                true
+            }
+            Some(FromHandler::CommandResponse(response)) => {
+                match &self.stream {
+                    Some(stream) => self.router.respond(stream, response),
+                    None => {
+                        debug!(command = %response.request_identifier, "an answer on a stream that has no commands")
+                    }
+                }
+                true
+            }
+            Some(FromHandler::Ack(_)) => true,
+            None => false,
+        }
+    }
+
+    fn stream(&mut self, client_id: &str, component: &str) -> StreamId {
+        self.stream
+            .get_or_insert_with(|| {
+                self.router
+                    .connect(&self.context, client_id, component, self.outbound.clone())
+            })
+            .clone()
+    }
+}
+
+/// The acknowledgement of instruction `id`: success, or AXONIQ-1002 for a kind the stream
+/// does not take (as SE answers).
+fn ack(id: String, supported: bool, node_name: &str) -> CommandProviderInbound {
+    let error = (!supported).then(|| ErrorMessage {
+        message: "Unsupported instruction".into(),
+        location: node_name.to_string(),
+        details: vec!["Unsupported instruction".into()],
+        error_code: ErrorCode::UnsupportedInstruction.id().into(),
+    });
+    CommandProviderInbound {
+        request: Some(ToHandler::Ack(InstructionAck {
+            instruction_id: id,
+            success: supported,
+            error,
+        })),
+        instruction_id: String::new(),
+    }
+}

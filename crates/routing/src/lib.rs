@@ -1,0 +1,19 @@
+//! Routing of commands between the clients of a context, with Axon Server's semantics
+//! (docs/ARCHITECTURE.md, decision 22; MESSAGING.md §2): handlers subscribe command names on
+//! their `CommandService.OpenStream`, a dispatched command goes to one of them — the only one,
+//! or the one a consistent hash of its routing key picks — through that handler's priority
+//! queue, released as the handler grants permits, and the handler's answer goes back to the
+//! dispatcher. Every failure is a `CommandResponse` with Axon's code and exact message.
+//!
+//! Pure parts ([`ring`], [`queue`]) are tested on their own; [`commands::CommandRouter`] holds
+//! the state and knows nothing of gRPC (the `myelin-grpc` crate adapts it).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::unwrap_used, clippy::panic))]
+
+pub mod commands;
+pub mod ids;
+pub mod queue;
+pub mod ring;
+
+pub use commands::{CommandRouter, RouterLimits, StreamId};
