@@ -7,11 +7,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use myelin_node::{ErrorCode, NodeError};
+use myelin_node::NodeError;
 use myelin_proto::grpc::command::command_provider_inbound::Request as ToHandler;
 use myelin_proto::grpc::command::command_provider_outbound::Request as FromHandler;
 use myelin_proto::grpc::command::{Command, CommandProviderInbound, CommandProviderOutbound, CommandResponse};
-use myelin_proto::grpc::{ErrorMessage, InstructionAck};
 use myelin_proto::server::CommandService;
 use myelin_routing::{CommandRouter, StreamId};
 use tokio::sync::{mpsc, watch};
@@ -163,21 +162,9 @@ impl HandlerConnection {
     }
 }
 
-/// The acknowledgement of instruction `id`: success, or AXONIQ-1002 for a kind the stream
-/// does not take (as SE answers).
 fn ack(id: String, supported: bool, node_name: &str) -> CommandProviderInbound {
-    let error = (!supported).then(|| ErrorMessage {
-        message: "Unsupported instruction".into(),
-        location: node_name.to_string(),
-        details: vec!["Unsupported instruction".into()],
-        error_code: ErrorCode::UnsupportedInstruction.id().into(),
-    });
     CommandProviderInbound {
-        request: Some(ToHandler::Ack(InstructionAck {
-            instruction_id: id,
-            success: supported,
-            error,
-        })),
+        request: Some(ToHandler::Ack(crate::instruction_ack(id, supported, node_name))),
         instruction_id: String::new(),
     }
 }

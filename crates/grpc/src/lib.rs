@@ -4,7 +4,8 @@
 //!   ([`platform`]) for the contexts in a [`Contexts`] registry, picked per request by the
 //!   `AxonIQ-Context` header.
 //! * `CommandService` ([`commands`]) adapts the command router of the `myelin-routing` crate:
-//!   handlers subscribe on `OpenStream`, senders `Dispatch`.
+//!   handlers subscribe on `OpenStream`, senders `Dispatch`; `QueryService` ([`queries`]) the
+//!   same for queries (`Query`; subscription queries not yet).
 //! * With a node to administer, the same listener serves `ReplicationGroupAdminService` and
 //!   `ContextAdminService` ([`admin`]).
 //! * The HTTP listener (REST API) is the `myelin-rest` crate's.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod event_store;
 pub mod list_events;
 pub mod platform;
+pub mod queries;
 pub mod request_messages;
 pub mod server;
 
@@ -41,6 +43,22 @@ pub use myelin_node::{Context, Contexts, NodeError, NodeIdentity};
 pub use server::{GrpcConfig, ServeError, serve, serve_with_config};
 
 /// Completes when the server starts stopping (or is gone).
+/// The acknowledgement of the instruction `id`: success, or AXONIQ-1002 with SE's words for a
+/// kind the stream does not take (platform, command and query streams alike).
+pub(crate) fn instruction_ack(id: String, supported: bool, node_name: &str) -> myelin_proto::grpc::InstructionAck {
+    let error = (!supported).then(|| myelin_proto::grpc::ErrorMessage {
+        message: "Unsupported instruction".into(),
+        location: node_name.to_string(),
+        details: vec!["Unsupported instruction".into()],
+        error_code: myelin_node::ErrorCode::UnsupportedInstruction.id().into(),
+    });
+    myelin_proto::grpc::InstructionAck {
+        instruction_id: id,
+        success: supported,
+        error,
+    }
+}
+
 pub(crate) async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens once the server has stopped.
     let _ = stopping.wait_for(|stopping| *stopping).await;

@@ -15,7 +15,7 @@ use myelin_proto::grpc::control::platform_outbound_instruction::Request as Outbo
 use myelin_proto::grpc::control::{
     ClientIdentification, Heartbeat, NodeInfo, PlatformInboundInstruction, PlatformInfo, PlatformOutboundInstruction,
 };
-use myelin_proto::grpc::{ErrorMessage, InstructionAck};
+
 use myelin_proto::server::PlatformService;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::contexts::context_name;
 use crate::error::{ToStatus, request_error};
-use myelin_node::{ClientGuard, Contexts, ErrorCode, NodeError, NodeIdentity};
+use myelin_node::{ClientGuard, Contexts, NodeError, NodeIdentity};
 
 /// Outbound instructions waiting for a slow client; beyond that the stream's task waits.
 const OUTBOUND_QUEUE_MAX: usize = 32;
@@ -183,24 +183,19 @@ fn answer(instruction: PlatformInboundInstruction, node_name: &str) -> Option<Pl
                 | Inbound::EventProcessorInfo(_)
         )
     );
-    let error = (!supported).then(|| ErrorMessage {
-        message: "Unsupported instruction".into(),
-        location: node_name.to_string(),
-        details: vec!["Unsupported instruction".into()],
-        error_code: ErrorCode::UnsupportedInstruction.id().into(),
-    });
     Some(PlatformOutboundInstruction {
         instruction_id: String::new(),
-        request: Some(Outbound::Ack(InstructionAck {
-            instruction_id: instruction.instruction_id,
-            success: supported,
-            error,
-        })),
+        request: Some(Outbound::Ack(crate::instruction_ack(
+            instruction.instruction_id,
+            supported,
+            node_name,
+        ))),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use myelin_proto::grpc::InstructionAck;
     use myelin_proto::grpc::control::{SubscribeTopologyChanges, platform_inbound_instruction};
 
     use super::*;

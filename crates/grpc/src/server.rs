@@ -8,8 +8,8 @@ use std::time::Duration;
 use myelin_control::AccessControl;
 use myelin_proto::grpc::admin::context_admin_service_server::ContextAdminServiceServer;
 use myelin_proto::grpc::admin::replication_group_admin_service_server::ReplicationGroupAdminServiceServer;
-use myelin_proto::server::{CommandServiceServer, PlatformServiceServer};
-use myelin_routing::{CommandRouter, RouterLimits};
+use myelin_proto::server::{CommandServiceServer, PlatformServiceServer, QueryServiceServer};
+use myelin_routing::{CommandRouter, QueryLimits, QueryRouter, RouterLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -22,6 +22,7 @@ use crate::commands::Commands;
 use crate::error::RequestErrors;
 use crate::event_store::{EventStoreLimits, EventStoreService};
 use crate::platform::Platform;
+use crate::queries::Queries;
 use myelin_node::{Contexts, NodeIdentity};
 
 /// gRPC listener settings. Defaults are Axon Server's where it has one.
@@ -49,6 +50,8 @@ pub struct GrpcConfig {
     /// Routes commands between this node's clients; `None`: a router of its own with
     /// [`RouterLimits::default`].
     pub commands: Option<Arc<CommandRouter>>,
+    /// Routes queries the same way; `None`: one with [`QueryLimits::default`].
+    pub queries: Option<Arc<QueryRouter>>,
 }
 
 impl Default for GrpcConfig {
@@ -63,6 +66,7 @@ impl Default for GrpcConfig {
             access: None,
             admin: None,
             commands: None,
+            queries: None,
         }
     }
 }
@@ -124,6 +128,14 @@ pub async fn serve_with_config(
         CommandServiceServer::new(Commands::new(router, node_name.clone(), stopping.clone()))
             .max_decoding_message_size(config.limits.max_message_bytes),
     );
+    let query_router = config
+        .queries
+        .clone()
+        .unwrap_or_else(|| QueryRouter::new(QueryLimits::default()));
+    let queries = RequestErrors(
+        QueryServiceServer::new(Queries::new(query_router, node_name.clone(), stopping.clone()))
+            .max_decoding_message_size(config.limits.max_message_bytes),
+    );
     // Served only with a node to administer; otherwise tonic answers their calls UNIMPLEMENTED.
     let admin = config.admin.clone().map(Admin::new);
     let replication_groups = admin
@@ -138,6 +150,7 @@ pub async fn serve_with_config(
         .add_service(event_store)
         .add_service(platform)
         .add_service(commands)
+        .add_service(queries)
         .add_optional_service(replication_groups)
         .add_optional_service(context_admin)
         .serve_with_incoming_shutdown(incoming, async {

@@ -46,6 +46,12 @@ pub const LOCATION: &str = "AxonServer";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(Arc<str>);
 
+impl StreamId {
+    pub(crate) fn new(id: String) -> StreamId {
+        StreamId(id.into())
+    }
+}
+
 impl AsRef<str> for StreamId {
     fn as_ref(&self) -> &str {
         &self.0
@@ -165,7 +171,7 @@ impl CommandRouter {
         component: &str,
         outbound: mpsc::Sender<CommandProviderInbound>,
     ) -> StreamId {
-        let id = StreamId(format!("{client_id}.{}", uuid()).into());
+        let id = StreamId::new(format!("{client_id}.{}", uuid()));
         let wake = Arc::new(Notify::new());
         self.state.lock().handlers.insert(
             id.clone(),

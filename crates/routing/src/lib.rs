@@ -1,4 +1,4 @@
-//! Routing of commands between the clients of a context, with Axon Server's semantics
+//! Routing of commands and queries between the clients of a context, with Axon Server's semantics
 //! (docs/ARCHITECTURE.md, decision 22; MESSAGING.md §2): handlers subscribe command names on
 //! their `CommandService.OpenStream`, a dispatched command goes to one of them — the only one,
 //! or the one a consistent hash of its routing key picks — through that handler's priority
@@ -13,7 +13,9 @@
 
 pub mod commands;
 pub mod ids;
+pub mod queries;
 pub mod queue;
 pub mod ring;
 
 pub use commands::{CommandRouter, RouterLimits, StreamId};
+pub use queries::{QueryLimits, QueryRouter};
