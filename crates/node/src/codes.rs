@@ -131,11 +131,14 @@ catalogue! {
     CommandTimeout = (4002, "AXONIQ-4002", "COMMAND_TIMEOUT", Some(Cancelled), Some(500), "no answer to the command in time"),
     CommandDispatchError = (4003, "AXONIQ-4003", "COMMAND_DISPATCH_ERROR", Some(Cancelled), Some(500), "the command could not be dispatched"),
     CommandRejectedByInterceptor = (4004, "AXONIQ-4004", "COMMAND_REJECTED_BY_INTERCEPTOR", Some(InvalidArgument), Some(400), "an interceptor rejected the command"),
+    CommandDuplicated = (4005, "AXONIQ-4005", "COMMAND_DUPLICATED", Some(InvalidArgument), Some(400), "a command with the same id is in flight"),
     // Queries.
     NoHandlerForQuery = (5000, "AXONIQ-5000", "NO_HANDLER_FOR_QUERY", Some(NotFound), Some(400), "no handler for the query"),
     QueryDispatchError = (5002, "AXONIQ-5002", "QUERY_DISPATCH_ERROR", Some(NotFound), Some(400), "the query could not be dispatched"),
     QueryRejectedByInterceptor = (5004, "AXONIQ-5004", "QUERY_REJECTED_BY_INTERCEPTOR", Some(InvalidArgument), Some(400), "an interceptor rejected the query"),
     SubscriptionQueryRejectedByInterceptor = (5005, "AXONIQ-5005", "SUBSCRIPTION_QUERY_REJECTED_BY_INTERCEPTOR", Some(InvalidArgument), Some(400), "an interceptor rejected the subscription query"),
+    QueryTimeout = (5006, "AXONIQ-5006", "QUERY_TIMEOUT", Some(Cancelled), Some(500), "the query did not complete in time"),
+    QueryDuplicated = (5007, "AXONIQ-5007", "QUERY_DUPLICATED", Some(InvalidArgument), Some(400), "a query with the same id is under way"),
     // Event stores and clients.
     NoEventStore = (6000, "AXONIQ-6000", "NO_EVENTSTORE", Some(NotFound), Some(503), "no event store for the context"),
     ClientDisconnected = (6001, "AXONIQ-6001", "CLIENT_DISCONNECTED", Some(NotFound), Some(500), "the client disconnected"),

@@ -24,6 +24,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use myelin_node::ErrorCode;
 use myelin_proto::grpc::command::{Command, CommandProviderInbound, CommandResponse, command_provider_inbound};
 use myelin_proto::grpc::{ErrorMessage, ProcessingKey, meta_data_value};
 use parking_lot::Mutex;
@@ -34,11 +35,11 @@ use crate::ids::uuid;
 use crate::queue::PriorityQueue;
 use crate::ring::Ring;
 
-pub const NO_HANDLER_FOR_COMMAND: &str = "AXONIQ-4000";
-pub const CONNECTION_TO_HANDLER_LOST: &str = "AXONIQ-4001";
-pub const COMMAND_TIMEOUT: &str = "AXONIQ-4002";
-pub const COMMAND_DUPLICATED: &str = "AXONIQ-4005";
-pub const TOO_MANY_REQUESTS: &str = "AXONIQ-1900";
+const NO_HANDLER_FOR_COMMAND: ErrorCode = ErrorCode::NoHandlerForCommand;
+const CONNECTION_TO_HANDLER_LOST: ErrorCode = ErrorCode::ConnectionToHandlerLost;
+const COMMAND_TIMEOUT: ErrorCode = ErrorCode::CommandTimeout;
+const COMMAND_DUPLICATED: ErrorCode = ErrorCode::CommandDuplicated;
+pub(crate) const TOO_MANY_REQUESTS: ErrorCode = ErrorCode::TooManyRequests;
 /// Where the server's own errors say they come from, as SE's do.
 pub const LOCATION: &str = "AxonServer";
 
@@ -501,16 +502,16 @@ async fn sweep(router: Weak<CommandRouter>, every: Duration) {
 }
 
 /// The server's own error answer to the command `request_id`.
-pub fn error(request_id: &str, code: &str, message: String) -> CommandResponse {
+pub fn error(request_id: &str, code: ErrorCode, message: String) -> CommandResponse {
     CommandResponse {
         message_identifier: uuid(),
         request_identifier: request_id.to_string(),
-        error_code: code.to_string(),
+        error_code: code.id().to_string(),
         error_message: Some(ErrorMessage {
             message,
             location: LOCATION.to_string(),
             details: Vec::new(),
-            error_code: code.to_string(),
+            error_code: code.id().to_string(),
         }),
         ..CommandResponse::default()
     }

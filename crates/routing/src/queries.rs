@@ -25,6 +25,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use myelin_node::ErrorCode;
 use myelin_proto::grpc::query::{
     QueryProviderInbound, QueryReference, QueryRequest, QueryResponse, query_provider_inbound,
 };
@@ -37,10 +38,10 @@ use crate::commands::{LOCATION, StreamId, TOO_MANY_REQUESTS};
 use crate::ids::uuid;
 use crate::queue::PriorityQueue;
 
-pub const NO_HANDLER_FOR_QUERY: &str = "AXONIQ-5000";
-pub const QUERY_TIMEOUT: &str = "AXONIQ-5006";
-pub const QUERY_DUPLICATED: &str = "AXONIQ-5007";
-pub const CONNECTION_TO_HANDLER_LOST: &str = "AXONIQ-4001";
+const NO_HANDLER_FOR_QUERY: ErrorCode = ErrorCode::NoHandlerForQuery;
+const QUERY_TIMEOUT: ErrorCode = ErrorCode::QueryTimeout;
+const QUERY_DUPLICATED: ErrorCode = ErrorCode::QueryDuplicated;
+const CONNECTION_TO_HANDLER_LOST: ErrorCode = ErrorCode::ConnectionToHandlerLost;
 
 /// The router's bounds, with Axon's property names and defaults where it has them.
 #[derive(Debug, Clone, Copy)]
@@ -515,16 +516,16 @@ async fn pump(
 }
 
 /// The server's own error answer to the query `request_id`.
-pub fn error(request_id: &str, code: &str, message: String) -> QueryResponse {
+pub fn error(request_id: &str, code: ErrorCode, message: String) -> QueryResponse {
     QueryResponse {
         message_identifier: uuid(),
         request_identifier: request_id.to_string(),
-        error_code: code.to_string(),
+        error_code: code.id().to_string(),
         error_message: Some(ErrorMessage {
             message,
             location: LOCATION.to_string(),
             details: Vec::new(),
-            error_code: code.to_string(),
+            error_code: code.id().to_string(),
         }),
         ..QueryResponse::default()
     }
@@ -600,7 +601,7 @@ mod tests {
             );
         }
 
-        fn fail(&self, router: &QueryRouter, id: &str, code: &str) {
+        fn fail(&self, router: &QueryRouter, id: &str, code: ErrorCode) {
             router.respond(&self.stream, error(id, code, format!("{code} from a handler")));
         }
     }
@@ -692,7 +693,7 @@ mod tests {
         let a = TestHandler::connect(&router, "a", "one", &["Q"]);
         let b = TestHandler::connect(&router, "b", "two", &["Q"]);
         let answers = router.query("default", query("q1", "Q"));
-        a.fail(&router, "q1", "AXONIQ-5001");
+        a.fail(&router, "q1", ErrorCode::QueryDispatchError);
         b.answer(&router, "q1", "good");
         router.complete(&a.stream, "q1");
         router.complete(&b.stream, "q1");
@@ -700,11 +701,11 @@ mod tests {
         assert_eq!(codes(&got), [""], "only the success");
 
         let answers = router.query("default", query("q2", "Q"));
-        a.fail(&router, "q2", "AXONIQ-5001");
-        b.fail(&router, "q2", "AXONIQ-5001");
+        a.fail(&router, "q2", ErrorCode::QueryDispatchError);
+        b.fail(&router, "q2", ErrorCode::QueryDispatchError);
         router.complete(&a.stream, "q2");
         router.complete(&b.stream, "q2");
-        assert_eq!(codes(&all(answers).await), ["AXONIQ-5001"], "one error at the end");
+        assert_eq!(codes(&all(answers).await), ["AXONIQ-5002"], "one error at the end");
     }
 
     #[tokio::test]
