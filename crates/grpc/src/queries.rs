@@ -1,21 +1,24 @@
 //! `io.axoniq.axonserver.grpc.query.QueryService` over the query router of `myelin-routing`
 //! (MESSAGING.md §3): `OpenStream` for handlers, `Query` for senders. Thin, as
 //! [`crate::commands`]: stream messages become router calls, instructions with an id are
-//! acknowledged (an ack itself never is). Subscription queries are not served yet:
-//! `Subscription` answers UNIMPLEMENTED with AXONIQ-1002.
+//! acknowledged (an ack itself never is); `Subscription` for subscription queries, their
+//! answers released by the sender's permits.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use myelin_node::NodeError;
+use myelin_node::{ErrorCode, NodeError};
 use myelin_proto::grpc::query::query_provider_inbound::Request as ToHandler;
 use myelin_proto::grpc::query::query_provider_outbound::Request as FromHandler;
+use myelin_proto::grpc::query::subscription_query_request::Request as Subscription;
 use myelin_proto::grpc::query::{
     QueryProviderInbound, QueryProviderOutbound, QueryRequest, QueryResponse, SubscriptionQueryRequest,
     SubscriptionQueryResponse,
 };
 use myelin_proto::server::QueryService;
+use myelin_routing::queries::SubscriptionRefused;
 use myelin_routing::{QueryRouter, StreamId};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -92,9 +95,131 @@ impl QueryService for Queries {
 
     async fn subscription(
         &self,
-        _request: Request<Streaming<SubscriptionQueryRequest>>,
+        request: Request<Streaming<SubscriptionQueryRequest>>,
     ) -> Result<Response<Self::SubscriptionStream>, Status> {
-        Err(NodeError::Unsupported("subscription queries are not supported yet".into()).to_status())
+        let context = context_name(request.metadata().as_ref()).to_string();
+        let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+        let connection = SubscriptionConnection {
+            router: self.router.clone(),
+            context,
+            inbound: request.into_inner(),
+            outbound,
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(connection.run());
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// A sender's `Subscription` stream (MESSAGING.md §3.5): its subscription queries, and the
+/// handlers' answers to them released one per permit (permits add up; the first message is
+/// usually `flow_control`). Answers beyond the permits wait, up to [`MAX_WAITING_ANSWERS`];
+/// a sender that lets more pile up loses the stream (RESOURCE_EXHAUSTED).
+struct SubscriptionConnection {
+    router: Arc<QueryRouter>,
+    context: String,
+    inbound: Streaming<SubscriptionQueryRequest>,
+    outbound: mpsc::Sender<Result<SubscriptionQueryResponse, Status>>,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Answers waiting for permits on one subscription stream before the stream is failed.
+const MAX_WAITING_ANSWERS: usize = 10_000;
+
+impl SubscriptionConnection {
+    async fn run(mut self) {
+        let (answers, mut answered) = mpsc::unbounded_channel();
+        let mut permits: i64 = 0;
+        let mut waiting: VecDeque<SubscriptionQueryResponse> = VecDeque::new();
+        let mut subscribed: Vec<String> = Vec::new();
+        'stream: loop {
+            tokio::select! {
+                message = self.inbound.message() => {
+                    let Ok(Some(message)) = message else {
+                        break;
+                    };
+                    if let Err(status) = self.handle(message, &answers, &mut permits, &mut subscribed) {
+                        let _ = self.outbound.send(Err(status)).await;
+                        break;
+                    }
+                }
+                Some(answer) = answered.recv() => {
+                    waiting.push_back(answer);
+                    if waiting.len() > MAX_WAITING_ANSWERS {
+                        let refused = NodeError::Routing {
+                            code: ErrorCode::TooManyRequests,
+                            message: format!(
+                                "more than {MAX_WAITING_ANSWERS} subscription query answers wait for permits"
+                            ),
+                        };
+                        let _ = self.outbound.send(Err(refused.to_status())).await;
+                        break;
+                    }
+                }
+                _ = crate::stopped(&mut self.stopping) => break,
+            }
+            while permits > 0 {
+                let Some(answer) = waiting.pop_front() else {
+                    break;
+                };
+                if self.outbound.send(Ok(answer)).await.is_err() {
+                    break 'stream;
+                }
+                permits -= 1;
+            }
+        }
+        for id in subscribed {
+            self.router.unsubscribe_query(&id);
+        }
+    }
+
+    #[allow(deprecated)]
+    fn handle(
+        &self,
+        message: SubscriptionQueryRequest,
+        answers: &mpsc::UnboundedSender<SubscriptionQueryResponse>,
+        permits: &mut i64,
+        subscribed: &mut Vec<String>,
+    ) -> Result<(), Status> {
+        let refused = |refused: SubscriptionRefused| {
+            let code = match refused {
+                SubscriptionRefused::NoHandler(_) => ErrorCode::NoHandlerForQuery,
+                SubscriptionRefused::NotSubscribed(_) | SubscriptionRefused::Duplicate(_) => {
+                    ErrorCode::QueryDispatchError
+                }
+            };
+            NodeError::Routing {
+                code,
+                message: refused.to_string(),
+            }
+            .to_status()
+        };
+        match message.request {
+            Some(Subscription::FlowControl(flow)) => {
+                *permits = permits.saturating_add(flow.number_of_permits.max(0));
+            }
+            Some(Subscription::Subscribe(query)) => {
+                let id = query.subscription_identifier.clone();
+                self.router
+                    .subscribe_query(&self.context, query, answers.clone())
+                    .map_err(refused)?;
+                subscribed.push(id);
+            }
+            Some(Subscription::GetInitialResult(query)) => {
+                if !subscribed.contains(&query.subscription_identifier) {
+                    return Err(refused(SubscriptionRefused::NotSubscribed(
+                        query.subscription_identifier,
+                    )));
+                }
+                self.router.initial_result(query).map_err(refused)?;
+            }
+            Some(Subscription::Unsubscribe(query)) => {
+                self.router.unsubscribe_query(&query.subscription_identifier);
+                subscribed.retain(|id| *id != query.subscription_identifier);
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 
@@ -194,8 +319,13 @@ impl HandlerConnection {
                 }
                 true
             }
-            // No subscription query is ever sent to a handler yet, so there is nothing to route.
-            Some(FromHandler::SubscriptionQueryResponse(_)) | Some(FromHandler::Ack(_)) => true,
+            Some(FromHandler::SubscriptionQueryResponse(response)) => {
+                if let Some(stream) = &self.stream {
+                    self.router.subscription_response(stream, response);
+                }
+                true
+            }
+            Some(FromHandler::Ack(_)) => true,
             None => false,
         }
     }

@@ -100,6 +100,12 @@ pub enum NodeError {
         code: crate::codes::ErrorCode,
         message: String,
     },
+    /// A command or query that could not be routed (a stream-level failure; per-message
+    /// failures travel inside the responses), with Axon's code.
+    Routing {
+        code: crate::codes::ErrorCode,
+        message: String,
+    },
 }
 
 impl NodeError {
@@ -153,7 +159,7 @@ impl NodeError {
             NodeError::NoLeader(_) => (Some(E::NoLeaderAvailable), Unavailable, 503),
             // The outcome is unknown to the client: it may retry (Axon's replication timeout).
             NodeError::Replication(_) => (Some(E::ReplicationTimeout), Unavailable, 503),
-            NodeError::Cluster { code, .. } => {
+            NodeError::Cluster { code, .. } | NodeError::Routing { code, .. } => {
                 let info = code.info();
                 (
                     Some(*code),
@@ -246,7 +252,7 @@ impl fmt::Display for NodeError {
             | NodeError::ContextPlaceTaken(message)
             | NodeError::NoLeader(message)
             | NodeError::Replication(message) => f.write_str(message),
-            NodeError::Cluster { message, .. } => f.write_str(message),
+            NodeError::Cluster { message, .. } | NodeError::Routing { message, .. } => f.write_str(message),
             NodeError::TokenMissing => f.write_str("Missing AxonIQ-Access-Token"),
             NodeError::InvalidToken => f.write_str("Invalid AxonIQ-Access-Token"),
             NodeError::ShuttingDown => f.write_str("Myelin is shutting down"),

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use myelin_node::ErrorCode;
 use myelin_proto::grpc::query::{
-    QueryProviderInbound, QueryReference, QueryRequest, QueryResponse, query_provider_inbound,
+    QueryProviderInbound, QueryReference, QueryRequest, QueryResponse, SubscriptionQuery, SubscriptionQueryRequest,
+    SubscriptionQueryResponse, query_provider_inbound, subscription_query_request,
 };
 use myelin_proto::grpc::{ErrorMessage, MetaDataValue, ProcessingInstruction, ProcessingKey, meta_data_value};
 use parking_lot::Mutex;
@@ -93,6 +94,39 @@ struct State {
     /// Round-robin position per (context, query name, component).
     turns: HashMap<(String, String, String), usize>,
     active: HashMap<String, Active>,
+    /// Subscription queries by subscription id.
+    subscriptions: HashMap<String, Subscribed>,
+}
+
+/// A subscription query (MESSAGING.md §3.5): every handler stream of its query got the
+/// `subscribe`, and their answers for its id go to its sender.
+struct Subscribed {
+    context: String,
+    query: String,
+    request: SubscriptionQuery,
+    sender: mpsc::UnboundedSender<SubscriptionQueryResponse>,
+    handlers: HashSet<StreamId>,
+}
+
+/// Why a subscription query cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionRefused {
+    /// No handler stream of the context handles the query (AXONIQ-5000).
+    NoHandler(String),
+    /// An initial result asked for a subscription the stream did not make first.
+    NotSubscribed(String),
+    /// A subscription with the same id is under way.
+    Duplicate(String),
+}
+
+impl fmt::Display for SubscriptionRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscriptionRefused::NoHandler(query) => write!(f, "No handler for query: {query}"),
+            SubscriptionRefused::NotSubscribed(_) => f.write_str("Initial result asked before subscription"),
+            SubscriptionRefused::Duplicate(id) => write!(f, "Subscription query {id} is already under way"),
+        }
+    }
 }
 
 pub struct QueryRouter {
@@ -177,6 +211,26 @@ impl QueryRouter {
         if !streams.contains(stream) {
             streams.push(stream.clone());
         }
+        // Subscription queries already under way reach a handler that comes later too.
+        let State {
+            handlers,
+            subscriptions,
+            ..
+        } = &mut *state;
+        let Some(handler) = handlers.get(stream) else {
+            return;
+        };
+        for subscribed in subscriptions.values_mut() {
+            if subscribed.context == handler.context
+                && subscribed.query == query
+                && subscribed.handlers.insert(stream.clone())
+            {
+                send_subscription(
+                    handler,
+                    subscription_query_request::Request::Subscribe(subscribed.request.clone()),
+                );
+            }
+        }
     }
 
     /// `stream` no longer handles `query`.
@@ -251,6 +305,134 @@ impl QueryRouter {
             );
             retire(&mut state, &id, stream, Some(lost));
         }
+        for subscribed in state.subscriptions.values_mut() {
+            subscribed.handlers.remove(stream);
+        }
+    }
+
+    /// A sender's subscription query: every handler stream of the query gets it, now and as
+    /// they subscribe; their answers for it go to `sender` until
+    /// [`QueryRouter::unsubscribe_query`].
+    pub fn subscribe_query(
+        &self,
+        context: &str,
+        request: SubscriptionQuery,
+        sender: mpsc::UnboundedSender<SubscriptionQueryResponse>,
+    ) -> Result<(), SubscriptionRefused> {
+        let id = request.subscription_identifier.clone();
+        let query = request
+            .query_request
+            .as_ref()
+            .map(|q| q.query.clone())
+            .unwrap_or_default();
+        let mut state = self.state.lock();
+        if state.subscriptions.contains_key(&id) {
+            return Err(SubscriptionRefused::Duplicate(id));
+        }
+        let streams: Vec<StreamId> = state
+            .registry
+            .get(&(context.to_string(), query.clone()))
+            .map(|components| components.values().flatten().cloned().collect())
+            .unwrap_or_default();
+        if streams.is_empty() {
+            return Err(SubscriptionRefused::NoHandler(query));
+        }
+        let mut handlers = HashSet::new();
+        for stream in streams {
+            if let Some(handler) = state.handlers.get(&stream) {
+                send_subscription(handler, subscription_query_request::Request::Subscribe(request.clone()));
+                handlers.insert(stream);
+            }
+        }
+        state.subscriptions.insert(
+            id,
+            Subscribed {
+                context: context.to_string(),
+                query,
+                request,
+                sender,
+                handlers,
+            },
+        );
+        Ok(())
+    }
+
+    /// The initial result of a subscription query the old way (AF 4.13's `get_initial_result`):
+    /// asked of one handler stream per component; their answers come back as
+    /// `initial_result`s on the subscription.
+    pub fn initial_result(&self, request: SubscriptionQuery) -> Result<(), SubscriptionRefused> {
+        let mut state = self.state.lock();
+        let id = request.subscription_identifier.clone();
+        let Some(subscribed) = state.subscriptions.get(&id) else {
+            return Err(SubscriptionRefused::NotSubscribed(id));
+        };
+        let key = (subscribed.context.clone(), subscribed.query.clone());
+        let picks: Vec<(String, Vec<StreamId>)> = state
+            .registry
+            .get(&key)
+            .map(|components| components.iter().map(|(c, s)| (c.clone(), s.clone())).collect())
+            .unwrap_or_default();
+        for (component, streams) in picks {
+            let turn = state
+                .turns
+                .entry((key.0.clone(), key.1.clone(), component))
+                .or_default();
+            let pick = streams.get(*turn % streams.len().max(1)).cloned();
+            *turn = turn.wrapping_add(1);
+            if let Some(handler) = pick.and_then(|stream| state.handlers.get(&stream)) {
+                #[allow(deprecated)]
+                let ask = subscription_query_request::Request::GetInitialResult(request.clone());
+                send_subscription(handler, ask);
+            }
+        }
+        Ok(())
+    }
+
+    /// A handler's answer on a subscription query: to its sender; for a subscription that is no
+    /// more, the handler is told to unsubscribe.
+    pub fn subscription_response(&self, stream: &StreamId, response: SubscriptionQueryResponse) {
+        let state = self.state.lock();
+        match state.subscriptions.get(&response.subscription_identifier) {
+            Some(subscribed) => {
+                let _ = subscribed.sender.send(response);
+            }
+            None => {
+                if let Some(handler) = state.handlers.get(stream) {
+                    let unsubscribe = SubscriptionQuery {
+                        subscription_identifier: response.subscription_identifier,
+                        ..SubscriptionQuery::default()
+                    };
+                    send_subscription(handler, subscription_query_request::Request::Unsubscribe(unsubscribe));
+                }
+            }
+        }
+    }
+
+    /// The sender is done with subscription `id` (it unsubscribed or went away): every handler
+    /// that had it is told.
+    pub fn unsubscribe_query(&self, id: &str) {
+        let mut state = self.state.lock();
+        let Some(subscribed) = state.subscriptions.remove(id) else {
+            return;
+        };
+        let unsubscribe = SubscriptionQuery {
+            subscription_identifier: id.to_string(),
+            query_request: subscribed.request.query_request.clone(),
+            ..SubscriptionQuery::default()
+        };
+        for stream in &subscribed.handlers {
+            if let Some(handler) = state.handlers.get(stream) {
+                send_subscription(
+                    handler,
+                    subscription_query_request::Request::Unsubscribe(unsubscribe.clone()),
+                );
+            }
+        }
+    }
+
+    /// Subscription queries under way.
+    pub fn subscription_queries(&self) -> usize {
+        self.state.lock().subscriptions.len()
     }
 
     /// Routes `query` of `context`: the receiver yields the answers and ends when the query is
@@ -428,6 +610,20 @@ impl QueryRouter {
                 .queue
                 .remove_where(|query| query.message_identifier == request_id);
         }
+    }
+}
+
+/// Sends a subscription-query instruction to `handler` (outside its permits: it is small and
+/// rare); a handler whose stream is full or closed misses it, with a note in the log.
+fn send_subscription(handler: &Handler, request: subscription_query_request::Request) {
+    let message = QueryProviderInbound {
+        request: Some(query_provider_inbound::Request::SubscriptionQueryRequest(
+            SubscriptionQueryRequest { request: Some(request) },
+        )),
+        instruction_id: String::new(),
+    };
+    if handler.outbound.try_send(message).is_err() {
+        debug!(client = %handler.client_id, "a subscription-query instruction did not fit the handler's stream");
     }
 }
 
@@ -792,5 +988,95 @@ mod tests {
         assert_eq!(router.subscriptions(None).len(), 1);
         router.disconnect(&a.stream);
         assert!(router.subscriptions(None).is_empty());
+    }
+
+    fn subscription_query(id: &str, name: &str) -> SubscriptionQuery {
+        SubscriptionQuery {
+            subscription_identifier: id.into(),
+            query_request: Some(query(id, name)),
+            ..SubscriptionQuery::default()
+        }
+    }
+
+    async fn subscription_request(handler: &mut TestHandler) -> subscription_query_request::Request {
+        match handler.next().await {
+            query_provider_inbound::Request::SubscriptionQueryRequest(request) => request.request.expect("a request"),
+            other => panic!("expected a subscription query request, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscription_reaches_every_handler_also_later_ones_and_its_end_reaches_them_all() {
+        let router = QueryRouter::new(QueryLimits::default());
+        let (sender, _answers) = mpsc::unbounded_channel();
+        assert_eq!(
+            router.subscribe_query("default", subscription_query("sub-1", "Q"), sender.clone()),
+            Err(SubscriptionRefused::NoHandler("Q".into()))
+        );
+        let mut a = TestHandler::connect(&router, "a", "one", &["Q"]);
+        let mut b = TestHandler::connect(&router, "b", "one", &["Q"]);
+        router
+            .subscribe_query("default", subscription_query("sub-1", "Q"), sender.clone())
+            .expect("handled");
+        for handler in [&mut a, &mut b] {
+            assert!(matches!(
+                subscription_request(handler).await,
+                subscription_query_request::Request::Subscribe(_)
+            ));
+        }
+        let mut late = TestHandler::connect(&router, "late", "two", &["Q"]);
+        assert!(matches!(
+            subscription_request(&mut late).await,
+            subscription_query_request::Request::Subscribe(s) if s.subscription_identifier == "sub-1"
+        ));
+        assert_eq!(
+            router.subscribe_query("default", subscription_query("sub-1", "Q"), sender),
+            Err(SubscriptionRefused::Duplicate("sub-1".into()))
+        );
+        router.unsubscribe_query("sub-1");
+        for handler in [&mut a, &mut b, &mut late] {
+            assert!(matches!(
+                subscription_request(handler).await,
+                subscription_query_request::Request::Unsubscribe(_)
+            ));
+        }
+        assert_eq!(router.subscription_queries(), 0);
+    }
+
+    #[tokio::test]
+    async fn answers_go_to_their_subscription_and_an_initial_result_needs_one() {
+        let router = QueryRouter::new(QueryLimits::default());
+        let mut a = TestHandler::connect(&router, "a", "one", &["Q"]);
+        assert_eq!(
+            router.initial_result(subscription_query("sub-1", "Q")),
+            Err(SubscriptionRefused::NotSubscribed("sub-1".into()))
+        );
+        let (sender, mut answers) = mpsc::unbounded_channel();
+        router
+            .subscribe_query("default", subscription_query("sub-1", "Q"), sender)
+            .expect("handled");
+        subscription_request(&mut a).await;
+        router
+            .initial_result(subscription_query("sub-1", "Q"))
+            .expect("subscribed");
+        #[allow(deprecated)]
+        let asked = matches!(
+            subscription_request(&mut a).await,
+            subscription_query_request::Request::GetInitialResult(_)
+        );
+        assert!(asked);
+        let answer = SubscriptionQueryResponse {
+            message_identifier: "u1".into(),
+            subscription_identifier: "sub-1".into(),
+            response: None,
+        };
+        router.subscription_response(&a.stream, answer.clone());
+        assert_eq!(answers.recv().await, Some(answer));
+        router.disconnect(&a.stream);
+        assert_eq!(
+            router.subscription_queries(),
+            1,
+            "the sender's subscription stays until it ends it"
+        );
     }
 }
