@@ -240,7 +240,10 @@ async fn serve_api(
         max_transaction_bytes: config.max_transaction_bytes,
         max_pending_append_bytes: config.max_pending_append_bytes,
     };
+    // One pair of routers, fed by the gRPC services and reported on by the REST API.
+    let routing = myelin_routing::Routing::new(Default::default(), Default::default());
     let rest = Arc::new(RestState {
+        routing: Some(routing.clone()),
         node: node.clone(),
         access: access.clone(),
         // The holds every store obeys (`store_layout`).
@@ -257,6 +260,7 @@ async fn serve_api(
         access: Some(access),
         // ReplicationGroupAdminService and ContextAdminService, over this node.
         admin: Some(myelin_grpc::AdminNode(node.clone())),
+        routing: Some(routing),
         ..GrpcConfig::default()
     };
 

@@ -6,13 +6,15 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use myelin_node::NodeError;
 use myelin_proto::grpc::command::command_provider_inbound::Request as ToHandler;
 use myelin_proto::grpc::command::command_provider_outbound::Request as FromHandler;
 use myelin_proto::grpc::command::{Command, CommandProviderInbound, CommandProviderOutbound, CommandResponse};
 use myelin_proto::server::CommandService;
-use myelin_routing::{CommandRouter, StreamId};
+use myelin_routing::stats::MessageStats;
+use myelin_routing::{CommandRouter, Routing, StreamId};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
@@ -29,14 +31,16 @@ const OUTBOUND_QUEUE_MAX: usize = 64;
 
 pub struct Commands {
     router: Arc<CommandRouter>,
+    stats: Arc<MessageStats>,
     node_name: String,
     stopping: watch::Receiver<bool>,
 }
 
 impl Commands {
-    pub fn new(router: Arc<CommandRouter>, node_name: String, stopping: watch::Receiver<bool>) -> Commands {
+    pub fn new(routing: &Routing, node_name: String, stopping: watch::Receiver<bool>) -> Commands {
         Commands {
-            router,
+            router: routing.commands.clone(),
+            stats: routing.command_stats.clone(),
             node_name,
             stopping,
         }
@@ -70,14 +74,19 @@ impl CommandService for Commands {
 
     async fn dispatch(&self, request: Request<Command>) -> Result<Response<CommandResponse>, Status> {
         let context = context_name(request.metadata().as_ref()).to_string();
-        let answered = self.router.dispatch(&context, request.into_inner());
+        let command = request.into_inner();
+        let name = command.name.clone();
+        let started = Instant::now();
+        let answered = self.router.dispatch(&context, command);
         let mut stopping = self.stopping.clone();
-        tokio::select! {
+        let answer = tokio::select! {
             answer = answered => answer
-                .map(Response::new)
-                .map_err(|_| NodeError::Internal("the command router went away".into()).to_status()),
-            _ = crate::stopped(&mut stopping) => Err(NodeError::ShuttingDown.to_status()),
-        }
+                .map_err(|_| NodeError::Internal("the command router went away".into()).to_status())?,
+            _ = crate::stopped(&mut stopping) => return Err(NodeError::ShuttingDown.to_status()),
+        };
+        self.stats
+            .record(&context, &name, &answer.error_code, started.elapsed());
+        Ok(Response::new(answer))
     }
 }
 

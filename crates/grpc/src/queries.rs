@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use myelin_node::{ErrorCode, NodeError};
 use myelin_proto::grpc::query::query_provider_inbound::Request as ToHandler;
@@ -19,7 +20,8 @@ use myelin_proto::grpc::query::{
 };
 use myelin_proto::server::QueryService;
 use myelin_routing::queries::SubscriptionRefused;
-use myelin_routing::{QueryRouter, StreamId};
+use myelin_routing::stats::MessageStats;
+use myelin_routing::{QueryRouter, Routing, StreamId};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
@@ -34,14 +36,16 @@ const OUTBOUND_QUEUE_MAX: usize = 64;
 
 pub struct Queries {
     router: Arc<QueryRouter>,
+    stats: Arc<MessageStats>,
     node_name: String,
     stopping: watch::Receiver<bool>,
 }
 
 impl Queries {
-    pub fn new(router: Arc<QueryRouter>, node_name: String, stopping: watch::Receiver<bool>) -> Queries {
+    pub fn new(routing: &Routing, node_name: String, stopping: watch::Receiver<bool>) -> Queries {
         Queries {
-            router,
+            router: routing.queries.clone(),
+            stats: routing.query_stats.clone(),
             node_name,
             stopping,
         }
@@ -82,12 +86,18 @@ impl QueryService for Queries {
             query.message_identifier = myelin_routing::ids::uuid();
         }
         let id = query.message_identifier.clone();
+        let name = query.query.clone();
         let answers = self.router.query(&context, query);
         Ok(Response::new(Box::pin(Answers {
             answers,
             router: self.router.clone(),
             id,
             ended: false,
+            stats: self.stats.clone(),
+            context,
+            name,
+            started: Instant::now(),
+            outcome: None,
         })))
     }
 
@@ -230,6 +240,12 @@ struct Answers {
     router: Arc<QueryRouter>,
     id: String,
     ended: bool,
+    /// Counted when the call ends: ok after a success, else the first error code.
+    stats: Arc<MessageStats>,
+    context: String,
+    name: String,
+    started: Instant,
+    outcome: Option<String>,
 }
 
 impl Stream for Answers {
@@ -237,7 +253,14 @@ impl Stream for Answers {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.answers.poll_recv(cx) {
-            Poll::Ready(Some(answer)) => Poll::Ready(Some(Ok(answer))),
+            Poll::Ready(Some(answer)) => {
+                let success = answer.error_code.is_empty();
+                let failed_so_far = self.outcome.as_deref().is_some_and(|outcome| !outcome.is_empty());
+                if self.outcome.is_none() || (success && failed_so_far) {
+                    self.outcome = Some(answer.error_code.clone());
+                }
+                Poll::Ready(Some(Ok(answer)))
+            }
             Poll::Ready(None) => {
                 self.ended = true;
                 Poll::Ready(None)
@@ -252,6 +275,10 @@ impl Drop for Answers {
         if !self.ended {
             self.router.cancel(&self.id);
         }
+        // A sender that cancelled before any answer counts as cancelled.
+        let outcome = self.outcome.as_deref().unwrap_or("CANCELLED");
+        self.stats
+            .record(&self.context, &self.name, outcome, self.started.elapsed());
     }
 }
 

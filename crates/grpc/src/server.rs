@@ -9,7 +9,7 @@ use myelin_control::AccessControl;
 use myelin_proto::grpc::admin::context_admin_service_server::ContextAdminServiceServer;
 use myelin_proto::grpc::admin::replication_group_admin_service_server::ReplicationGroupAdminServiceServer;
 use myelin_proto::server::{CommandServiceServer, PlatformServiceServer, QueryServiceServer};
-use myelin_routing::{CommandRouter, QueryLimits, QueryRouter, RouterLimits};
+use myelin_routing::{QueryLimits, RouterLimits, Routing};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -47,11 +47,9 @@ pub struct GrpcConfig {
     /// The node the admin services (`ReplicationGroupAdminService`, `ContextAdminService`)
     /// administer; `None`: they are not served.
     pub admin: Option<AdminNode>,
-    /// Routes commands between this node's clients; `None`: a router of its own with
-    /// [`RouterLimits::default`].
-    pub commands: Option<Arc<CommandRouter>>,
-    /// Routes queries the same way; `None`: one with [`QueryLimits::default`].
-    pub queries: Option<Arc<QueryRouter>>,
+    /// Routes commands and queries between this node's clients (and counts them); `None`:
+    /// routers of its own with the default limits.
+    pub routing: Option<Routing>,
 }
 
 impl Default for GrpcConfig {
@@ -65,8 +63,7 @@ impl Default for GrpcConfig {
             shutdown_grace: Duration::from_secs(10),
             access: None,
             admin: None,
-            commands: None,
-            queries: None,
+            routing: None,
         }
     }
 }
@@ -120,20 +117,16 @@ pub async fn serve_with_config(
         ))
         .max_decoding_message_size(config.limits.max_message_bytes),
     );
-    let router = config
-        .commands
+    let routing = config
+        .routing
         .clone()
-        .unwrap_or_else(|| CommandRouter::new(RouterLimits::default()));
+        .unwrap_or_else(|| Routing::new(RouterLimits::default(), QueryLimits::default()));
     let commands = RequestErrors(
-        CommandServiceServer::new(Commands::new(router, node_name.clone(), stopping.clone()))
+        CommandServiceServer::new(Commands::new(&routing, node_name.clone(), stopping.clone()))
             .max_decoding_message_size(config.limits.max_message_bytes),
     );
-    let query_router = config
-        .queries
-        .clone()
-        .unwrap_or_else(|| QueryRouter::new(QueryLimits::default()));
     let queries = RequestErrors(
-        QueryServiceServer::new(Queries::new(query_router, node_name.clone(), stopping.clone()))
+        QueryServiceServer::new(Queries::new(&routing, node_name.clone(), stopping.clone()))
             .max_decoding_message_size(config.limits.max_message_bytes),
     );
     // Served only with a node to administer; otherwise tonic answers their calls UNIMPLEMENTED.

@@ -70,6 +70,9 @@ pub struct RestState {
     /// obeys by default.
     pub deletion_holds: Arc<DeletionHolds>,
     pub config: RestConfig,
+    /// The command and query routers the gRPC services feed, for their figures; `None`: no
+    /// routing figures.
+    pub routing: Option<myelin_routing::Routing>,
 }
 
 pub type SharedState = Arc<RestState>;

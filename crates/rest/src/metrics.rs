@@ -62,6 +62,9 @@ pub async fn prometheus(State(state): State<SharedState>) -> Result<impl IntoRes
     if let Ok(cluster) = state.node.cluster() {
         render_raft(&mut body, &cluster.status());
     }
+    if let Some(routing) = &state.routing {
+        render_routing(&mut body, routing);
+    }
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body))
 }
 
@@ -294,6 +297,67 @@ fn number(value: f64) -> String {
 }
 
 /// A label value with `\`, `"` and newlines escaped.
+/// Commands and queries: how many of each name ended how and the seconds they took in all (so
+/// rate and mean latency follow), and the handlers subscribed per name.
+pub fn render_routing(out: &mut String, routing: &myelin_routing::Routing) {
+    let families = [
+        ("command", "commands", routing.command_stats.snapshot()),
+        ("query", "queries", routing.query_stats.snapshot()),
+    ];
+    for (label, plural, lines) in &families {
+        let _ = writeln!(
+            out,
+            "# HELP myelin_{plural}_total {plural} sent through this node, by context, name and outcome (ok or the Axon code the sender got)"
+        );
+        let _ = writeln!(out, "# TYPE myelin_{plural}_total counter");
+        for (context, name, outcome, stat) in lines {
+            let _ = writeln!(
+                out,
+                "myelin_{plural}_total{{context=\"{}\",{label}=\"{}\",outcome=\"{}\"}} {}",
+                escape(context),
+                escape(name),
+                escape(outcome),
+                stat.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP myelin_{label}_seconds_total time from a sender's call to its answer, summed, by context, name and outcome"
+        );
+        let _ = writeln!(out, "# TYPE myelin_{label}_seconds_total counter");
+        for (context, name, outcome, stat) in lines {
+            let _ = writeln!(
+                out,
+                "myelin_{label}_seconds_total{{context=\"{}\",{label}=\"{}\",outcome=\"{}\"}} {}",
+                escape(context),
+                escape(name),
+                escape(outcome),
+                stat.seconds
+            );
+        }
+    }
+    let mut handlers: std::collections::BTreeMap<(String, String, &str), usize> = std::collections::BTreeMap::new();
+    for s in routing.commands.subscriptions(None) {
+        *handlers.entry((s.context, s.command, "command")).or_default() += 1;
+    }
+    for s in routing.queries.subscriptions(None) {
+        *handlers.entry((s.context, s.query, "query")).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP myelin_handlers handler streams subscribed, by context, kind (command or query) and name"
+    );
+    let _ = writeln!(out, "# TYPE myelin_handlers gauge");
+    for ((context, name, kind), count) in handlers {
+        let _ = writeln!(
+            out,
+            "myelin_handlers{{context=\"{}\",kind=\"{kind}\",name=\"{}\"}} {count}",
+            escape(&context),
+            escape(&name)
+        );
+    }
+}
+
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -301,6 +365,38 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn routing_lines_count_messages_per_name_and_outcome_and_handlers_per_name() {
+        let routing = myelin_routing::Routing::new(Default::default(), Default::default());
+        routing
+            .command_stats
+            .record("default", "Do\"It", "", std::time::Duration::from_millis(250));
+        routing
+            .command_stats
+            .record("default", "Do\"It", "AXONIQ-4000", std::time::Duration::from_millis(1));
+        let (outbound, _inbound) = tokio::sync::mpsc::channel(1);
+        let stream = routing.commands.connect("default", "client", "component", outbound);
+        routing.commands.subscribe(&stream, "Do\"It", 0);
+        let mut out = String::new();
+        render_routing(&mut out, &routing);
+        assert!(
+            out.contains("myelin_commands_total{context=\"default\",command=\"Do\\\"It\",outcome=\"ok\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("outcome=\"AXONIQ-4000\"} 1\n"), "{out}");
+        assert!(
+            out.contains(
+                "myelin_command_seconds_total{context=\"default\",command=\"Do\\\"It\",outcome=\"ok\"} 0.25\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("# TYPE myelin_queries_total counter\n"), "{out}");
+        assert!(
+            out.contains("myelin_handlers{context=\"default\",kind=\"command\",name=\"Do\\\"It\"} 1\n"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn raft_gauges_name_the_group_and_each_lagging_member() {

@@ -16,6 +16,31 @@ pub mod ids;
 pub mod queries;
 pub mod queue;
 pub mod ring;
+pub mod stats;
 
 pub use commands::{CommandRouter, RouterLimits, StreamId};
 pub use queries::{QueryLimits, QueryRouter};
+
+use std::sync::Arc;
+
+/// A node's routers and what they counted, shared by the gRPC services that feed them and the
+/// REST API that reports on them.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub commands: Arc<CommandRouter>,
+    pub queries: Arc<QueryRouter>,
+    pub command_stats: Arc<stats::MessageStats>,
+    pub query_stats: Arc<stats::MessageStats>,
+}
+
+impl Routing {
+    /// Routers with `commands` and `queries` limits. Must be called inside a Tokio runtime.
+    pub fn new(commands: RouterLimits, queries: QueryLimits) -> Routing {
+        Routing {
+            commands: CommandRouter::new(commands),
+            queries: QueryRouter::new(queries),
+            command_stats: Arc::default(),
+            query_stats: Arc::default(),
+        }
+    }
+}

@@ -102,6 +102,7 @@ pub fn rest_with(options: Options) -> Rest {
             data_dirs: vec![root.clone()],
             disk_space_threshold: options.disk_space_threshold,
         },
+        routing: None,
     });
     Rest {
         router: myelin_rest::router(state.clone()),
