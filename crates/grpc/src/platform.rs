@@ -181,6 +181,9 @@ fn answer(instruction: PlatformInboundInstruction, node_name: &str) -> Option<Pl
                 | Inbound::Ack(_)
                 | Inbound::Result(_)
                 | Inbound::EventProcessorInfo(_)
+                // Accepted and ignored: this node's topology never changes under a client.
+                | Inbound::SubscribeTopologyChanges(_)
+                | Inbound::UnsubscribeTopologyChanges(_)
         )
     );
     Some(PlatformOutboundInstruction {
@@ -222,25 +225,33 @@ mod tests {
     }
 
     #[test]
+    fn topology_subscriptions_are_accepted() {
+        let ack = ack_of(answer(
+            PlatformInboundInstruction {
+                instruction_id: "t1".into(),
+                request: Some(platform_inbound_instruction::Request::SubscribeTopologyChanges(
+                    SubscribeTopologyChanges {},
+                )),
+            },
+            "node-1",
+        ))
+        .expect("an ack");
+        assert!(ack.success && ack.error.is_none());
+    }
+
+    #[test]
     fn unsupported_instructions_get_1002() {
-        for request in [
-            None,
-            Some(platform_inbound_instruction::Request::SubscribeTopologyChanges(
-                SubscribeTopologyChanges {},
-            )),
-        ] {
-            let ack = ack_of(answer(
-                PlatformInboundInstruction {
-                    instruction_id: "x".into(),
-                    request,
-                },
-                "node-1",
-            ))
-            .expect("an ack");
-            assert!(!ack.success);
-            let error = ack.error.expect("an error");
-            assert_eq!(error.error_code, "AXONIQ-1002");
-            assert_eq!(error.location, "node-1");
-        }
+        let ack = ack_of(answer(
+            PlatformInboundInstruction {
+                instruction_id: "x".into(),
+                request: None,
+            },
+            "node-1",
+        ))
+        .expect("an ack");
+        assert!(!ack.success);
+        let error = ack.error.expect("an error");
+        assert_eq!(error.error_code, "AXONIQ-1002");
+        assert_eq!(error.location, "node-1");
     }
 }
