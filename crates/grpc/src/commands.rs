@@ -24,6 +24,7 @@ use tracing::debug;
 
 use crate::contexts::context_name;
 use crate::error::ToStatus;
+use crate::handler_stream::{HandlerProtocol, serve};
 
 /// Messages waiting for a handler that reads slowly; beyond that its pump waits (the handler's
 /// permits bound what is queued in the router).
@@ -59,16 +60,19 @@ impl CommandService for Commands {
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
         let context = context_name(request.metadata().as_ref()).to_string();
         let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE_MAX);
-        let stream = HandlerConnection {
+        let connection = HandlerConnection {
             router: self.router.clone(),
             context,
-            node_name: self.node_name.clone(),
-            inbound: request.into_inner(),
-            outbound,
+            outbound: outbound.clone(),
             stream: None,
-            stopping: self.stopping.clone(),
         };
-        tokio::spawn(stream.run());
+        tokio::spawn(serve(
+            connection,
+            request.into_inner(),
+            outbound,
+            self.node_name.clone(),
+            self.stopping.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver).map(Ok))))
     }
 
@@ -90,43 +94,17 @@ impl CommandService for Commands {
     }
 }
 
-/// One handler's `OpenStream`.
+/// One handler's `OpenStream`, served by [`serve`]: when it ends, the router forgets the stream
+/// (its queued commands go elsewhere, the ones it had get AXONIQ-4001).
 struct HandlerConnection {
     router: Arc<CommandRouter>,
     context: String,
-    node_name: String,
-    inbound: Streaming<CommandProviderOutbound>,
     outbound: mpsc::Sender<CommandProviderInbound>,
     /// Named when it first subscribes or grants permits (SE: `<client id>.<uuid>`).
     stream: Option<StreamId>,
-    stopping: watch::Receiver<bool>,
 }
 
 impl HandlerConnection {
-    /// Ends when the handler half-closes or goes away, or the server stops; the router then
-    /// forgets the stream (its queued commands go elsewhere, the ones it had get 4001).
-    async fn run(mut self) {
-        loop {
-            let message = tokio::select! {
-                message = self.inbound.message() => message,
-                _ = crate::stopped(&mut self.stopping) => break,
-            };
-            let Ok(Some(message)) = message else {
-                break;
-            };
-            let id = message.instruction_id.clone();
-            // An ack is never acknowledged (SE only logs it); everything else with an id is.
-            let is_ack = matches!(message.request, Some(FromHandler::Ack(_)));
-            let supported = self.handle(message);
-            if !id.is_empty() && !is_ack && self.outbound.send(ack(id, supported, &self.node_name)).await.is_err() {
-                break;
-            }
-        }
-        if let Some(stream) = self.stream.take() {
-            self.router.disconnect(&stream);
-        }
-    }
-
     /// Applies one message; answers whether its kind is one the stream takes.
     fn handle(&mut self, message: CommandProviderOutbound) -> bool {
         match message.request {
@@ -175,5 +153,32 @@ fn ack(id: String, supported: bool, node_name: &str) -> CommandProviderInbound {
     CommandProviderInbound {
         request: Some(ToHandler::Ack(crate::instruction_ack(id, supported, node_name))),
         instruction_id: String::new(),
+    }
+}
+
+impl HandlerProtocol for HandlerConnection {
+    type In = CommandProviderOutbound;
+    type Out = CommandProviderInbound;
+
+    fn instruction_id(message: &CommandProviderOutbound) -> &str {
+        &message.instruction_id
+    }
+
+    fn is_ack(message: &CommandProviderOutbound) -> bool {
+        matches!(message.request, Some(FromHandler::Ack(_)))
+    }
+
+    fn handle(&mut self, message: CommandProviderOutbound) -> bool {
+        HandlerConnection::handle(self, message)
+    }
+
+    fn ack(id: String, supported: bool, node_name: &str) -> CommandProviderInbound {
+        ack(id, supported, node_name)
+    }
+
+    fn disconnect(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.router.disconnect(&stream);
+        }
     }
 }

@@ -30,6 +30,7 @@ pub mod commands;
 pub mod contexts;
 pub mod error;
 pub mod event_store;
+mod handler_stream;
 pub mod list_events;
 pub mod platform;
 pub mod queries;

@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::contexts::context_name;
 use crate::error::ToStatus;
+use crate::handler_stream::{HandlerProtocol, serve};
 
 /// Messages waiting for a handler that reads slowly; beyond that its pump waits.
 const OUTBOUND_QUEUE_MAX: usize = 64;
@@ -67,13 +68,16 @@ impl QueryService for Queries {
         let connection = HandlerConnection {
             router: self.router.clone(),
             context,
-            node_name: self.node_name.clone(),
-            inbound: request.into_inner(),
-            outbound,
+            outbound: outbound.clone(),
             stream: None,
-            stopping: self.stopping.clone(),
         };
-        tokio::spawn(connection.run());
+        tokio::spawn(serve(
+            connection,
+            request.into_inner(),
+            outbound,
+            self.node_name.clone(),
+            self.stopping.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver).map(Ok))))
     }
 
@@ -286,35 +290,11 @@ impl Drop for Answers {
 struct HandlerConnection {
     router: Arc<QueryRouter>,
     context: String,
-    node_name: String,
-    inbound: Streaming<QueryProviderOutbound>,
     outbound: mpsc::Sender<QueryProviderInbound>,
     stream: Option<StreamId>,
-    stopping: watch::Receiver<bool>,
 }
 
 impl HandlerConnection {
-    async fn run(mut self) {
-        loop {
-            let message = tokio::select! {
-                message = self.inbound.message() => message,
-                _ = crate::stopped(&mut self.stopping) => break,
-            };
-            let Ok(Some(message)) = message else {
-                break;
-            };
-            let id = message.instruction_id.clone();
-            let is_ack = matches!(message.request, Some(FromHandler::Ack(_)));
-            let supported = self.handle(message);
-            if !id.is_empty() && !is_ack && self.outbound.send(ack(id, supported, &self.node_name)).await.is_err() {
-                break;
-            }
-        }
-        if let Some(stream) = self.stream.take() {
-            self.router.disconnect(&stream);
-        }
-    }
-
     fn handle(&mut self, message: QueryProviderOutbound) -> bool {
         match message.request {
             Some(FromHandler::Subscribe(subscription)) => {
@@ -371,5 +351,32 @@ fn ack(id: String, supported: bool, node_name: &str) -> QueryProviderInbound {
     QueryProviderInbound {
         request: Some(ToHandler::Ack(crate::instruction_ack(id, supported, node_name))),
         instruction_id: String::new(),
+    }
+}
+
+impl HandlerProtocol for HandlerConnection {
+    type In = QueryProviderOutbound;
+    type Out = QueryProviderInbound;
+
+    fn instruction_id(message: &QueryProviderOutbound) -> &str {
+        &message.instruction_id
+    }
+
+    fn is_ack(message: &QueryProviderOutbound) -> bool {
+        matches!(message.request, Some(FromHandler::Ack(_)))
+    }
+
+    fn handle(&mut self, message: QueryProviderOutbound) -> bool {
+        HandlerConnection::handle(self, message)
+    }
+
+    fn ack(id: String, supported: bool, node_name: &str) -> QueryProviderInbound {
+        ack(id, supported, node_name)
+    }
+
+    fn disconnect(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.router.disconnect(&stream);
+        }
     }
 }
