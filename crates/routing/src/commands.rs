@@ -19,7 +19,7 @@
 //! Commands still *queued* for a handler whose stream ends go to another handler of the name
 //! (or get 4000), as in SE.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -28,11 +28,11 @@ use myelin_node::ErrorCode;
 use myelin_proto::grpc::command::{Command, CommandProviderInbound, CommandResponse, command_provider_inbound};
 use myelin_proto::grpc::{ErrorMessage, ProcessingKey, meta_data_value};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::handlers::{Source, start};
 use crate::ids::uuid;
-use crate::queue::PriorityQueue;
 use crate::ring::Ring;
 
 const NO_HANDLER_FOR_COMMAND: ErrorCode = ErrorCode::NoHandlerForCommand;
@@ -91,16 +91,7 @@ impl Default for RouterLimits {
     }
 }
 
-struct Handler {
-    context: String,
-    client_id: String,
-    component: String,
-    /// Commands the handler still takes; may go below zero never (one per command sent).
-    permits: i64,
-    queue: PriorityQueue<Command>,
-    names: HashSet<String>,
-    wake: Arc<Notify>,
-}
+type Handler = crate::handlers::Handler<Command, CommandProviderInbound>;
 
 #[derive(Default)]
 struct Subscribers {
@@ -172,21 +163,15 @@ impl CommandRouter {
         component: &str,
         outbound: mpsc::Sender<CommandProviderInbound>,
     ) -> StreamId {
-        let id = StreamId::new(format!("{client_id}.{}", uuid()));
-        let wake = Arc::new(Notify::new());
-        self.state.lock().handlers.insert(
-            id.clone(),
-            Handler {
-                context: context.to_string(),
-                client_id: client_id.to_string(),
-                component: component.to_string(),
-                permits: 0,
-                queue: PriorityQueue::new(self.limits.queue_capacity),
-                names: HashSet::new(),
-                wake: wake.clone(),
+        let id = start(
+            self,
+            |id, handler| {
+                self.state.lock().handlers.insert(id, handler);
             },
+            (context, client_id, component),
+            self.limits.queue_capacity,
+            outbound,
         );
-        tokio::spawn(pump(Arc::downgrade(self), id.clone(), wake, outbound));
         debug!(stream = %id, context, "command handler connected");
         id
     }
@@ -221,10 +206,7 @@ impl CommandRouter {
     pub fn add_permits(&self, stream: &StreamId, permits: i64) {
         let mut state = self.state.lock();
         if let Some(handler) = state.handlers.get_mut(stream) {
-            handler.permits = handler.permits.saturating_add(permits.max(0));
-            if handler.permits > 0 && !handler.queue.is_empty() {
-                handler.wake.notify_one();
-            }
+            handler.grant(permits);
         }
     }
 
@@ -259,7 +241,7 @@ impl CommandRouter {
             let Some(mut handler) = state.handlers.remove(stream) else {
                 return;
             };
-            handler.wake.notify_one();
+            handler.stop();
             for name in &handler.names {
                 forget(&mut state.subscribers, (handler.context.clone(), name.clone()), stream);
             }
@@ -384,11 +366,8 @@ impl CommandRouter {
             answers.push((reply, error(&id, NO_HANDLER_FOR_COMMAND, message)));
             return;
         };
-        match handler.queue.push(priority(&command), command) {
+        match handler.enqueue(priority(&command), command) {
             Ok(()) => {
-                if handler.permits > 0 {
-                    handler.wake.notify_one();
-                }
                 let entry = InFlight {
                     reply,
                     handler: target,
@@ -450,42 +429,16 @@ fn forget(subscribers: &mut HashMap<(String, String), Subscribers>, key: (String
     }
 }
 
-/// Sends `stream`'s queued commands while it has permits; ends with the stream.
-async fn pump(
-    router: Weak<CommandRouter>,
-    stream: StreamId,
-    wake: Arc<Notify>,
-    outbound: mpsc::Sender<CommandProviderInbound>,
-) {
-    loop {
-        let next = {
-            let Some(router) = router.upgrade() else {
-                return;
-            };
-            let mut state = router.state.lock();
-            let Some(handler) = state.handlers.get_mut(&stream) else {
-                return;
-            };
-            if handler.permits > 0 {
-                handler.queue.pop().inspect(|_| handler.permits -= 1)
-            } else {
-                None
-            }
-        };
-        match next {
-            Some(command) => {
-                let message = CommandProviderInbound {
-                    request: Some(command_provider_inbound::Request::Command(command)),
-                    instruction_id: String::new(),
-                };
-                // A stream that cannot take it any more is ending: its disconnect answers
-                // the command with AXONIQ-4001.
-                if outbound.send(message).await.is_err() {
-                    return;
-                }
-            }
-            None => wake.notified().await,
-        }
+impl Source for CommandRouter {
+    type Out = CommandProviderInbound;
+
+    fn next_for(&self, stream: &StreamId) -> Result<Option<CommandProviderInbound>, ()> {
+        let mut state = self.state.lock();
+        let handler = state.handlers.get_mut(stream).ok_or(())?;
+        Ok(handler.take().map(|command| CommandProviderInbound {
+            request: Some(command_provider_inbound::Request::Command(command)),
+            instruction_id: String::new(),
+        }))
     }
 }
 

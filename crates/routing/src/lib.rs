@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::unwrap_used, clippy::panic))]
 
 pub mod commands;
+mod handlers;
 pub mod ids;
 pub mod queries;
 pub mod queue;

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_node::ErrorCode;
@@ -32,12 +32,12 @@ use myelin_proto::grpc::query::{
 };
 use myelin_proto::grpc::{ErrorMessage, MetaDataValue, ProcessingInstruction, ProcessingKey, meta_data_value};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::commands::{LOCATION, StreamId, TOO_MANY_REQUESTS};
+use crate::handlers::{Source, start};
 use crate::ids::uuid;
-use crate::queue::PriorityQueue;
 
 const NO_HANDLER_FOR_QUERY: ErrorCode = ErrorCode::NoHandlerForQuery;
 const QUERY_TIMEOUT: ErrorCode = ErrorCode::QueryTimeout;
@@ -65,16 +65,7 @@ impl Default for QueryLimits {
     }
 }
 
-struct Handler {
-    context: String,
-    client_id: String,
-    component: String,
-    permits: i64,
-    queue: PriorityQueue<QueryRequest>,
-    names: HashSet<String>,
-    wake: Arc<Notify>,
-    outbound: mpsc::Sender<QueryProviderInbound>,
-}
+type Handler = crate::handlers::Handler<QueryRequest, QueryProviderInbound>;
 
 /// A query under way.
 struct Active {
@@ -172,23 +163,15 @@ impl QueryRouter {
         component: &str,
         outbound: mpsc::Sender<QueryProviderInbound>,
     ) -> StreamId {
-        let id = StreamId::new(format!("{client_id}.{}", uuid()));
-        let wake = Arc::new(Notify::new());
-        self.state.lock().handlers.insert(
-            id.clone(),
-            Handler {
-                context: context.to_string(),
-                client_id: client_id.to_string(),
-                component: component.to_string(),
-                permits: 0,
-                queue: PriorityQueue::new(self.limits.queue_capacity),
-                names: HashSet::new(),
-                wake: wake.clone(),
-                outbound: outbound.clone(),
+        start(
+            self,
+            |id, handler| {
+                self.state.lock().handlers.insert(id, handler);
             },
-        );
-        tokio::spawn(pump(Arc::downgrade(self), id.clone(), wake, outbound));
-        id
+            (context, client_id, component),
+            self.limits.queue_capacity,
+            outbound,
+        )
     }
 
     /// `stream` handles `query` for `component` from now on.
@@ -247,10 +230,7 @@ impl QueryRouter {
     pub fn add_permits(&self, stream: &StreamId, permits: i64) {
         let mut state = self.state.lock();
         if let Some(handler) = state.handlers.get_mut(stream) {
-            handler.permits = handler.permits.saturating_add(permits.max(0));
-            if handler.permits > 0 && !handler.queue.is_empty() {
-                handler.wake.notify_one();
-            }
+            handler.grant(permits);
         }
     }
 
@@ -287,7 +267,7 @@ impl QueryRouter {
         let Some(handler) = state.handlers.remove(stream) else {
             return;
         };
-        handler.wake.notify_one();
+        handler.stop();
         for name in &handler.names {
             forget(&mut state.registry, &(handler.context.clone(), name.clone()), stream);
         }
@@ -501,11 +481,8 @@ impl QueryRouter {
             let Some(handler) = state.handlers.get_mut(&target) else {
                 continue;
             };
-            match handler.queue.push(0, query.clone()) {
+            match handler.enqueue(0, query.clone()) {
                 Ok(()) => {
-                    if handler.permits > 0 {
-                        handler.wake.notify_one();
-                    }
                     active.pending.insert(target, false);
                 }
                 Err(_) => refused.push(error(
@@ -667,47 +644,25 @@ fn forget(
     }
 }
 
-/// Sends `stream`'s queued queries while it has permits, marking each as sent.
-async fn pump(
-    router: Weak<QueryRouter>,
-    stream: StreamId,
-    wake: Arc<Notify>,
-    outbound: mpsc::Sender<QueryProviderInbound>,
-) {
-    loop {
-        let next = {
-            let Some(router) = router.upgrade() else {
-                return;
-            };
-            let mut state = router.state.lock();
-            let Some(handler) = state.handlers.get_mut(&stream) else {
-                return;
-            };
-            let next = if handler.permits > 0 {
-                handler.queue.pop().inspect(|_| handler.permits -= 1)
-            } else {
-                None
-            };
-            if let Some(query) = &next
-                && let Some(active) = state.active.get_mut(&query.message_identifier)
-                && let Some(sent) = active.pending.get_mut(&stream)
-            {
-                *sent = true;
-            }
-            next
+impl Source for QueryRouter {
+    type Out = QueryProviderInbound;
+
+    /// The next queued query for `stream`, marked as sent (a cancel then reaches the handler).
+    fn next_for(&self, stream: &StreamId) -> Result<Option<QueryProviderInbound>, ()> {
+        let mut state = self.state.lock();
+        let handler = state.handlers.get_mut(stream).ok_or(())?;
+        let Some(query) = handler.take() else {
+            return Ok(None);
         };
-        match next {
-            Some(query) => {
-                let message = QueryProviderInbound {
-                    request: Some(query_provider_inbound::Request::Query(query)),
-                    instruction_id: String::new(),
-                };
-                if outbound.send(message).await.is_err() {
-                    return;
-                }
-            }
-            None => wake.notified().await,
+        if let Some(active) = state.active.get_mut(&query.message_identifier)
+            && let Some(sent) = active.pending.get_mut(stream)
+        {
+            *sent = true;
         }
+        Ok(Some(QueryProviderInbound {
+            request: Some(query_provider_inbound::Request::Query(query)),
+            instruction_id: String::new(),
+        }))
     }
 }
 
