@@ -95,7 +95,7 @@ impl CommandService for Commands {
 }
 
 /// One handler's `OpenStream`, served by [`serve`]: when it ends, the router forgets the stream
-/// (its queued commands go elsewhere, the ones it had get AXONIQ-4001).
+/// (its queued commands go elsewhere, the ones it had get Axon code 4001).
 struct HandlerConnection {
     router: Arc<CommandRouter>,
     context: String,

@@ -1,6 +1,6 @@
 //! The loop both handler streams run (`CommandService.OpenStream` and `QueryService.OpenStream`):
 //! read the handler's messages until it half-closes, goes away or the server stops, apply each,
-//! and acknowledge each one that carries an instruction id — success, or AXONIQ-1002 for a kind
+//! and acknowledge each one that carries an instruction id — success, or Axon code 1002 for a kind
 //! the stream does not take — except an ack, which SE only logs. When it ends, the router
 //! forgets the stream.
 

@@ -44,7 +44,7 @@ pub use myelin_node::{Context, Contexts, NodeError, NodeIdentity};
 pub use server::{GrpcConfig, ServeError, serve, serve_with_config};
 
 /// Completes when the server starts stopping (or is gone).
-/// The acknowledgement of the instruction `id`: success, or AXONIQ-1002 with SE's words for a
+/// The acknowledgement of the instruction `id`: success, or Axon code 1002 with SE's words for a
 /// kind the stream does not take (platform, command and query streams alike).
 pub(crate) fn instruction_ack(id: String, supported: bool, node_name: &str) -> myelin_proto::grpc::InstructionAck {
     let error = (!supported).then(|| myelin_proto::grpc::ErrorMessage {

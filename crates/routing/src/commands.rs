@@ -9,12 +9,12 @@
 //!
 //! | situation | code | message |
 //! |---|---|---|
-//! | no handler for the name in the context | AXONIQ-4000 | `No Handler for command: <name>` |
-//! | the handler's stream ended while it had the command | AXONIQ-4001 | `Connection lost while executing command on: <client id>` |
-//! | no answer within the timeout | AXONIQ-4002 | `Cancelled by AxonServer due to timeout` |
-//! | a command with the same id is in flight | AXONIQ-4005 | `command id <id> duplicated` |
-//! | the handler's queue is full | AXONIQ-1900 | `Failed to add request to queue <client stream id>` |
-//! | too many commands in flight | AXONIQ-1900 | `Command buffer is full (<n>/<limit>) Command handlers might be slow.` |
+//! | no handler for the name in the context | 4000 | `No Handler for command: <name>` |
+//! | the handler's stream ended while it had the command | 4001 | `Connection lost while executing command on: <client id>` |
+//! | no answer within the timeout | 4002 | `Cancelled by AxonServer due to timeout` |
+//! | a command with the same id is in flight | 4005 | `command id <id> duplicated` |
+//! | the handler's queue is full | 1900 | `Failed to add request to queue <client stream id>` |
+//! | too many commands in flight | 1900 | `Command buffer is full (<n>/<limit>) Command handlers might be slow.` |
 //!
 //! Commands still *queued* for a handler whose stream ends go to another handler of the name
 //! (or get 4000), as in SE.
@@ -233,7 +233,7 @@ impl CommandRouter {
     }
 
     /// The handler stream ended: its subscriptions go, its queued commands go to other
-    /// handlers, and the commands it had get AXONIQ-4001.
+    /// handlers, and the commands it had get Axon code 4001.
     pub fn disconnect(&self, stream: &StreamId) {
         let mut answers = Vec::new();
         {
@@ -382,7 +382,7 @@ impl CommandRouter {
         }
     }
 
-    /// Answers AXONIQ-4002 to every command older than the timeout, and takes those still
+    /// Answers Axon code 4002 to every command older than the timeout, and takes those still
     /// queued out of their queues.
     fn expire(&self, now: Instant) {
         let mut answers = Vec::new();

@@ -11,11 +11,11 @@
 //!
 //! | situation | code | message |
 //! |---|---|---|
-//! | no handler for the name in the context | AXONIQ-5000 | `No handler for query: <name>` |
-//! | a query with the same id is under way | AXONIQ-5007 | `Query with supplied ID already present` |
-//! | a handler's stream ended while it had the query | AXONIQ-4001 | `Connection to handler <client stream id> lost` |
-//! | no completion within its `TIMEOUT` (300 s without one) | AXONIQ-5006 | `Query cancelled due to timeout` |
-//! | the handler's queue is full | AXONIQ-1900 | `Failed to add request to queue <client stream id>` |
+//! | no handler for the name in the context | 5000 | `No handler for query: <name>` |
+//! | a query with the same id is under way | 5007 | `Query with supplied ID already present` |
+//! | a handler's stream ended while it had the query | 4001 | `Connection to handler <client stream id> lost` |
+//! | no completion within its `TIMEOUT` (300 s without one) | 5006 | `Query cancelled due to timeout` |
+//! | the handler's queue is full | 1900 | `Failed to add request to queue <client stream id>` |
 //!
 //! A dispatcher that cancels its call makes the router send `query_cancel` to the handlers
 //! that have the query and take it out of the queues of those that do not yet.
@@ -102,7 +102,7 @@ struct Subscribed {
 /// Why a subscription query cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscriptionRefused {
-    /// No handler stream of the context handles the query (AXONIQ-5000).
+    /// No handler stream of the context handles the query (Axon code 5000).
     NoHandler(String),
     /// An initial result asked for a subscription the stream did not make first.
     NotSubscribed(String),
@@ -261,7 +261,7 @@ impl QueryRouter {
     }
 
     /// The handler stream ended: its subscriptions go, and each query it had or had queued
-    /// counts AXONIQ-4001 for it.
+    /// counts Axon code 4001 for it.
     pub fn disconnect(&self, stream: &StreamId) {
         let mut state = self.state.lock();
         let Some(handler) = state.handlers.remove(stream) else {
@@ -553,7 +553,7 @@ impl QueryRouter {
         self.state.lock().active.len()
     }
 
-    /// `request_id` ran out of time: every handler still on it counts AXONIQ-5006 and is told.
+    /// `request_id` ran out of time: every handler still on it counts Axon code 5006 and is told.
     fn expire(&self, request_id: &str) {
         let mut state = self.state.lock();
         let Some(active) = state.active.get(request_id) else {
