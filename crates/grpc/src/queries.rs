@@ -240,7 +240,7 @@ impl SubscriptionConnection {
 /// A `Query` call's answers; dropped before they ended (the sender cancelled), it cancels the
 /// query on the handlers.
 struct Answers {
-    answers: mpsc::UnboundedReceiver<QueryResponse>,
+    answers: mpsc::Receiver<QueryResponse>,
     router: Arc<QueryRouter>,
     id: String,
     ended: bool,

@@ -16,6 +16,7 @@
 //! | a handler's stream ended while it had the query | 4001 | `Connection to handler <client stream id> lost` |
 //! | no completion within its `TIMEOUT` (300 s without one) | 5006 | `Query cancelled due to timeout` |
 //! | the handler's queue is full | 1900 | `Failed to add request to queue <client stream id>` |
+//! | the sender let more than `max_waiting_answers` answers wait | 1900 | `more than <n> answers waited …` |
 //!
 //! A dispatcher that cancels its call makes the router send `query_cancel` to the handlers
 //! that have the query and take it out of the queues of those that do not yet.
@@ -53,6 +54,9 @@ pub struct QueryLimits {
     pub timeout: Duration,
     /// Queries under way, over all handlers.
     pub max_active: usize,
+    /// Answers of one query waiting for its sender to read them; a sender that lets more pile
+    /// up gets code 1900 and the query is cancelled on the handlers.
+    pub max_waiting_answers: usize,
 }
 
 impl Default for QueryLimits {
@@ -61,6 +65,7 @@ impl Default for QueryLimits {
             queue_capacity: 10_000,
             timeout: Duration::from_secs(300),
             max_active: 100_000,
+            max_waiting_answers: 1024,
         }
     }
 }
@@ -70,7 +75,8 @@ type Handler = crate::handlers::Handler<QueryRequest, QueryProviderInbound>;
 /// A query under way.
 struct Active {
     /// The dispatcher's `Query` stream; dropped to end it.
-    dispatcher: mpsc::UnboundedSender<QueryResponse>,
+    /// Holds at most `max_waiting_answers`; its last place is kept for a final error.
+    dispatcher: mpsc::Sender<QueryResponse>,
     /// Handler streams that have not completed yet, and whether each was sent the query.
     pending: HashMap<StreamId, bool>,
     held_error: Option<QueryResponse>,
@@ -246,9 +252,24 @@ impl QueryRouter {
             return;
         }
         if response.error_code.is_empty() {
+            if active.dispatcher.capacity() <= 1 {
+                // The sender does not read: the last place carries why the query ends.
+                let message = format!(
+                    "more than {} answers waited for the sender to read them; the query was cancelled",
+                    self.limits.max_waiting_answers
+                );
+                let id = response.request_identifier.clone();
+                let _ = active.dispatcher.try_send(error(&id, TOO_MANY_REQUESTS, message));
+                if let Some(active) = state.active.remove(&id) {
+                    for (stream, sent) in active.pending {
+                        self.withdraw(&mut state, &stream, &id, sent);
+                    }
+                }
+                return;
+            }
             active.answered = true;
             active.held_error = None;
-            let _ = active.dispatcher.send(response);
+            let _ = active.dispatcher.try_send(response);
         } else if !active.answered && active.held_error.is_none() {
             active.held_error = Some(response);
         }
@@ -418,21 +439,21 @@ impl QueryRouter {
     /// Routes `query` of `context`: the receiver yields the answers and ends when the query is
     /// over. Dropping it (the dispatcher cancelled) cancels the query: call
     /// [`QueryRouter::cancel`] then.
-    pub fn query(self: &Arc<Self>, context: &str, mut query: QueryRequest) -> mpsc::UnboundedReceiver<QueryResponse> {
+    pub fn query(self: &Arc<Self>, context: &str, mut query: QueryRequest) -> mpsc::Receiver<QueryResponse> {
         if query.message_identifier.is_empty() {
             query.message_identifier = uuid();
         }
         let id = query.message_identifier.clone();
-        let (dispatcher, answers) = mpsc::unbounded_channel();
+        let (dispatcher, answers) = mpsc::channel(self.limits.max_waiting_answers.max(2));
         let mut state = self.state.lock();
         if state.active.contains_key(&id) {
             let message = "Query with supplied ID already present".to_string();
-            let _ = dispatcher.send(error(&id, QUERY_DUPLICATED, message));
+            let _ = dispatcher.try_send(error(&id, QUERY_DUPLICATED, message));
             return answers;
         }
         if state.active.len() >= self.limits.max_active {
             let message = format!("Query buffer is full ({} queries under way)", state.active.len());
-            let _ = dispatcher.send(error(&id, TOO_MANY_REQUESTS, message));
+            let _ = dispatcher.try_send(error(&id, TOO_MANY_REQUESTS, message));
             return answers;
         }
         let key = (context.to_string(), query.query.clone());
@@ -459,7 +480,7 @@ impl QueryRouter {
         };
         if targets.is_empty() {
             let message = format!("No handler for query: {}", query.query);
-            let _ = dispatcher.send(error(&id, NO_HANDLER_FOR_QUERY, message));
+            let _ = dispatcher.try_send(error(&id, NO_HANDLER_FOR_QUERY, message));
             return answers;
         }
         let timeout = timeout_of(&query).unwrap_or(self.limits.timeout);
@@ -494,7 +515,7 @@ impl QueryRouter {
         }
         if active.pending.is_empty() {
             if let Some(first) = refused.into_iter().next() {
-                let _ = active.dispatcher.send(first);
+                let _ = active.dispatcher.try_send(first);
             }
             return answers;
         }
@@ -624,7 +645,7 @@ fn retire(state: &mut State, request_id: &str, stream: &StreamId, failure: Optio
         && !finished.answered
         && let Some(error) = finished.held_error
     {
-        let _ = finished.dispatcher.send(error);
+        let _ = finished.dispatcher.try_send(error);
     }
 }
 
@@ -766,7 +787,7 @@ mod tests {
     }
 
     /// Every answer until the query ends.
-    async fn all(mut answers: mpsc::UnboundedReceiver<QueryResponse>) -> Vec<QueryResponse> {
+    async fn all(mut answers: mpsc::Receiver<QueryResponse>) -> Vec<QueryResponse> {
         let mut out = Vec::new();
         loop {
             match tokio::time::timeout(Duration::from_secs(5), answers.recv()).await {
@@ -1033,5 +1054,31 @@ mod tests {
             1,
             "the sender's subscription stays until it ends it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_does_not_read_gets_1900_and_the_query_is_cancelled_on_its_handler() {
+        let limits = QueryLimits {
+            max_waiting_answers: 4,
+            ..QueryLimits::default()
+        };
+        let router = QueryRouter::new(limits);
+        let mut chatty = TestHandler::connect(&router, "chatty", "one", &["Q"]);
+        let answers = router.query("default", query("q1", "Q"));
+        chatty.query().await;
+        for n in 0..10 {
+            chatty.answer(&router, "q1", &format!("answer-{n}"));
+        }
+        match chatty.next().await {
+            query_provider_inbound::Request::QueryCancel(reference) => assert_eq!(reference.request_id, "q1"),
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+        let got = all(answers).await;
+        assert_eq!(
+            codes(&got),
+            ["", "", "", "AXONIQ-1900"],
+            "three answers, then why it ended"
+        );
+        assert_eq!(router.active(), 0);
     }
 }
